@@ -1,0 +1,154 @@
+//! The `sealtrail` command: keys, demo archives, verification.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+use sealtrail::archive::DEFAULT_STORE;
+use sealtrail::keys;
+use sealtrail::verify::{verify, VerifyOptions};
+use sealtrail::Archive;
+
+mod demo;
+
+/// Tamper-evident audit trails for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "sealtrail", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create an Ed25519 signing key (PKCS#8 PEM, mode 0600) and its public key (<out>.pub).
+    Keygen(KeygenArgs),
+    /// Write a demo agent archive (several sessions of LLM calls, tool calls,
+    /// policy checks and human approvals), sealed and signed.
+    Demo(demo::DemoArgs),
+    /// Prove an archive complete and unaltered, or name what is wrong.
+    /// Exit status: 0 intact, 1 findings, 2 usage or I/O error.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// Where to write the secret key; the public key goes to <out>.pub.
+    #[arg(long, env = "SEALTRAIL_KEY_OUT", default_value = "audit.key")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// Archive URL: a path, file:///abs/path, or memory://.
+    #[arg(long, env = "SEALTRAIL_STORE", default_value = DEFAULT_STORE)]
+    store: String,
+    /// Trusted public key file(s) (SPKI PEM); repeat for rotated keys.
+    #[arg(long = "public-key", env = "SEALTRAIL_PUBLIC_KEY", required = true, value_delimiter = ',')]
+    public_keys: Vec<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long, env = "SEALTRAIL_JSON")]
+    json: bool,
+    /// Report only findings about this session (seal and object findings always show).
+    #[arg(long, env = "SEALTRAIL_SESSION")]
+    session: Option<String>,
+    /// Verify as of this time (RFC 3339, e.g. 2026-11-23T12:00:00Z; default now).
+    /// A writer that did not close and has not sealed for a heartbeat before it is reported.
+    #[arg(long, env = "SEALTRAIL_AS_OF", value_parser = parse_time)]
+    as_of: Option<u64>,
+    /// Lateness tolerated beyond a writer's heartbeat interval.
+    #[arg(long, env = "SEALTRAIL_HEARTBEAT_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    heartbeat_grace: Duration,
+    /// Threads checking batches (0: one per core).
+    #[arg(long, env = "SEALTRAIL_THREADS", default_value_t = 0)]
+    threads: usize,
+}
+
+fn parse_time(s: &str) -> Result<u64, String> {
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| format!("{e}: use RFC 3339, e.g. 2026-11-23T12:00:00Z"))?;
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .map_err(|_| "time before 1970".to_owned())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Keygen(a) => keygen(&a),
+        Command::Demo(a) => rt.block_on(demo::run(&a)),
+        Command::Verify(a) => rt.block_on(run_verify(&a)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn keygen(a: &KeygenArgs) -> sealtrail::Result<ExitCode> {
+    let key = keys::generate()?;
+    let public = keys::write_key_pair(&a.out, &key)?;
+    println!(
+        "wrote {} (secret, keep it safe) and {} (public, give it to auditors); key id {}",
+        a.out.display(),
+        public.display(),
+        keys::key_id(&key.verifying_key())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_verify(a: &VerifyArgs) -> sealtrail::Result<ExitCode> {
+    let trusted = a
+        .public_keys
+        .iter()
+        .map(|p| keys::read_verifying_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let archive = Archive::open(&a.store)?;
+    let mut opts = VerifyOptions::default()
+        .with_heartbeat_grace(a.heartbeat_grace)
+        .with_threads(a.threads);
+    if let Some(t) = a.as_of {
+        opts = opts.with_as_of(t);
+    }
+    if let Some(s) = &a.session {
+        opts = opts.with_session(s.clone());
+    }
+    let bar = (!a.json && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("verifying {bar:40} {pos}/{len} batches {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    if let Some(b) = bar.clone() {
+        opts = opts.with_progress(move |done, total| {
+            b.set_length(total);
+            b.set_position(done);
+        });
+    }
+    let report = verify(&archive, &trusted, &opts).await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for f in &report.findings {
+            println!("{f}");
+        }
+        println!("{}", report.summary());
+    }
+    Ok(if report.is_intact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

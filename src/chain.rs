@@ -1,0 +1,191 @@
+//! Per-session hash chains.
+//!
+//! For each session a writer keeps the next `seq` and the hash of the last
+//! record. [`Chain::append`] stamps a record with both and encodes it as one
+//! batch line, `{"hash":"<64 hex>","record":<canonical record>}\n`, hashing the
+//! canonical record bytes in place (docs/FORMAT.md §4).
+
+use std::collections::HashMap;
+
+use crate::canonical;
+use crate::digest::{genesis, record_hash, Digest};
+use crate::error::{Error, Result};
+use crate::record::{TraceRecord, FORMAT_VERSION};
+
+/// Bytes before the record hash in a batch line.
+pub const LINE_PREFIX: &[u8] = b"{\"hash\":\"";
+/// Bytes between the record hash and the record in a batch line.
+pub const LINE_MIDDLE: &[u8] = b"\",\"record\":";
+/// Offset of the canonical record within a batch line.
+pub const RECORD_OFFSET: usize = LINE_PREFIX.len() + 64 + LINE_MIDDLE.len();
+/// Longest accepted session id, in bytes.
+pub const MAX_SESSION_LEN: usize = 1024;
+/// Largest `seq` (JSON numbers are exact up to 2^53).
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
+
+/// Where a session's chain stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The seq the next record will get.
+    pub next_seq: u64,
+    /// The hash of the last record (the next record's `prev`).
+    pub hash: Digest,
+}
+
+/// The chains of all sessions of one writer.
+#[derive(Debug)]
+pub struct Chain {
+    writer: String,
+    heads: HashMap<Box<str>, Head>,
+}
+
+impl Chain {
+    /// An empty chain set for `writer`.
+    pub fn new(writer: impl Into<String>) -> Self {
+        Chain {
+            writer: writer.into(),
+            heads: HashMap::new(),
+        }
+    }
+
+    /// The writer id.
+    pub fn writer(&self) -> &str {
+        &self.writer
+    }
+
+    /// Where `session` stands, or `None` if it has no record yet.
+    pub fn head(&self, session: &str) -> Option<Head> {
+        self.heads.get(session).copied()
+    }
+
+    /// Number of sessions known.
+    pub fn sessions(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// Sets where `session` stands (used when a writer continues an archive).
+    pub fn set_head(&mut self, session: &str, head: Head) {
+        self.heads.insert(session.into(), head);
+    }
+
+    /// Assigns `record.seq` and `record.prev`, appends its batch line
+    /// (ending in `\n`) to `line`, and returns the record's hash.
+    ///
+    /// On error nothing is appended and the chain does not move.
+    pub fn append(&mut self, record: &mut TraceRecord, line: &mut Vec<u8>) -> Result<Digest> {
+        validate(record)?;
+        let head = match self.heads.get(record.session.as_str()) {
+            Some(h) => *h,
+            None => Head {
+                next_seq: 0,
+                hash: genesis(&self.writer, &record.session),
+            },
+        };
+        if head.next_seq > MAX_SEQ {
+            return Err(Error::InvalidRecord {
+                reason: format!("session {:?} reached the largest seq", record.session),
+            });
+        }
+        record.seq = head.next_seq;
+        record.prev = head.hash;
+        let hash = encode_line(record, line)?;
+        let next = Head {
+            next_seq: head.next_seq + 1,
+            hash,
+        };
+        match self.heads.get_mut(record.session.as_str()) {
+            Some(h) => *h = next,
+            None => {
+                self.heads.insert(record.session.as_str().into(), next);
+            }
+        }
+        Ok(hash)
+    }
+}
+
+fn validate(record: &TraceRecord) -> Result<()> {
+    let reason = if record.session.is_empty() {
+        "the session id is empty".to_owned()
+    } else if record.session.len() > MAX_SESSION_LEN {
+        format!(
+            "the session id is {} bytes long; the limit is {MAX_SESSION_LEN}",
+            record.session.len()
+        )
+    } else if record.v != FORMAT_VERSION {
+        format!("format version {} is not {FORMAT_VERSION}", record.v)
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidRecord { reason })
+}
+
+/// Appends `{"hash":"…","record":…}\n` for `record` to `out` and returns the hash.
+/// On error, `out` is left as it was.
+pub fn encode_line(record: &TraceRecord, out: &mut Vec<u8>) -> Result<Digest> {
+    let start = out.len();
+    out.extend_from_slice(LINE_PREFIX);
+    out.extend_from_slice(&[b'0'; 64]);
+    out.extend_from_slice(LINE_MIDDLE);
+    let rec_start = out.len();
+    if let Err(e) = canonical::write(record, out) {
+        out.truncate(start);
+        return Err(Error::InvalidRecord {
+            reason: format!("cannot encode: {e}"),
+        });
+    }
+    let hash = record_hash(&out[rec_start..]);
+    let mut hex = [0u8; 64];
+    hash.write_hex(&mut hex);
+    out[start + LINE_PREFIX.len()..start + LINE_PREFIX.len() + 64].copy_from_slice(&hex);
+    out.extend_from_slice(b"}\n");
+    Ok(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Kind, StoredRecord};
+
+    #[test]
+    fn seqs_are_contiguous_per_session_and_linked() {
+        let mut chain = Chain::new("w1");
+        let mut out = Vec::new();
+        let mut hashes = Vec::new();
+        for (i, s) in ["a", "b", "a", "a", "b"].iter().enumerate() {
+            let mut r = TraceRecord::new(*s, Kind::Span, format!("r{i}"));
+            hashes.push((s.to_string(), chain.append(&mut r, &mut out).unwrap(), r.seq, r.prev));
+        }
+        let seqs: Vec<u64> = hashes.iter().map(|h| h.2).collect();
+        assert_eq!(seqs, [0, 0, 1, 2, 1]);
+        assert_eq!(hashes[0].3, genesis("w1", "a"));
+        assert_eq!(hashes[2].3, hashes[0].1);
+        assert_eq!(hashes[3].3, hashes[2].1);
+        assert_eq!(hashes[4].3, hashes[1].1);
+        // Each line is the canonical JSON of the envelope and round-trips.
+        for (line, h) in out.split(|b| *b == b'\n').zip(&hashes) {
+            let stored: StoredRecord = serde_json::from_slice(line).unwrap();
+            assert_eq!(stored.hash, h.1);
+            assert_eq!(canonical::to_vec(&stored).unwrap(), line);
+            assert_eq!(record_hash(&line[RECORD_OFFSET..line.len() - 1]), h.1);
+        }
+    }
+
+    #[test]
+    fn invalid_record_leaves_chain_and_buffer_untouched() {
+        let mut chain = Chain::new("w");
+        let mut out = b"x".to_vec();
+        let mut r = TraceRecord::new("", Kind::Span, "n");
+        assert!(matches!(chain.append(&mut r, &mut out), Err(Error::InvalidRecord { .. })));
+        assert_eq!(out, b"x");
+        assert_eq!(chain.sessions(), 0);
+    }
+
+    #[test]
+    fn genesis_depends_on_writer() {
+        let mut a = Chain::new("w1");
+        let mut b = Chain::new("w2");
+        let (mut r1, mut r2) = (TraceRecord::new("s", Kind::Span, "n"), TraceRecord::new("s", Kind::Span, "n"));
+        let mut out = Vec::new();
+        assert_ne!(a.append(&mut r1, &mut out).unwrap(), b.append(&mut r2, &mut out).unwrap());
+    }
+}

@@ -1,0 +1,190 @@
+//! SHA-256 digests and the domain-separated hashes of the archive format.
+//!
+//! Every hash in the format is `SHA-256(tag ‖ input)` with a tag of its own,
+//! so that no hash of one kind can be passed off as another (docs/FORMAT.md §3).
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Domain tag of a record hash.
+pub const RECORD_TAG: &[u8] = b"sealtrail/v1/record\0";
+/// Domain tag of the `prev` of a session's first record.
+pub const GENESIS_TAG: &[u8] = b"sealtrail/v1/genesis\0";
+/// Domain tag of a seal hash.
+pub const SEAL_TAG: &[u8] = b"sealtrail/v1/seal\0";
+/// Domain tag of the `prev_seal` of a writer's first seal.
+pub const SEAL_GENESIS_TAG: &[u8] = b"sealtrail/v1/seal-genesis\0";
+/// Domain tag of a Merkle leaf (RFC 6962 uses 0x00).
+pub const LEAF_TAG: &[u8] = b"sealtrail/v1/leaf\0";
+/// Domain tag of a Merkle interior node (RFC 6962 uses 0x01).
+pub const NODE_TAG: &[u8] = b"sealtrail/v1/node\0";
+/// Domain tag of the message that a seal's Ed25519 signature signs.
+pub const SIGNATURE_TAG: &[u8] = b"sealtrail/v1/signature\0";
+/// Domain tag of a signing key id.
+pub const KEY_ID_TAG: &[u8] = b"sealtrail/v1/key-id\0";
+
+/// A SHA-256 digest. Serialized as 64 lowercase hex digits; compared in constant time.
+#[derive(Clone, Copy, Default, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// Hashes `tag ‖ parts[0] ‖ parts[1] ‖ …`.
+    pub fn tagged(tag: &[u8], parts: &[&[u8]]) -> Self {
+        let mut h = Sha256::new();
+        h.update(tag);
+        for p in parts {
+            h.update(p);
+        }
+        Digest(h.finalize().into())
+    }
+
+    /// Plain SHA-256 of `bytes` (used for batch object digests).
+    pub fn sha256(bytes: &[u8]) -> Self {
+        Digest(Sha256::digest(bytes).into())
+    }
+
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Writes the 64 lowercase hex digits into `out`.
+    pub fn write_hex(&self, out: &mut [u8; 64]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = HEX[(b >> 4) as usize];
+            out[2 * i + 1] = HEX[(b & 15) as usize];
+        }
+    }
+
+    /// Parses exactly 64 lowercase hex digits.
+    pub fn from_hex(s: &[u8]) -> Option<Self> {
+        if s.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in s.chunks_exact(2).enumerate() {
+            out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Some(Digest(out))
+    }
+}
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+impl PartialEq for Digest {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+impl Eq for Digest {}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 64];
+        self.write_hex(&mut buf);
+        // The buffer holds ASCII hex digits only.
+        s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        Digest::from_hex(s.as_bytes())
+            .ok_or_else(|| serde::de::Error::custom("expected 64 lowercase hex digits"))
+    }
+}
+
+/// The hash of a record: `SHA-256(RECORD_TAG ‖ canonical record bytes)`.
+pub fn record_hash(canonical_record: &[u8]) -> Digest {
+    Digest::tagged(RECORD_TAG, &[canonical_record])
+}
+
+/// Length-prefixed field: u32 big-endian length, then the bytes.
+fn len_prefix(s: &str) -> [u8; 4] {
+    (s.len() as u32).to_be_bytes()
+}
+
+/// The `prev` of the first record (seq 0) of `session` written by `writer`:
+/// `SHA-256(GENESIS_TAG ‖ u32be(len w) ‖ w ‖ u32be(len s) ‖ s)`.
+pub fn genesis(writer: &str, session: &str) -> Digest {
+    Digest::tagged(
+        GENESIS_TAG,
+        &[
+            &len_prefix(writer),
+            writer.as_bytes(),
+            &len_prefix(session),
+            session.as_bytes(),
+        ],
+    )
+}
+
+/// The `prev_seal` of a writer's first seal (batch 0):
+/// `SHA-256(SEAL_GENESIS_TAG ‖ u32be(len w) ‖ w)`.
+pub fn seal_genesis(writer: &str) -> Digest {
+    Digest::tagged(SEAL_GENESIS_TAG, &[&len_prefix(writer), writer.as_bytes()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_rejects_uppercase() {
+        let d = Digest::sha256(b"abc");
+        assert_eq!(
+            d.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(Digest::from_hex(d.to_hex().as_bytes()), Some(d));
+        assert_eq!(Digest::from_hex(d.to_hex().to_uppercase().as_bytes()), None);
+        assert_eq!(Digest::from_hex(b"ab"), None);
+    }
+
+    #[test]
+    fn genesis_is_length_prefixed() {
+        assert_ne!(genesis("ab", "c"), genesis("a", "bc"));
+        assert_ne!(genesis("w", "s"), genesis("s", "w"));
+    }
+
+    #[test]
+    fn tags_are_distinct() {
+        let tags = [
+            RECORD_TAG,
+            GENESIS_TAG,
+            SEAL_TAG,
+            SEAL_GENESIS_TAG,
+            LEAF_TAG,
+            NODE_TAG,
+            SIGNATURE_TAG,
+            KEY_ID_TAG,
+        ];
+        for (i, a) in tags.iter().enumerate() {
+            for b in &tags[i + 1..] {
+                assert!(!a.starts_with(b) && !b.starts_with(a));
+            }
+        }
+    }
+}

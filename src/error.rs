@@ -1,0 +1,85 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Errors returned by sealtrail's library API.
+///
+/// Verification findings are not errors: [`crate::verify`] returns them in a
+/// [`crate::verify::Report`]. An `Error` means the operation itself could not
+/// be carried out (bad input, unreachable storage, a refused overwrite).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A store URL could not be understood.
+    #[error("invalid store URL {url:?}: {reason}")]
+    InvalidStoreUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The object store failed an operation.
+    #[error("storage error on {key:?}: {source}")]
+    Store {
+        /// The object key (or prefix) concerned.
+        key: String,
+        /// The underlying error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// A write would have replaced an existing object; sealtrail never overwrites.
+    #[error("object {key:?} already exists; sealtrail never overwrites an archived object")]
+    AlreadyExists {
+        /// The object key.
+        key: String,
+    },
+    /// A key file is missing, malformed, or would be overwritten.
+    #[error("key file {path}: {reason}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A writer id is not acceptable.
+    #[error("invalid writer id {id:?}: use 1 to 64 characters from [A-Za-z0-9._-], not starting with '.'")]
+    InvalidWriterId {
+        /// The id as given.
+        id: String,
+    },
+    /// A record cannot be archived as it is.
+    #[error("invalid record: {reason}")]
+    InvalidRecord {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The archive already written by this writer is not in a state it can continue from.
+    #[error("cannot continue writer {writer:?}: {reason}")]
+    Recovery {
+        /// The writer id.
+        writer: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A writer was used after it was closed, or after a failed write left it unusable.
+    #[error("writer {writer:?} is closed")]
+    WriterClosed {
+        /// The writer id.
+        writer: String,
+    },
+    /// JSON encoding or decoding failed.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Local I/O failed.
+    #[error("I/O on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with sealtrail's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

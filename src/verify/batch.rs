@@ -1,0 +1,363 @@
+//! Checks of one batch object against its seal. Pure CPU work on bytes
+//! already read, so that batches can be checked in parallel.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::finding::{Finding, Location, Problem};
+use crate::chain::{LINE_MIDDLE, LINE_PREFIX, RECORD_OFFSET};
+use crate::digest::{genesis, record_hash, Digest};
+use crate::merkle;
+use crate::seal::SealBody;
+
+/// A batch to check: its writer, seal and key.
+#[derive(Debug)]
+pub(crate) struct BatchJob {
+    pub(crate) writer: String,
+    pub(crate) seal: SealBody,
+}
+
+/// One session's records within a batch, as found.
+#[derive(Clone, Debug)]
+pub(crate) struct FoundSession {
+    pub(crate) id: String,
+    pub(crate) first_seq: u64,
+    pub(crate) first_prev: Digest,
+    pub(crate) last_seq: u64,
+    pub(crate) head: Digest,
+    pub(crate) count: u64,
+}
+
+/// What checking a batch found.
+#[derive(Debug, Default)]
+pub(crate) struct BatchResult {
+    pub(crate) findings: Vec<Finding>,
+    /// Sessions in order of first appearance; `None` if the batch could not be decoded.
+    pub(crate) sessions: Option<Vec<FoundSession>>,
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+}
+
+#[derive(Deserialize)]
+struct ChainFields<'a> {
+    prev: Digest,
+    seq: u64,
+    #[serde(borrow)]
+    session: Cow<'a, str>,
+}
+
+impl BatchJob {
+    fn at(&self) -> Location {
+        Location {
+            writer: Some(self.writer.clone()),
+            batch_no: Some(self.seal.batch_no),
+            key: self.seal.batch.as_ref().map(|b| b.key.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// Checks `bytes` (the batch object) against the seal.
+    pub(crate) fn check(&self, bytes: &[u8], max_decompressed: u64) -> BatchResult {
+        let mut out = BatchResult::default();
+        let Some(sealed) = &self.seal.batch else {
+            return out;
+        };
+        let push = |out: &mut BatchResult, at: Location, problem: Problem| out.findings.push(Finding { at, problem });
+        if bytes.len() as u64 != sealed.len {
+            push(&mut out, self.at(), Problem::BatchLengthMismatch {
+                expected: sealed.len,
+                found: bytes.len() as u64,
+            });
+        }
+        let sha = Digest::sha256(bytes);
+        if sha != sealed.sha256 {
+            push(&mut out, self.at(), Problem::BatchDigestMismatch {
+                expected: sealed.sha256,
+                found: sha,
+            });
+        }
+        let content = match decode(bytes, max_decompressed) {
+            Ok((content, frame_len)) => {
+                if frame_len < bytes.len() {
+                    push(&mut out, self.at(), Problem::BatchTrailingData {
+                        frame_len: frame_len as u64,
+                        found_len: bytes.len() as u64,
+                    });
+                }
+                content
+            }
+            Err(reason) => {
+                push(&mut out, self.at(), Problem::BatchUndecodable { reason });
+                return out;
+            }
+        };
+        out.bytes = content.len() as u64;
+        self.check_lines(&content, &mut out);
+        out
+    }
+
+    fn check_lines(&self, content: &[u8], out: &mut BatchResult) {
+        let sealed = self.seal.batch.as_ref().expect("checked by caller");
+        let mut hashes: Vec<Digest> = Vec::with_capacity(sealed.records.min(1 << 20) as usize);
+        // Per record: its stored hash and session index, to tell where a moved record came from.
+        let mut owners: Vec<(Digest, usize)> = Vec::with_capacity(hashes.capacity());
+        let mut sessions: Vec<FoundSession> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut offset = 0usize;
+        while offset < content.len() {
+            let (line, next) = match memchr_newline(&content[offset..]) {
+                Some(i) => (&content[offset..offset + i], offset + i + 1),
+                None => (&content[offset..], content.len()),
+            };
+            let line_start = offset;
+            offset = next;
+            let at = |session: Option<&str>, seq: Option<u64>| Location {
+                session: session.map(str::to_owned),
+                seq,
+                offset: Some(line_start as u64),
+                ..self.at()
+            };
+            if next == content.len() && content.last() != Some(&b'\n') {
+                out.findings.push(Finding {
+                    at: at(None, None),
+                    problem: Problem::LineMalformed {
+                        reason: "the last line does not end with a newline".into(),
+                    },
+                });
+            }
+            let Some((stored, rec)) = split_line(line) else {
+                out.findings.push(Finding {
+                    at: at(None, None),
+                    problem: Problem::LineMalformed {
+                        reason: "not {\"hash\":\"<64 lowercase hex>\",\"record\":{…}}".into(),
+                    },
+                });
+                continue;
+            };
+            out.records += 1;
+            hashes.push(stored);
+            let computed = record_hash(rec);
+            let fields: ChainFields = match serde_json::from_slice(rec) {
+                Ok(f) => f,
+                Err(e) => {
+                    out.findings.push(Finding {
+                        at: at(None, None),
+                        problem: Problem::RecordMalformed { reason: e.to_string() },
+                    });
+                    continue;
+                }
+            };
+            let session = fields.session.as_ref();
+            if computed != stored {
+                out.findings.push(Finding {
+                    at: at(Some(session), Some(fields.seq)),
+                    problem: Problem::RecordHashMismatch {
+                        expected: stored,
+                        found: computed,
+                    },
+                });
+            }
+            let idx = match index.get(session) {
+                Some(&i) => {
+                    let s = &sessions[i];
+                    let next = s.last_seq.wrapping_add(1);
+                    let seq_problem = (fields.seq != next).then_some(Problem::SeqDiscontinuity {
+                        expected: next,
+                        found: fields.seq,
+                    });
+                    let problem = if fields.prev != s.head {
+                        moved_from(&owners, &sessions, i, &fields.prev)
+                            .or(seq_problem)
+                            .or(Some(Problem::ChainLinkBroken {
+                                expected: s.head,
+                                found: fields.prev,
+                            }))
+                    } else {
+                        seq_problem
+                    };
+                    if let Some(problem) = problem {
+                        out.findings.push(Finding {
+                            at: at(Some(session), Some(fields.seq)),
+                            problem,
+                        });
+                    }
+                    let s = &mut sessions[i];
+                    s.count += 1;
+                    // A record that goes backwards (reordered or replayed) does not
+                    // move the chain, so the records after it are judged against
+                    // the furthest point reached.
+                    if fields.seq >= next {
+                        s.last_seq = fields.seq;
+                        s.head = stored;
+                    }
+                    i
+                }
+                None => {
+                    let i = sessions.len();
+                    sessions.push(FoundSession {
+                        id: session.to_owned(),
+                        first_seq: fields.seq,
+                        first_prev: fields.prev,
+                        last_seq: fields.seq,
+                        head: stored,
+                        count: 1,
+                    });
+                    index.insert(session.to_owned(), i);
+                    if let Some(problem) = moved_from(&owners, &sessions, i, &fields.prev) {
+                        out.findings.push(Finding {
+                            at: at(Some(session), Some(fields.seq)),
+                            problem,
+                        });
+                    } else if fields.seq == 0 {
+                        let g = genesis(&self.writer, session);
+                        if fields.prev != g {
+                            let problem = moved_from(&owners, &sessions, i, &fields.prev)
+                                .or_else(|| {
+                                    sessions
+                                        .iter()
+                                        .find(|s| s.id != session && genesis(&self.writer, &s.id) == fields.prev)
+                                        .map(|s| Problem::RecordOutOfSession { belongs_to: s.id.clone() })
+                                })
+                                .unwrap_or(Problem::GenesisMismatch {
+                                    expected: g,
+                                    found: fields.prev,
+                                });
+                            out.findings.push(Finding {
+                                at: at(Some(session), Some(0)),
+                                problem,
+                            });
+                        }
+                    }
+                    i
+                }
+            };
+            owners.push((stored, idx));
+        }
+        if out.records != sealed.records {
+            out.findings.push(Finding {
+                at: self.at(),
+                problem: Problem::RecordCountMismatch {
+                    expected: sealed.records,
+                    found: out.records,
+                },
+            });
+        }
+        let root = merkle::root(&hashes).unwrap_or_default();
+        if root != sealed.merkle_root {
+            out.findings.push(Finding {
+                at: self.at(),
+                problem: Problem::MerkleRootMismatch {
+                    expected: sealed.merkle_root,
+                    found: root,
+                },
+            });
+        }
+        compare_summaries(self, &sessions, &index, out);
+        out.sessions = Some(sessions);
+    }
+}
+
+/// If `prev` is the hash of a record of another session, the record was moved.
+fn moved_from(owners: &[(Digest, usize)], sessions: &[FoundSession], me: usize, prev: &Digest) -> Option<Problem> {
+    owners
+        .iter()
+        .find(|(h, owner)| *owner != me && h == prev)
+        .map(|(_, owner)| Problem::RecordOutOfSession {
+            belongs_to: sessions[*owner].id.clone(),
+        })
+}
+
+fn compare_summaries(job: &BatchJob, found: &[FoundSession], index: &HashMap<String, usize>, out: &mut BatchResult) {
+    let at = |session: &str| Location {
+        session: Some(session.to_owned()),
+        ..job.at()
+    };
+    let mut listed = HashMap::new();
+    for s in &job.seal.sessions {
+        listed.insert(s.id.as_str(), ());
+        let Some(&i) = index.get(&s.id) else {
+            out.findings.push(Finding {
+                at: at(&s.id),
+                problem: Problem::SessionNotInBatch,
+            });
+            continue;
+        };
+        let f = &found[i];
+        let fields: [(&'static str, String, String); 4] = [
+            ("count", s.count.to_string(), f.count.to_string()),
+            ("first_seq", s.first_seq.to_string(), f.first_seq.to_string()),
+            ("last_seq", s.last_seq.to_string(), f.last_seq.to_string()),
+            ("head", s.head.to_hex(), f.head.to_hex()),
+        ];
+        for (field, expected, found) in fields {
+            if expected != found {
+                out.findings.push(Finding {
+                    at: at(&s.id),
+                    problem: Problem::SessionSummaryMismatch { field, expected, found },
+                });
+            }
+        }
+    }
+    for f in found {
+        if !listed.contains_key(f.id.as_str()) {
+            out.findings.push(Finding {
+                at: at(&f.id),
+                problem: Problem::SessionNotInSeal,
+            });
+        }
+    }
+}
+
+fn memchr_newline(s: &[u8]) -> Option<usize> {
+    s.iter().position(|&b| b == b'\n')
+}
+
+/// Splits `{"hash":"<hex>","record":<record>}` into the stored hash and the record bytes.
+fn split_line(line: &[u8]) -> Option<(Digest, &[u8])> {
+    if line.len() < RECORD_OFFSET + 3
+        || !line.starts_with(LINE_PREFIX)
+        || &line[LINE_PREFIX.len() + 64..RECORD_OFFSET] != LINE_MIDDLE
+        || line[RECORD_OFFSET] != b'{'
+        || line[line.len() - 1] != b'}'
+    {
+        return None;
+    }
+    let hash = Digest::from_hex(&line[LINE_PREFIX.len()..LINE_PREFIX.len() + 64])?;
+    Some((hash, &line[RECORD_OFFSET..line.len() - 1]))
+}
+
+/// Decodes exactly one zstd frame at the start of `bytes`; returns the content
+/// and the frame's length (shorter than `bytes` if data trails it). Content
+/// beyond `max` bytes is refused, whether or not the frame states its size.
+fn decode(bytes: &[u8], max: u64) -> Result<(Vec<u8>, usize), String> {
+    use std::io::Read;
+    let frame_len = zstd::zstd_safe::find_frame_compressed_size(bytes)
+        .map_err(|code| format!("not a complete zstd frame ({})", zstd::zstd_safe::get_error_name(code)))?;
+    let frame = &bytes[..frame_len];
+    let too_large = || format!("content exceeds the limit of {max} bytes");
+    match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(n)) if n > max => return Err(too_large()),
+        Ok(Some(n)) => {
+            let content = zstd::bulk::decompress(frame, n as usize).map_err(|e| e.to_string())?;
+            if content.len() as u64 != n {
+                return Err(format!("content is {} bytes, the frame header says {n}", content.len()));
+            }
+            return Ok((content, frame_len));
+        }
+        Ok(None) => {}
+        Err(_) => return Err("the zstd frame header is invalid".into()),
+    }
+    let decoder = zstd::stream::read::Decoder::with_buffer(frame).map_err(|e| e.to_string())?;
+    let mut content = Vec::new();
+    decoder
+        .single_frame()
+        .take(max + 1)
+        .read_to_end(&mut content)
+        .map_err(|e| e.to_string())?;
+    if content.len() as u64 > max {
+        return Err(too_large());
+    }
+    Ok((content, frame_len))
+}

@@ -1,0 +1,340 @@
+//! What `verify` can find wrong: one [`Problem`] variant per way a trail can
+//! be wrong, each at a precise [`Location`].
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+
+/// Where a finding is. Fields that do not apply are `None`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Location {
+    /// Writer id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
+    /// Batch number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_no: Option<u64>,
+    /// Object key, relative to the archive root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Session id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Record seq.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Byte offset of the line within the decompressed batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        let mut part = |f: &mut fmt::Formatter<'_>, s: String| {
+            let r = write!(f, "{sep}{s}");
+            sep = " ";
+            r
+        };
+        if let Some(w) = &self.writer {
+            part(f, format!("writer {w}"))?;
+        }
+        if let Some(b) = self.batch_no {
+            part(f, format!("batch {b}"))?;
+        }
+        if let Some(s) = &self.session {
+            part(f, format!("session {s:?}"))?;
+        }
+        if let Some(s) = self.seq {
+            part(f, format!("seq {s}"))?;
+        }
+        if let Some(o) = self.offset {
+            part(f, format!("at byte {o}"))?;
+        }
+        if let Some(k) = &self.key {
+            part(f, format!("({k})"))?;
+        }
+        Ok(())
+    }
+}
+
+/// One way the archive differs from what was sealed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Problem {
+    /// An object that no seal covers (an unsealed batch, or anything else in the archive).
+    UncoveredObject,
+    /// A seal object cannot be parsed.
+    SealUnreadable {
+        /// The parser's message.
+        reason: String,
+    },
+    /// A seal's content does not match its key (writer, batch number, or batch key).
+    SealMisplaced {
+        /// The field.
+        field: &'static str,
+        /// What the key implies.
+        expected: String,
+        /// What the seal says.
+        found: String,
+    },
+    /// A seal's stored hash is not the hash of its body: the body was changed.
+    SealHashMismatch {
+        /// The hash of the body as stored.
+        expected: Digest,
+        /// The stored hash.
+        found: Digest,
+    },
+    /// A seal is signed by a key that is not trusted.
+    UnknownSigningKey {
+        /// Its key id.
+        found: String,
+        /// The trusted key ids.
+        trusted: Vec<String>,
+    },
+    /// A seal's signature does not verify.
+    BadSignature {
+        /// The key id tried.
+        key_id: String,
+    },
+    /// Seals (and their batches) are missing from a writer's sequence.
+    MissingSeals {
+        /// First missing batch number.
+        first: u64,
+        /// Last missing batch number.
+        last: u64,
+    },
+    /// A seal's `prev_seal` is not the hash of the writer's previous seal.
+    SealLinkBroken {
+        /// The previous seal's hash.
+        expected: Digest,
+        /// The `prev_seal` found.
+        found: Digest,
+    },
+    /// A seal is older than the seal before it.
+    SealTimeRegressed {
+        /// The previous seal's time.
+        previous_ns: u64,
+        /// This seal's time.
+        found_ns: u64,
+    },
+    /// Two consecutive seals of an open writer are further apart than its heartbeat.
+    HeartbeatGap {
+        /// Time between the seals.
+        gap_ns: u64,
+        /// Heartbeat interval plus grace.
+        allowed_ns: u64,
+    },
+    /// The newest seal of a writer that did not close is older than one heartbeat
+    /// before the verification time: later seals may have been removed.
+    WriterSilent {
+        /// Time of the newest seal.
+        last_seal_ns: u64,
+        /// The verification time (`--as-of`).
+        as_of_ns: u64,
+        /// Heartbeat interval plus grace.
+        allowed_ns: u64,
+    },
+    /// A sealed batch object is not in the archive.
+    BatchMissing,
+    /// A batch object's length differs from its seal.
+    BatchLengthMismatch {
+        /// Sealed length.
+        expected: u64,
+        /// Length found.
+        found: u64,
+    },
+    /// A batch object's SHA-256 differs from its seal.
+    BatchDigestMismatch {
+        /// Sealed digest.
+        expected: Digest,
+        /// Digest of the object found.
+        found: Digest,
+    },
+    /// A batch object is not one complete zstd frame.
+    BatchUndecodable {
+        /// What failed.
+        reason: String,
+    },
+    /// Bytes follow the zstd frame of a batch object.
+    BatchTrailingData {
+        /// Length of the frame.
+        frame_len: u64,
+        /// Length of the object.
+        found_len: u64,
+    },
+    /// A batch line is not `{"hash":"<64 hex>","record":{…}}`.
+    LineMalformed {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A record's JSON lacks a readable `session`, `seq` or `prev`.
+    RecordMalformed {
+        /// The parser's message.
+        reason: String,
+    },
+    /// A record's bytes do not hash to the hash it was chained and sealed with: the record was changed.
+    RecordHashMismatch {
+        /// The stored (sealed) hash.
+        expected: Digest,
+        /// The hash of the record's bytes as found.
+        found: Digest,
+    },
+    /// A batch holds a different number of records than its seal states.
+    RecordCountMismatch {
+        /// Sealed count.
+        expected: u64,
+        /// Count found.
+        found: u64,
+    },
+    /// The Merkle root of a batch's record hashes differs from its seal.
+    MerkleRootMismatch {
+        /// Sealed root.
+        expected: Digest,
+        /// Root of the records found.
+        found: Digest,
+    },
+    /// A session's seq does not continue from the previous record (missing,
+    /// inserted, duplicated or reordered records).
+    SeqDiscontinuity {
+        /// The seq that should come next.
+        expected: u64,
+        /// The seq found.
+        found: u64,
+    },
+    /// A record's `prev` is not the hash of the session's previous record.
+    ChainLinkBroken {
+        /// Hash of the previous record.
+        expected: Digest,
+        /// The `prev` found.
+        found: Digest,
+    },
+    /// A session's first record does not start from the session's genesis value.
+    GenesisMismatch {
+        /// The genesis value of this writer and session.
+        expected: Digest,
+        /// The `prev` found.
+        found: Digest,
+    },
+    /// A record chains onto another session's records: it was moved between sessions.
+    RecordOutOfSession {
+        /// The session its `prev` belongs to.
+        belongs_to: String,
+    },
+    /// A session's summary in the seal differs from the batch's records.
+    SessionSummaryMismatch {
+        /// `count`, `first_seq`, `last_seq` or `head`.
+        field: &'static str,
+        /// Sealed value.
+        expected: String,
+        /// Value found.
+        found: String,
+    },
+    /// The seal lists a session that has no record in the batch.
+    SessionNotInBatch,
+    /// The batch holds records of a session that its seal does not list.
+    SessionNotInSeal,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Problem::*;
+        match self {
+            UncoveredObject => write!(f, "object not covered by any seal"),
+            SealUnreadable { reason } => write!(f, "seal unreadable: {reason}"),
+            SealMisplaced { field, expected, found } => {
+                write!(f, "seal {field} is {found:?} but its key implies {expected:?}")
+            }
+            SealHashMismatch { expected, found } => {
+                write!(f, "seal body changed: it hashes to {expected}, stored hash is {found}")
+            }
+            UnknownSigningKey { found, trusted } => {
+                write!(f, "signed by untrusted key {found} (trusted: {})", trusted.join(", "))
+            }
+            BadSignature { key_id } => write!(f, "signature does not verify with key {key_id}"),
+            MissingSeals { first, last } if first == last => write!(f, "seal and batch {first} missing"),
+            MissingSeals { first, last } => write!(f, "seals and batches {first} to {last} missing"),
+            SealLinkBroken { expected, found } => {
+                write!(f, "prev_seal is {found}, previous seal hashes to {expected}")
+            }
+            SealTimeRegressed { previous_ns, found_ns } => {
+                write!(f, "seal time {found_ns} is before the previous seal's {previous_ns}")
+            }
+            HeartbeatGap { gap_ns, allowed_ns } => write!(
+                f,
+                "{} s without a seal; the heartbeat allows {} s",
+                secs(*gap_ns),
+                secs(*allowed_ns)
+            ),
+            WriterSilent { last_seal_ns, as_of_ns, allowed_ns } => write!(
+                f,
+                "newest seal is {} s older than the verification time (heartbeat allows {} s): the archive may be truncated",
+                secs(as_of_ns.saturating_sub(*last_seal_ns)),
+                secs(*allowed_ns)
+            ),
+            BatchMissing => write!(f, "sealed batch object is missing"),
+            BatchLengthMismatch { expected, found } => {
+                write!(f, "batch object is {found} bytes, sealed as {expected}")
+            }
+            BatchDigestMismatch { expected, found } => {
+                write!(f, "batch object SHA-256 is {found}, sealed as {expected}")
+            }
+            BatchUndecodable { reason } => write!(f, "batch object cannot be decoded: {reason}"),
+            BatchTrailingData { frame_len, found_len } => write!(
+                f,
+                "{} bytes follow the zstd frame (frame {frame_len} bytes, object {found_len})",
+                found_len - frame_len
+            ),
+            LineMalformed { reason } => write!(f, "malformed line: {reason}"),
+            RecordMalformed { reason } => write!(f, "malformed record: {reason}"),
+            RecordHashMismatch { expected, found } => {
+                write!(f, "record changed: its bytes hash to {found}, sealed as {expected}")
+            }
+            RecordCountMismatch { expected, found } => {
+                write!(f, "batch holds {found} records, sealed as {expected}")
+            }
+            MerkleRootMismatch { expected, found } => {
+                write!(f, "Merkle root of the records is {found}, sealed as {expected}")
+            }
+            SeqDiscontinuity { expected, found } => write!(f, "seq {found} where {expected} should follow"),
+            ChainLinkBroken { expected, found } => {
+                write!(f, "prev is {found}, the previous record hashes to {expected}")
+            }
+            GenesisMismatch { expected, found } => {
+                write!(f, "first record's prev is {found}, the session's genesis is {expected}")
+            }
+            RecordOutOfSession { belongs_to } => {
+                write!(f, "record chains onto session {belongs_to:?}: moved between sessions")
+            }
+            SessionSummaryMismatch { field, expected, found } => {
+                write!(f, "session {field} is {found} in the batch, sealed as {expected}")
+            }
+            SessionNotInBatch => write!(f, "sealed session has no record in the batch"),
+            SessionNotInSeal => write!(f, "session in the batch is not in its seal"),
+        }
+    }
+}
+
+fn secs(ns: u64) -> String {
+    format!("{:.1}", ns as f64 / 1e9)
+}
+
+/// One thing wrong, and where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Where.
+    #[serde(flatten)]
+    pub at: Location,
+    /// What.
+    #[serde(flatten)]
+    pub problem: Problem,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.problem)
+    }
+}

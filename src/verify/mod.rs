@@ -1,0 +1,531 @@
+//! Verification: proves an archive complete and unaltered, or names exactly
+//! what is wrong.
+//!
+//! [`verify`] checks every seal's signature and hash, the seal chain of every
+//! writer (contiguous batch numbers, `prev_seal` links, heartbeat cadence, and
+//! a writer that went silent without closing), every batch object's length,
+//! SHA-256 and zstd framing, every record hash, seq continuity and chain link
+//! of every session within and across batches, session heads and Merkle
+//! roots against the seals, and objects no seal covers. Batches are checked in
+//! parallel.
+
+mod batch;
+mod finding;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+pub use finding::{Finding, Location, Problem};
+
+use crate::archive::{layout, Archive};
+use crate::digest::{seal_genesis, Digest};
+use crate::error::{Error, Result};
+use crate::keys::{key_id, VerifyingKey};
+use crate::seal::{self, Seal, SealBody, SealError};
+use crate::writer::now_ns;
+use batch::{BatchJob, BatchResult, FoundSession};
+
+/// Progress callback: batches checked so far, batches in all.
+pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Settings of a verification.
+#[derive(Clone)]
+pub struct VerifyOptions {
+    as_of_ns: Option<u64>,
+    session: Option<String>,
+    heartbeat_grace: Duration,
+    threads: usize,
+    max_batch_bytes: u64,
+    progress: Option<ProgressFn>,
+}
+
+impl fmt::Debug for VerifyOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyOptions")
+            .field("as_of_ns", &self.as_of_ns)
+            .field("session", &self.session)
+            .field("heartbeat_grace", &self.heartbeat_grace)
+            .field("threads", &self.threads)
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            as_of_ns: None,
+            session: None,
+            heartbeat_grace: Duration::from_secs(5),
+            threads: 0,
+            max_batch_bytes: 1 << 30,
+            progress: None,
+        }
+    }
+}
+
+impl VerifyOptions {
+    /// The time the archive is verified as of, unix nanoseconds (default: now).
+    /// A writer that did not close and whose newest seal is more than a
+    /// heartbeat (plus grace) older is reported as [`Problem::WriterSilent`].
+    pub fn with_as_of(mut self, ns: u64) -> Self {
+        self.as_of_ns = Some(ns);
+        self
+    }
+    /// Reports only findings about this session (and those about seals and
+    /// objects, which concern every session).
+    pub fn with_session(mut self, session: impl Into<String>) -> Self {
+        self.session = Some(session.into());
+        self
+    }
+    /// Lateness tolerated beyond a writer's heartbeat interval (default 5 s).
+    pub fn with_heartbeat_grace(mut self, grace: Duration) -> Self {
+        self.heartbeat_grace = grace;
+        self
+    }
+    /// Threads that check batches (default 0: one per core).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+    /// Largest decompressed batch accepted (default 1 GiB).
+    pub fn with_max_batch_bytes(mut self, bytes: u64) -> Self {
+        self.max_batch_bytes = bytes;
+        self
+    }
+    /// Called after each window of batches is checked.
+    pub fn with_progress(mut self, f: impl Fn(u64, u64) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+}
+
+/// The outcome of a verification.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Writers found.
+    pub writers: u64,
+    /// Seals found (batches, heartbeats included).
+    pub batches: u64,
+    /// Distinct (writer, session) chains found.
+    pub sessions: u64,
+    /// Records checked.
+    pub records: u64,
+    /// Decompressed record bytes checked.
+    pub bytes: u64,
+    /// Everything found wrong, in archive order.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Whether nothing is wrong.
+    pub fn is_intact(&self) -> bool {
+        self.findings.is_empty()
+    }
+
+    /// Whether some finding has this problem (compared by variant and values).
+    pub fn has(&self, problem: &Problem) -> bool {
+        self.findings.iter().any(|f| &f.problem == problem)
+    }
+
+    /// One line: `intact: …` or `NOT INTACT: …`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: {} writer(s), {} batch(es), {} session(s), {} record(s), {} finding(s)",
+            if self.is_intact() { "intact" } else { "NOT INTACT" },
+            self.writers,
+            self.batches,
+            self.sessions,
+            self.records,
+            self.findings.len()
+        )
+    }
+}
+
+struct LoadedSeal {
+    key: String,
+    batch_no: u64,
+    parsed: Option<Seal>,
+}
+
+/// Verifies `archive` against the `trusted` public keys.
+///
+/// Returns `Err` only when the archive cannot be read (listing or reading an
+/// object fails); everything wrong with what was read is a [`Finding`].
+pub async fn verify(archive: &Archive, trusted: &[VerifyingKey], opts: &VerifyOptions) -> Result<Report> {
+    let as_of = opts.as_of_ns.unwrap_or_else(now_ns);
+    let grace = opts.heartbeat_grace.as_nanos() as u64;
+    let objects = archive.list("").await?;
+    let mut report = Report::default();
+    let mut findings = Vec::new();
+    let mut covered: HashSet<String> = HashSet::new();
+    let mut seal_keys: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    for obj in &objects {
+        match layout::parse(&obj.key) {
+            Some(layout::Name::Seal { writer, batch_no }) => {
+                covered.insert(obj.key.clone());
+                seal_keys.entry(writer).or_default().push((batch_no, obj.key.clone()));
+            }
+            Some(layout::Name::Batch { .. }) => {}
+            None => {}
+        }
+    }
+    let present: HashMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
+    let trusted_ids: Vec<String> = trusted.iter().map(key_id).collect();
+
+    // Seals, per writer, in batch order.
+    let mut jobs: Vec<BatchJob> = Vec::new();
+    for (writer, keys) in &seal_keys {
+        report.writers += 1;
+        let loaded: Vec<LoadedSeal> = futures::stream::iter(keys.iter().cloned())
+            .map(|(batch_no, key)| async move {
+                let bytes = archive.get(&key).await?;
+                let parsed = serde_json::from_slice::<Seal>(&bytes).map_err(|e| e.to_string());
+                Ok::<_, Error>((batch_no, key, parsed))
+            })
+            .buffered(32)
+            .map_ok(|(batch_no, key, parsed)| {
+                let at = Location {
+                    writer: Some(writer.clone()),
+                    batch_no: Some(batch_no),
+                    key: Some(key.clone()),
+                    ..Default::default()
+                };
+                let parsed = match parsed {
+                    Ok(s) => Some(s),
+                    Err(reason) => {
+                        findings.push(Finding {
+                            at,
+                            problem: Problem::SealUnreadable { reason },
+                        });
+                        None
+                    }
+                };
+                LoadedSeal { key, batch_no, parsed }
+            })
+            .try_collect()
+            .await?;
+        report.batches += loaded.len() as u64;
+        check_seal_chain(writer, &loaded, trusted, &trusted_ids, as_of, grace, &mut findings);
+        for l in loaded {
+            let Some(s) = l.parsed else { continue };
+            if let Some(b) = &s.body.batch {
+                covered.insert(b.key.clone());
+                if !present.contains_key(b.key.as_str()) {
+                    findings.push(Finding {
+                        at: Location {
+                            writer: Some(writer.clone()),
+                            batch_no: Some(l.batch_no),
+                            key: Some(b.key.clone()),
+                            ..Default::default()
+                        },
+                        problem: Problem::BatchMissing,
+                    });
+                    // Its sessions still advance the chains (from the signed summary).
+                }
+            }
+            jobs.push(BatchJob {
+                writer: writer.clone(),
+                seal: s.body,
+            });
+        }
+    }
+
+    // Batches, in windows, checked in parallel.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads)
+        .build()
+        .map_err(|e| Error::Io {
+            path: "verify thread pool".into(),
+            source: std::io::Error::other(e),
+        })?;
+    let pool = Arc::new(pool);
+    let window = (pool.current_num_threads() * 4).max(16);
+    let total = jobs.len() as u64;
+    let mut results: Vec<(BatchJob, BatchResult)> = Vec::with_capacity(jobs.len());
+    let mut done = 0u64;
+    let mut jobs = jobs.into_iter().peekable();
+    let mut stitch = Stitcher::default();
+    while jobs.peek().is_some() {
+        let chunk: Vec<BatchJob> = jobs.by_ref().take(window).collect();
+        let fetched: Vec<(BatchJob, Option<bytes::Bytes>)> = futures::stream::iter(chunk)
+            .map(|job| async {
+                let bytes = match &job.seal.batch {
+                    Some(b) if present.contains_key(b.key.as_str()) => Some(archive.get(&b.key).await?),
+                    _ => None,
+                };
+                Ok::<_, Error>((job, bytes))
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        let max = opts.max_batch_bytes;
+        let p = pool.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            use rayon::prelude::*;
+            p.install(|| {
+                fetched
+                    .into_par_iter()
+                    .map(|(job, bytes)| {
+                        let r = match &bytes {
+                            Some(b) => job.check(b, max),
+                            None => BatchResult::default(),
+                        };
+                        (job, r)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await
+        .map_err(|e| Error::Io {
+            path: "verify worker".into(),
+            source: std::io::Error::other(e),
+        })?;
+        done += checked.len() as u64;
+        for (job, r) in checked {
+            report.records += r.records;
+            report.bytes += r.bytes;
+            stitch.batch(&job, &r, &mut findings);
+            results.push((job, r));
+        }
+        if let Some(p) = &opts.progress {
+            p(done, total);
+        }
+    }
+    for (_, r) in results {
+        findings.extend(r.findings);
+    }
+    report.sessions = stitch.heads.len() as u64;
+
+    for obj in &objects {
+        if !covered.contains(&obj.key) {
+            findings.push(Finding {
+                at: Location {
+                    key: Some(obj.key.clone()),
+                    ..Default::default()
+                },
+                problem: Problem::UncoveredObject,
+            });
+        }
+    }
+    if let Some(session) = &opts.session {
+        findings.retain(|f| f.at.session.as_deref().is_none_or(|s| s == session));
+        report.sessions = stitch.heads.keys().filter(|(_, s)| s == session).count() as u64;
+    }
+    findings.sort_by(|a, b| {
+        (&a.at.writer, a.at.batch_no, &a.at.session, a.at.seq, a.at.offset)
+            .cmp(&(&b.at.writer, b.at.batch_no, &b.at.session, b.at.seq, b.at.offset))
+    });
+    report.findings = findings;
+    Ok(report)
+}
+
+fn check_seal_chain(
+    writer: &str,
+    seals: &[LoadedSeal],
+    trusted: &[VerifyingKey],
+    trusted_ids: &[String],
+    as_of: u64,
+    grace: u64,
+    findings: &mut Vec<Finding>,
+) {
+    let at = |l: &LoadedSeal| Location {
+        writer: Some(writer.to_owned()),
+        batch_no: Some(l.batch_no),
+        key: Some(l.key.clone()),
+        ..Default::default()
+    };
+    let mut expected_no = 0u64;
+    // (hash, body) of the previous seal, if it was present and readable.
+    let mut prev: Option<(Digest, &SealBody)> = None;
+    for l in seals {
+        if l.batch_no > expected_no {
+            findings.push(Finding {
+                at: Location {
+                    writer: Some(writer.to_owned()),
+                    batch_no: Some(expected_no),
+                    ..Default::default()
+                },
+                problem: Problem::MissingSeals {
+                    first: expected_no,
+                    last: l.batch_no - 1,
+                },
+            });
+            prev = None;
+        }
+        expected_no = l.batch_no + 1;
+        let Some(s) = &l.parsed else {
+            prev = None;
+            continue;
+        };
+        let body = &s.body;
+        let mut misplaced = |field, expected: String, found: String| {
+            findings.push(Finding {
+                at: at(l),
+                problem: Problem::SealMisplaced { field, expected, found },
+            })
+        };
+        if body.writer != writer {
+            misplaced("writer", writer.to_owned(), body.writer.clone());
+        }
+        if body.batch_no != l.batch_no {
+            misplaced("batch_no", l.batch_no.to_string(), body.batch_no.to_string());
+        }
+        if let Some(b) = &body.batch {
+            let ok = matches!(layout::parse(&b.key),
+                Some(layout::Name::Batch { writer: w, batch_no }) if w == writer && batch_no == l.batch_no);
+            if !ok || !b.key.contains(&b.sha256.to_hex()[..16]) {
+                misplaced(
+                    "batch.key",
+                    layout::batch_key(writer, l.batch_no, &b.sha256),
+                    b.key.clone(),
+                );
+            }
+        }
+        let problem = match seal::verify_seal(s, trusted) {
+            Ok(()) => None,
+            Err(SealError::HashMismatch { expected, found }) => Some(Problem::SealHashMismatch { expected, found }),
+            Err(SealError::UnknownKey { found, .. }) => Some(Problem::UnknownSigningKey {
+                found,
+                trusted: trusted_ids.to_vec(),
+            }),
+            Err(SealError::BadSignature { key_id }) => Some(Problem::BadSignature { key_id }),
+        };
+        if let Some(problem) = problem {
+            findings.push(Finding { at: at(l), problem });
+        }
+        // The hash the next seal must link to is the hash of this body as it is.
+        let this_hash = seal::seal_hash(body).unwrap_or(s.hash);
+        let expected_prev = if l.batch_no == 0 {
+            Some(seal_genesis(writer))
+        } else {
+            prev.map(|(h, _)| h)
+        };
+        if let Some(expected) = expected_prev {
+            if body.prev_seal != expected {
+                findings.push(Finding {
+                    at: at(l),
+                    problem: Problem::SealLinkBroken {
+                        expected,
+                        found: body.prev_seal,
+                    },
+                });
+            }
+        }
+        if let Some((_, p)) = prev {
+            if body.created_ns < p.created_ns {
+                findings.push(Finding {
+                    at: at(l),
+                    problem: Problem::SealTimeRegressed {
+                        previous_ns: p.created_ns,
+                        found_ns: body.created_ns,
+                    },
+                });
+            } else if !p.closed {
+                let allowed = p.heartbeat_ns.saturating_add(grace);
+                let gap = body.created_ns - p.created_ns;
+                if gap > allowed {
+                    findings.push(Finding {
+                        at: at(l),
+                        problem: Problem::HeartbeatGap { gap_ns: gap, allowed_ns: allowed },
+                    });
+                }
+            }
+        }
+        prev = Some((this_hash, body));
+    }
+    // The newest seal: a writer that did not close must have sealed recently.
+    if let Some(last) = seals.last() {
+        if let Some(s) = &last.parsed {
+            let allowed = s.body.heartbeat_ns.saturating_add(grace);
+            if !s.body.closed && as_of.saturating_sub(s.body.created_ns) > allowed {
+                findings.push(Finding {
+                    at: at(last),
+                    problem: Problem::WriterSilent {
+                        last_seal_ns: s.body.created_ns,
+                        as_of_ns: as_of,
+                        allowed_ns: allowed,
+                    },
+                });
+            }
+        }
+    }
+}
+
+/// Follows each (writer, session) chain across batches.
+#[derive(Default)]
+struct Stitcher {
+    /// (writer, session) → (next seq, head hash).
+    heads: HashMap<(String, String), (u64, Digest)>,
+}
+
+impl Stitcher {
+    fn batch(&mut self, job: &BatchJob, r: &BatchResult, findings: &mut Vec<Finding>) {
+        let at = |session: &str, seq: u64| Location {
+            writer: Some(job.writer.clone()),
+            batch_no: Some(job.seal.batch_no),
+            key: job.seal.batch.as_ref().map(|b| b.key.clone()),
+            session: Some(session.to_owned()),
+            seq: Some(seq),
+            offset: None,
+        };
+        let Some(found) = &r.sessions else {
+            // Undecodable or missing batch: advance from the signed summaries so
+            // that later batches are still checked against the right heads.
+            for s in &job.seal.sessions {
+                self.heads.insert((job.writer.clone(), s.id.clone()), (s.last_seq + 1, s.head));
+            }
+            return;
+        };
+        for s in found {
+            let FoundSession { id, first_seq, first_prev, last_seq, head, .. } = s;
+            let k = (job.writer.clone(), id.clone());
+            if let Some(&(next, prev_head)) = self.heads.get(&k) {
+                let seq_problem = (*first_seq != next).then_some(Problem::SeqDiscontinuity {
+                    expected: next,
+                    found: *first_seq,
+                });
+                let problem = if *first_prev != prev_head {
+                    self.moved_from(&job.writer, id, first_prev).or(seq_problem).or(Some(
+                        Problem::ChainLinkBroken {
+                            expected: prev_head,
+                            found: *first_prev,
+                        },
+                    ))
+                } else {
+                    seq_problem
+                };
+                if let Some(problem) = problem {
+                    findings.push(Finding {
+                        at: at(id, *first_seq),
+                        problem,
+                    });
+                }
+            } else if *first_seq != 0 {
+                findings.push(Finding {
+                    at: at(id, *first_seq),
+                    problem: Problem::SeqDiscontinuity {
+                        expected: 0,
+                        found: *first_seq,
+                    },
+                });
+            }
+            self.heads.insert(k, (last_seq.saturating_add(1), *head));
+        }
+    }
+
+    /// The session of `writer` other than `me` whose head is `prev`, if any.
+    fn moved_from(&self, writer: &str, me: &str, prev: &Digest) -> Option<Problem> {
+        self.heads
+            .iter()
+            .find(|((w, other), (_, h))| w == writer && other != me && h == prev)
+            .map(|((_, other), _)| Problem::RecordOutOfSession {
+                belongs_to: other.clone(),
+            })
+    }
+}

@@ -1,0 +1,436 @@
+//! The writer: chains records, and seals and archives them in batches.
+//!
+//! A [`Writer`] owns one writer id in one archive. [`Writer::append`] chains a
+//! record in memory; [`Writer::flush`] writes the pending records as one batch
+//! object and its signed seal; [`Writer::tick`] does that, or writes an empty
+//! heartbeat seal when nothing was sealed for a heartbeat interval;
+//! [`Writer::close`] writes the final seal, marked closed.
+//!
+//! A writer opened on an archive it wrote before continues it: it reads its
+//! own seals, checks them, and continues the seal chain and every session's
+//! chain from their heads.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::archive::{layout, Archive};
+use crate::chain::{Chain, Head};
+use crate::digest::{seal_genesis, Digest};
+use crate::error::{Error, Result};
+use crate::keys::SigningKey;
+use crate::merkle;
+use crate::record::TraceRecord;
+use crate::seal::{self, BatchRef, Seal, SealBody, SessionSummary, SEAL_FORMAT};
+
+/// Default heartbeat interval.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
+/// Default zstd level of batch objects.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// Whether `id` is a valid writer id: 1 to 64 of `[A-Za-z0-9._-]`, not starting with `.`.
+pub fn valid_writer_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && !id.starts_with('.')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Unix nanoseconds now.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Settings of a [`Writer`].
+#[derive(Clone)]
+pub struct WriterOptions {
+    heartbeat: Duration,
+    zstd_level: i32,
+    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl fmt::Debug for WriterOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriterOptions")
+            .field("heartbeat", &self.heartbeat)
+            .field("zstd_level", &self.zstd_level)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            heartbeat: DEFAULT_HEARTBEAT,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+            clock: Arc::new(now_ns),
+        }
+    }
+}
+
+impl WriterOptions {
+    /// The longest the writer goes without a seal while open (default 60 s).
+    /// Recorded in every seal; `verify` reports longer gaps.
+    pub fn with_heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// zstd compression level of batch objects (default 3).
+    pub fn with_zstd_level(mut self, level: i32) -> Self {
+        self.zstd_level = level;
+        self
+    }
+
+    /// The clock used for seal times, in unix nanoseconds (tests and test vectors).
+    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+}
+
+/// What one seal wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealReceipt {
+    /// The batch number.
+    pub batch_no: u64,
+    /// The seal's hash.
+    pub seal_hash: Digest,
+    /// The seal object's key.
+    pub seal_key: String,
+    /// The batch object's key, if the batch had records.
+    pub batch_key: Option<String>,
+    /// Records in the batch.
+    pub records: u64,
+}
+
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    hashes: Vec<Digest>,
+    sessions: BTreeMap<String, SessionSummary>,
+}
+
+/// Chains, seals and archives the records of one writer.
+pub struct Writer {
+    archive: Archive,
+    key: SigningKey,
+    id: String,
+    opts: WriterOptions,
+    chain: Chain,
+    batch_no: u64,
+    prev_seal: Digest,
+    last_seal_ns: u64,
+    pending: Pending,
+    closed: bool,
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("archive", &self.archive)
+            .field("id", &self.id)
+            .field("batch_no", &self.batch_no)
+            .field("pending", &self.pending.hashes.len())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Opens writer `id` on `archive`, continuing what it wrote before.
+    ///
+    /// Fails with [`Error::Recovery`] if the writer's existing seals do not
+    /// verify with `key` or do not form an unbroken chain: run
+    /// `sealtrail verify` to see why, and use a new writer id.
+    pub async fn open(archive: Archive, key: SigningKey, id: &str, opts: WriterOptions) -> Result<Self> {
+        if !valid_writer_id(id) {
+            return Err(Error::InvalidWriterId { id: id.to_owned() });
+        }
+        let mut w = Writer {
+            archive,
+            key,
+            id: id.to_owned(),
+            opts,
+            chain: Chain::new(id),
+            batch_no: 0,
+            prev_seal: seal_genesis(id),
+            last_seal_ns: 0,
+            pending: Pending::default(),
+            closed: false,
+        };
+        w.recover().await?;
+        if w.last_seal_ns == 0 {
+            w.last_seal_ns = (w.opts.clock)();
+        }
+        Ok(w)
+    }
+
+    async fn recover(&mut self) -> Result<()> {
+        let fail = |reason: String| Error::Recovery {
+            writer: self.id.clone(),
+            reason,
+        };
+        let listed = self.archive.list(&layout::seals_dir(&self.id)).await?;
+        let trusted = [self.key.verifying_key()];
+        for obj in listed {
+            let Some(layout::Name::Seal { batch_no, .. }) = layout::parse(&obj.key) else {
+                return Err(fail(format!("unexpected object {} among the seals", obj.key)));
+            };
+            if batch_no != self.batch_no {
+                return Err(fail(format!("seal {} is missing", self.batch_no)));
+            }
+            let bytes = self.archive.get(&obj.key).await?;
+            let s: Seal = serde_json::from_slice(&bytes)
+                .map_err(|e| fail(format!("seal {} is unreadable: {e}", obj.key)))?;
+            seal::verify_seal(&s, &trusted).map_err(|e| fail(format!("seal {}: {e}", obj.key)))?;
+            if s.body.writer != self.id || s.body.batch_no != batch_no || s.body.prev_seal != self.prev_seal {
+                return Err(fail(format!("seal {} does not continue the seal chain", obj.key)));
+            }
+            for sess in &s.body.sessions {
+                self.chain.set_head(
+                    &sess.id,
+                    Head {
+                        next_seq: sess.last_seq + 1,
+                        hash: sess.head,
+                    },
+                );
+            }
+            self.batch_no = batch_no + 1;
+            self.prev_seal = s.hash;
+            self.last_seal_ns = s.body.created_ns;
+        }
+        Ok(())
+    }
+
+    /// The writer id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The number the next seal will have.
+    pub fn next_batch_no(&self) -> u64 {
+        self.batch_no
+    }
+
+    /// Records appended but not yet sealed.
+    pub fn pending_records(&self) -> usize {
+        self.pending.hashes.len()
+    }
+
+    /// Uncompressed bytes appended but not yet sealed.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.lines.len()
+    }
+
+    /// The session chains.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// Chains `record` (assigning `seq` and `prev`) into the pending batch and
+    /// returns its hash. Nothing is written until the next seal.
+    pub fn append(&mut self, mut record: TraceRecord) -> Result<Digest> {
+        if self.closed {
+            return Err(Error::WriterClosed { writer: self.id.clone() });
+        }
+        let hash = self.chain.append(&mut record, &mut self.pending.lines)?;
+        self.pending.hashes.push(hash);
+        match self.pending.sessions.get_mut(&record.session) {
+            Some(s) => {
+                s.count += 1;
+                s.last_seq = record.seq;
+                s.head = hash;
+            }
+            None => {
+                self.pending.sessions.insert(
+                    record.session.clone(),
+                    SessionSummary {
+                        count: 1,
+                        first_seq: record.seq,
+                        head: hash,
+                        id: record.session,
+                        last_seq: record.seq,
+                    },
+                );
+            }
+        }
+        Ok(hash)
+    }
+
+    /// Seals the pending records, if any, as one batch.
+    pub async fn flush(&mut self) -> Result<Option<SealReceipt>> {
+        if self.pending.hashes.is_empty() {
+            return Ok(None);
+        }
+        self.seal_batch(false).await.map(Some)
+    }
+
+    /// Seals now, with or without records (a heartbeat when there are none).
+    pub async fn heartbeat(&mut self) -> Result<SealReceipt> {
+        self.seal_batch(false).await
+    }
+
+    /// Seals pending records, or an empty heartbeat batch when nothing was
+    /// sealed for a heartbeat interval. Call it at least every flush interval.
+    pub async fn tick(&mut self) -> Result<Option<SealReceipt>> {
+        if !self.pending.hashes.is_empty() {
+            return self.flush().await;
+        }
+        let now = (self.opts.clock)();
+        if now.saturating_sub(self.last_seal_ns) >= self.opts.heartbeat.as_nanos() as u64 {
+            return self.heartbeat().await.map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Seals the pending records in a final seal marked closed. After it, no
+    /// heartbeat is expected and the writer accepts nothing more.
+    pub async fn close(&mut self) -> Result<SealReceipt> {
+        let r = self.seal_batch(true).await?;
+        self.closed = true;
+        Ok(r)
+    }
+
+    async fn seal_batch(&mut self, closed: bool) -> Result<SealReceipt> {
+        if self.closed {
+            return Err(Error::WriterClosed { writer: self.id.clone() });
+        }
+        let records = self.pending.hashes.len() as u64;
+        let batch = if records == 0 {
+            None
+        } else {
+            let compressed = zstd::bulk::compress(&self.pending.lines, self.opts.zstd_level).map_err(|source| {
+                Error::Io {
+                    path: "zstd".into(),
+                    source,
+                }
+            })?;
+            let sha256 = Digest::sha256(&compressed);
+            let key = layout::batch_key(&self.id, self.batch_no, &sha256);
+            let len = compressed.len() as u64;
+            self.put_batch(&key, Bytes::from(compressed), &sha256).await?;
+            Some(BatchRef {
+                key,
+                len,
+                merkle_root: merkle::root(&self.pending.hashes).unwrap_or_default(),
+                records,
+                sha256,
+            })
+        };
+        let batch_key = batch.as_ref().map(|b| b.key.clone());
+        let body = SealBody {
+            batch,
+            batch_no: self.batch_no,
+            closed,
+            created_ns: (self.opts.clock)(),
+            format: SEAL_FORMAT,
+            heartbeat_ns: self.opts.heartbeat.as_nanos() as u64,
+            key_id: String::new(),
+            prev_seal: self.prev_seal,
+            sessions: std::mem::take(&mut self.pending.sessions).into_values().collect(),
+            writer: self.id.clone(),
+        };
+        let sealed = seal::seal(body, &self.key)?;
+        let seal_key = layout::seal_key(&self.id, self.batch_no);
+        let bytes = crate::canonical::to_vec(&sealed)?;
+        if let Err(e) = self.archive.put_new(&seal_key, Bytes::from(bytes)).await {
+            // Keep the records pending so that a retry seals them again.
+            self.pending.sessions = sealed.body.sessions.into_iter().map(|s| (s.id.clone(), s)).collect();
+            return Err(match e {
+                Error::AlreadyExists { key } => Error::Recovery {
+                    writer: self.id.clone(),
+                    reason: format!("{key} was written by someone else: is another process using this writer id?"),
+                },
+                e => e,
+            });
+        }
+        self.pending.lines.clear();
+        self.pending.hashes.clear();
+        self.batch_no += 1;
+        self.prev_seal = sealed.hash;
+        self.last_seal_ns = sealed.body.created_ns;
+        Ok(SealReceipt {
+            batch_no: sealed.body.batch_no,
+            seal_hash: sealed.hash,
+            seal_key,
+            batch_key,
+            records,
+        })
+    }
+
+    /// Writes a batch object; an identical object left by an earlier failed
+    /// attempt is accepted, a different one is an error.
+    async fn put_batch(&self, key: &str, bytes: Bytes, sha256: &Digest) -> Result<()> {
+        match self.archive.put_new(key, bytes).await {
+            Err(Error::AlreadyExists { key }) => {
+                let existing = self.archive.get(&key).await?;
+                if Digest::sha256(&existing) == *sha256 {
+                    Ok(())
+                } else {
+                    Err(Error::AlreadyExists { key })
+                }
+            }
+            r => r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Kind;
+
+    #[test]
+    fn writer_ids() {
+        for ok in ["w", "host-1.prod_a", &"x".repeat(64)] {
+            assert!(valid_writer_id(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(65), "é"] {
+            assert!(!valid_writer_id(bad), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn reopened_writer_continues_chains() {
+        let archive = Archive::memory();
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let mut w = Writer::open(archive.clone(), key.clone(), "w", WriterOptions::default()).await.unwrap();
+        w.append(TraceRecord::new("s", Kind::Span, "a")).unwrap();
+        let first = w.append(TraceRecord::new("s", Kind::Span, "b")).unwrap();
+        w.flush().await.unwrap();
+        drop(w);
+        let mut w = Writer::open(archive.clone(), key.clone(), "w", WriterOptions::default()).await.unwrap();
+        assert_eq!(w.next_batch_no(), 1);
+        assert_eq!(w.chain().head("s"), Some(Head { next_seq: 2, hash: first }));
+        w.append(TraceRecord::new("s", Kind::Span, "c")).unwrap();
+        let r = w.close().await.unwrap();
+        assert_eq!((r.batch_no, r.records), (1, 1));
+        assert!(matches!(w.append(TraceRecord::new("s", Kind::Span, "d")), Err(Error::WriterClosed { .. })));
+
+        // Another key cannot continue this writer's archive.
+        let other = SigningKey::from_bytes(&[4; 32]);
+        let err = Writer::open(archive, other, "w", WriterOptions::default()).await.unwrap_err();
+        assert!(matches!(err, Error::Recovery { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn heartbeat_only_when_idle_for_an_interval() {
+        let t = Arc::new(std::sync::atomic::AtomicU64::new(1_000));
+        let clock = t.clone();
+        let opts = WriterOptions::default()
+            .with_heartbeat(Duration::from_nanos(100))
+            .with_clock(move || clock.load(std::sync::atomic::Ordering::SeqCst));
+        let mut w = Writer::open(Archive::memory(), SigningKey::from_bytes(&[3; 32]), "w", opts).await.unwrap();
+        assert_eq!(w.tick().await.unwrap(), None);
+        t.store(1_100, std::sync::atomic::Ordering::SeqCst);
+        let hb = w.tick().await.unwrap().unwrap();
+        assert_eq!((hb.batch_no, hb.records, hb.batch_key), (0, 0, None));
+        assert_eq!(w.tick().await.unwrap(), None);
+    }
+}

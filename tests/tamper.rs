@@ -1,0 +1,346 @@
+//! Each way of tampering with an archive is detected and named precisely.
+
+mod common;
+
+use common::*;
+use sealtrail::seal::Seal;
+use sealtrail::verify::{Location, Problem};
+use sealtrail::Digest;
+
+/// Batch 1 holds records 12..24: sessions 0, 1, 2 in turn, seqs 4..=7 each.
+async fn fixture() -> Fixture {
+    let f = build(3, 4, 12).await;
+    let r = f.verify().await;
+    assert!(r.is_intact(), "{}", show(&r));
+    assert_eq!((r.writers, r.batches, r.sessions, r.records), (1, 6, 3, 48));
+    f
+}
+
+fn line_of(lines: &[Vec<u8>], session: &str, seq: u64) -> usize {
+    lines
+        .iter()
+        .position(|l| {
+            let r = parse_line(l).record;
+            r.session == session && r.seq == seq
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_changed_byte_in_a_record_is_named_by_session_and_seq() {
+    let f = fixture().await;
+    let key = f.batch_key(1);
+    let mut lines = f.lines(&key).await;
+    let i = line_of(&lines, "session-1", 5);
+    let original = parse_line(&lines[i]);
+    let pos = lines[i].windows(8).position(|w| w == b"question").unwrap();
+    lines[i][pos] = b'Q';
+    let offset: usize = lines[..i].iter().map(|l| l.len() + 1).sum();
+    f.write_lines(&key, &lines).await;
+
+    let r = f.verify().await;
+    let hits = with_problem(&r, |p| matches!(p, Problem::RecordHashMismatch { .. }));
+    assert_eq!(hits.len(), 1, "{}", show(&r));
+    assert_eq!(
+        hits[0].at,
+        Location {
+            writer: Some("w1".into()),
+            batch_no: Some(1),
+            key: Some(key.clone()),
+            session: Some("session-1".into()),
+            seq: Some(5),
+            offset: Some(offset as u64),
+        }
+    );
+    match &hits[0].problem {
+        Problem::RecordHashMismatch { expected, .. } => assert_eq!(*expected, original.hash),
+        p => unreachable!("{p:?}"),
+    }
+    assert!(r.has(&Problem::BatchDigestMismatch {
+        expected: sealed_digest(&f, 1).await,
+        found: Digest::sha256(&f.get(&key).await),
+    }));
+    // The record hash as stored still links, so no chain finding is invented.
+    assert!(with_problem(&r, |p| matches!(p, Problem::ChainLinkBroken { .. } | Problem::SeqDiscontinuity { .. })).is_empty());
+}
+
+async fn sealed_digest(f: &Fixture, n: u64) -> Digest {
+    let s: Seal = serde_json::from_slice(&f.get(&f.seal_key(n)).await).unwrap();
+    s.body.batch.unwrap().sha256
+}
+
+#[tokio::test]
+async fn a_changed_seal_field_breaks_its_hash_and_a_rehash_its_signature() {
+    let f = fixture().await;
+    let key = f.seal_key(3);
+    let mut s: Seal = serde_json::from_slice(&f.get(&key).await).unwrap();
+    s.body.sessions[0].count += 1;
+    f.overwrite(&key, serde_json::to_vec(&s).unwrap()).await;
+    let r = f.verify().await;
+    let hits = with_problem(&r, |p| matches!(p, Problem::SealHashMismatch { .. }));
+    assert_eq!(hits.len(), 1, "{}", show(&r));
+    assert_eq!((hits[0].at.batch_no, hits[0].at.key.as_deref()), (Some(3), Some(key.as_str())));
+
+    // Recomputing the hash does not help without the key.
+    s.hash = sealtrail::seal::seal_hash(&s.body).unwrap();
+    f.overwrite(&key, serde_json::to_vec(&s).unwrap()).await;
+    let r = f.verify().await;
+    let hits = with_problem(&r, |p| matches!(p, Problem::BadSignature { .. }));
+    assert_eq!(hits.len(), 1, "{}", show(&r));
+    assert_eq!(hits[0].at.batch_no, Some(3));
+    assert!(with_problem(&r, |p| matches!(p, Problem::SealHashMismatch { .. })).is_empty());
+    // The next seal links to the original hash.
+    let links = with_problem(&r, |p| matches!(p, Problem::SealLinkBroken { .. }));
+    assert_eq!(links.len(), 1, "{}", show(&r));
+    assert_eq!(links[0].at.batch_no, Some(4));
+}
+
+#[tokio::test]
+async fn a_deleted_record_is_a_seq_gap() {
+    let f = fixture().await;
+    let key = f.batch_key(1);
+    let mut lines = f.lines(&key).await;
+    lines.remove(line_of(&lines, "session-0", 6));
+    f.write_lines(&key, &lines).await;
+    let r = f.verify().await;
+    let gaps = with_problem(&r, |p| matches!(p, Problem::SeqDiscontinuity { .. }));
+    assert_eq!(gaps.len(), 1, "{}", show(&r));
+    assert_eq!(gaps[0].problem, Problem::SeqDiscontinuity { expected: 6, found: 7 });
+    assert_eq!((gaps[0].at.session.as_deref(), gaps[0].at.seq), (Some("session-0"), Some(7)));
+    assert!(r.has(&Problem::RecordCountMismatch { expected: 12, found: 11 }));
+    assert!(with_problem(&r, |p| matches!(p, Problem::MerkleRootMismatch { .. })).len() == 1);
+    assert!(r.has(&Problem::SessionSummaryMismatch {
+        field: "count",
+        expected: "4".into(),
+        found: "3".into()
+    }));
+}
+
+#[tokio::test]
+async fn a_forged_record_with_a_consistent_hash_is_caught_by_the_seal() {
+    let f = fixture().await;
+    let key = f.batch_key(1);
+    let mut lines = f.lines(&key).await;
+    // Append a record that continues session-2's chain perfectly.
+    let last = parse_line(&lines[line_of(&lines, "session-2", 7)]);
+    let mut forged = sample_record("session-2", 999);
+    forged.seq = 8;
+    forged.prev = last.hash;
+    lines.push(forge_line(&forged));
+    f.write_lines(&key, &lines).await;
+    let r = f.verify().await;
+    let heads = with_problem(&r, |p| matches!(p, Problem::SessionSummaryMismatch { field: "head", .. }));
+    assert_eq!(heads.len(), 1, "{}", show(&r));
+    assert_eq!((heads[0].at.batch_no, heads[0].at.session.as_deref()), (Some(1), Some("session-2")));
+    assert!(r.has(&Problem::SessionSummaryMismatch {
+        field: "last_seq",
+        expected: "7".into(),
+        found: "8".into()
+    }));
+    assert!(r.has(&Problem::RecordCountMismatch { expected: 12, found: 13 }));
+    assert_eq!(with_problem(&r, |p| matches!(p, Problem::MerkleRootMismatch { .. })).len(), 1);
+    // And the chain in the next batch no longer fits.
+    let gaps = with_problem(&r, |p| matches!(p, Problem::SeqDiscontinuity { .. }));
+    assert_eq!(gaps.len(), 1, "{}", show(&r));
+    assert_eq!((gaps[0].at.batch_no, &gaps[0].problem), (Some(3), &Problem::SeqDiscontinuity { expected: 9, found: 8 }));
+}
+
+#[tokio::test]
+async fn swapped_records_are_out_of_order() {
+    let f = fixture().await;
+    let key = f.batch_key(1);
+    let mut lines = f.lines(&key).await;
+    let (a, b) = (line_of(&lines, "session-0", 5), line_of(&lines, "session-0", 6));
+    lines.swap(a, b);
+    f.write_lines(&key, &lines).await;
+    let r = f.verify().await;
+    let gaps = with_problem(&r, |p| matches!(p, Problem::SeqDiscontinuity { .. }));
+    assert_eq!(
+        gaps.iter().map(|g| (g.at.seq, g.problem.clone())).collect::<Vec<_>>(),
+        vec![
+            (Some(5), Problem::SeqDiscontinuity { expected: 7, found: 5 }),
+            (Some(6), Problem::SeqDiscontinuity { expected: 5, found: 6 }),
+        ],
+        "{}",
+        show(&r)
+    );
+    assert_eq!(with_problem(&r, |p| matches!(p, Problem::MerkleRootMismatch { .. })).len(), 1);
+    // Swapping records of different sessions keeps every chain intact but not the Merkle root.
+    let f = fixture().await;
+    let mut lines = f.lines(&key).await;
+    let (a, b) = (line_of(&lines, "session-0", 5), line_of(&lines, "session-1", 5));
+    lines.swap(a, b);
+    f.write_lines(&key, &lines).await;
+    let r = f.verify().await;
+    assert_eq!(with_problem(&r, |p| matches!(p, Problem::MerkleRootMismatch { .. })).len(), 1, "{}", show(&r));
+}
+
+#[tokio::test]
+async fn a_record_moved_to_another_session_is_named() {
+    let f = fixture().await;
+    let key = f.batch_key(1);
+    let mut lines = f.lines(&key).await;
+    let i = line_of(&lines, "session-0", 6);
+    let mut moved = parse_line(&lines[i]).record;
+    moved.session = "session-1".into();
+    lines[i] = forge_line(&moved);
+    f.write_lines(&key, &lines).await;
+    let r = f.verify().await;
+    let hits = with_problem(&r, |p| matches!(p, Problem::RecordOutOfSession { .. }));
+    assert_eq!(hits.len(), 1, "{}", show(&r));
+    assert_eq!(hits[0].problem, Problem::RecordOutOfSession { belongs_to: "session-0".into() });
+    assert_eq!((hits[0].at.session.as_deref(), hits[0].at.seq), (Some("session-1"), Some(6)));
+    // session-0 lost its seq 6.
+    assert!(with_problem(&r, |p| *p == Problem::SeqDiscontinuity { expected: 6, found: 7 })
+        .iter()
+        .any(|g| g.at.session.as_deref() == Some("session-0")));
+}
+
+#[tokio::test]
+async fn a_deleted_batch_and_seal_in_the_middle_are_missing() {
+    let f = fixture().await;
+    f.delete(&f.batch_key(1)).await;
+    f.delete(&f.seal_key(1)).await;
+    let r = f.verify().await;
+    let hits = with_problem(&r, |p| matches!(p, Problem::MissingSeals { .. }));
+    assert_eq!(hits.len(), 1, "{}", show(&r));
+    assert_eq!(hits[0].problem, Problem::MissingSeals { first: 1, last: 1 });
+    assert_eq!(hits[0].at.writer.as_deref(), Some("w1"));
+    // Every session then jumps from seq 4 to seq 8 in batch 3.
+    let gaps = with_problem(&r, |p| *p == Problem::SeqDiscontinuity { expected: 4, found: 8 });
+    assert_eq!(gaps.len(), 3, "{}", show(&r));
+}
+
+#[tokio::test]
+async fn a_truncated_archive_is_detected_once_a_heartbeat_is_overdue() {
+    let f = fixture().await;
+    // Remove the newest data batch and the closing seal after it.
+    let newest = f.receipts.iter().map(|r| r.batch_no).max().unwrap();
+    for n in [newest, newest - 1] {
+        if let Some(b) = f.receipts.iter().find(|r| r.batch_no == n).unwrap().batch_key.clone() {
+            f.delete(&b).await;
+        }
+        f.delete(&f.seal_key(n)).await;
+    }
+    let last_kept: Seal = serde_json::from_slice(&f.get(&f.seal_key(newest - 2)).await).unwrap();
+    let t = last_kept.body.created_ns;
+    // Within a heartbeat of the last kept seal, truncation cannot be told apart
+    // from a writer still running (documented in FORMAT.md §7).
+    assert!(f.verify_as_of(t + 30_000_000_000).await.is_intact());
+    let as_of = t + 66_000_000_000;
+    let r = f.verify_as_of(as_of).await;
+    assert_eq!(r.findings.len(), 1, "{}", show(&r));
+    assert_eq!(
+        r.findings[0].problem,
+        Problem::WriterSilent { last_seal_ns: t, as_of_ns: as_of, allowed_ns: 65_000_000_000 }
+    );
+    assert_eq!(r.findings[0].at.batch_no, Some(newest - 2));
+}
+
+#[tokio::test]
+async fn an_insider_rewrite_with_another_key_is_rejected() {
+    // The same records, written consistently by someone holding another key.
+    let forged = build_in_with_key(other_key()).await;
+    let r = verify_with(&forged, &[key().verifying_key()]).await;
+    assert!(!r.is_intact());
+    let bad = with_problem(&r, |p| matches!(p, Problem::UnknownSigningKey { .. }));
+    assert_eq!(bad.len() as u64, r.batches, "{}", show(&r));
+    assert!(r.findings.iter().all(|f| matches!(f.problem, Problem::UnknownSigningKey { .. })));
+
+    // Claiming our key id does not help: the signature fails.
+    let ours = sealtrail::keys::key_id(&key().verifying_key());
+    for o in forged.objects().await {
+        if o.key.contains("/seals/") {
+            let mut s: Seal = serde_json::from_slice(&forged.get(&o.key).await).unwrap();
+            s.body.key_id = ours.clone();
+            s.hash = sealtrail::seal::seal_hash(&s.body).unwrap();
+            forged.overwrite(&o.key, serde_json::to_vec(&s).unwrap()).await;
+        }
+    }
+    let r = verify_with(&forged, &[key().verifying_key()]).await;
+    let bad = with_problem(&r, |p| matches!(p, Problem::BadSignature { .. }));
+    assert_eq!(bad.len() as u64, r.batches, "{}", show(&r));
+}
+
+async fn build_in_with_key(k: sealtrail::keys::SigningKey) -> Fixture {
+    let (now, clk) = clock();
+    let archive = sealtrail::Archive::memory();
+    let opts = sealtrail::WriterOptions::default().with_heartbeat(HEARTBEAT).with_clock(clk);
+    let mut w = sealtrail::Writer::open(archive.clone(), k, "w1", opts).await.unwrap();
+    let mut receipts = Vec::new();
+    for i in 0..24 {
+        w.append(sample_record(&format!("session-{}", i % 3), i)).unwrap();
+        if i % 12 == 11 {
+            receipts.push(w.flush().await.unwrap().unwrap());
+        }
+    }
+    receipts.push(w.close().await.unwrap());
+    Fixture { archive, receipts, now }
+}
+
+async fn verify_with(f: &Fixture, keys: &[sealtrail::keys::VerifyingKey]) -> sealtrail::Report {
+    let as_of = f.now.load(std::sync::atomic::Ordering::SeqCst);
+    sealtrail::verify(&f.archive, keys, &sealtrail::VerifyOptions::default().with_as_of(as_of)).await.unwrap()
+}
+
+#[tokio::test]
+async fn bytes_after_the_zstd_frame_are_reported() {
+    let f = fixture().await;
+    let key = f.batch_key(0);
+    let mut bytes = f.get(&key).await.to_vec();
+    let frame_len = bytes.len() as u64;
+    bytes.extend_from_slice(b"hidden");
+    f.overwrite(&key, bytes).await;
+    let r = f.verify().await;
+    assert!(r.has(&Problem::BatchTrailingData { frame_len, found_len: frame_len + 6 }), "{}", show(&r));
+    assert!(r.has(&Problem::BatchLengthMismatch { expected: frame_len, found: frame_len + 6 }));
+    // The records themselves are intact and still checked.
+    assert!(with_problem(&r, |p| matches!(p, Problem::RecordHashMismatch { .. })).is_empty());
+    assert_eq!(r.records, 48);
+}
+
+#[tokio::test]
+async fn an_object_no_seal_covers_is_reported() {
+    let f = fixture().await;
+    let stray = "v1/writers/w1/batches/00000000000000000009-0123456789abcdef.jsonl.zst";
+    f.overwrite(stray, &b"unsealed"[..]).await;
+    f.overwrite("notes.txt", &b"hello"[..]).await;
+    let r = f.verify().await;
+    let hits = with_problem(&r, |p| *p == Problem::UncoveredObject);
+    let keys: Vec<_> = hits.iter().map(|h| h.at.key.as_deref().unwrap()).collect();
+    assert_eq!(keys, vec!["notes.txt", stray], "{}", show(&r));
+    assert_eq!(r.findings.len(), 2);
+}
+
+#[tokio::test]
+async fn corrupt_or_truncated_seals_and_batches_never_panic() {
+    let f = fixture().await;
+    let seal_key = f.seal_key(1);
+    let batch_key = f.batch_key(1);
+    let seal = f.get(&seal_key).await;
+    let batch = f.get(&batch_key).await;
+    for cut in (0..seal.len()).step_by(13) {
+        f.overwrite(&seal_key, seal.slice(..cut)).await;
+        let r = f.verify().await;
+        assert!(r.has_problem_at(1), "cut {cut}: {}", show(&r));
+    }
+    f.overwrite(&seal_key, seal).await;
+    for cut in (0..batch.len()).step_by(11) {
+        f.overwrite(&batch_key, batch.slice(..cut)).await;
+        let r = f.verify().await;
+        assert!(r.has(&Problem::BatchLengthMismatch { expected: batch.len() as u64, found: cut as u64 }));
+    }
+    // Garbage that decodes: a valid zstd frame of nonsense lines.
+    f.overwrite(&batch_key, zstd::encode_all(&b"{\"hash\":1}\nnot json\n\xff\xfe\n"[..], 1).unwrap()).await;
+    let r = f.verify().await;
+    assert_eq!(with_problem(&r, |p| matches!(p, Problem::LineMalformed { .. })).len(), 3, "{}", show(&r));
+}
+
+trait HasProblemAt {
+    fn has_problem_at(&self, batch_no: u64) -> bool;
+}
+impl HasProblemAt for sealtrail::Report {
+    fn has_problem_at(&self, batch_no: u64) -> bool {
+        self.findings.iter().any(|f| f.at.batch_no == Some(batch_no))
+    }
+}
