@@ -61,11 +61,12 @@ impl Archive {
         }
         let dir = if let Some(rest) = url.strip_prefix("file://") {
             if !rest.starts_with('/') {
-                return Err(bad("a file:// URL needs an absolute path, as in file:///var/lib/sealtrail"));
+                return Err(bad(
+                    "a file:// URL needs an absolute path, as in file:///var/lib/sealtrail",
+                ));
             }
             let u = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-            u.to_file_path()
-                .map_err(|_| bad("not a local file path"))?
+            u.to_file_path().map_err(|_| bad("not a local file path"))?
         } else if let Some((scheme, _)) = url.split_once("://") {
             return Err(bad(&format!(
                 "unsupported scheme {scheme:?}: use a path, file:///abs/path or memory://"
@@ -122,7 +123,10 @@ impl Archive {
         if pre.is_empty() {
             s.to_owned()
         } else {
-            s.strip_prefix(pre).unwrap_or(s).trim_start_matches('/').to_owned()
+            s.strip_prefix(pre)
+                .unwrap_or(s)
+                .trim_start_matches('/')
+                .to_owned()
         }
     }
 
@@ -132,9 +136,15 @@ impl Archive {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self.store.put_opts(&self.path(key), PutPayload::from(bytes), opts).await {
+        match self
+            .store
+            .put_opts(&self.path(key), PutPayload::from(bytes), opts)
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => Err(Error::AlreadyExists { key: key.to_owned() }),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(Error::AlreadyExists {
+                key: key.to_owned(),
+            }),
             Err(source) => Err(Error::Store {
                 key: key.to_owned(),
                 source,
@@ -154,8 +164,16 @@ impl Archive {
 
     /// Lists the objects under `dir` (relative to the archive root; `""` for all).
     pub async fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
-        let p = if dir.is_empty() { self.prefix.clone() } else { self.path(dir) };
-        let prefix = if p.as_ref().is_empty() { None } else { Some(&p) };
+        let p = if dir.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.path(dir)
+        };
+        let prefix = if p.as_ref().is_empty() {
+            None
+        } else {
+            Some(&p)
+        };
         let metas: Vec<_> = self
             .store
             .list(prefix)
@@ -196,7 +214,10 @@ pub mod layout {
 
     /// Key of batch `batch_no` of `writer`, whose bytes hash to `sha256`.
     pub fn batch_key(writer: &str, batch_no: u64, sha256: &Digest) -> String {
-        format!("{ROOT}/{writer}/batches/{batch_no:020}-{}.jsonl.zst", &sha256.to_hex()[..16])
+        format!(
+            "{ROOT}/{writer}/batches/{batch_no:020}-{}.jsonl.zst",
+            &sha256.to_hex()[..16]
+        )
     }
 
     /// What a key names.
@@ -238,7 +259,8 @@ pub mod layout {
             "batches" => {
                 let stem = file.strip_suffix(".jsonl.zst")?;
                 let (n, h) = stem.split_once('-')?;
-                (h.len() == 16 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(())?;
+                (h.len() == 16 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+                    .then_some(())?;
                 Some(Name::Batch {
                     writer: writer.to_owned(),
                     batch_no: number(n)?,
@@ -256,11 +278,26 @@ mod tests {
     #[tokio::test]
     async fn second_write_of_a_key_fails_with_already_exists() {
         let dir = tempfile::tempdir().unwrap();
-        for archive in [Archive::memory(), Archive::open(dir.path().to_str().unwrap()).unwrap()] {
-            archive.put_new("a/b", Bytes::from_static(b"one")).await.unwrap();
-            let err = archive.put_new("a/b", Bytes::from_static(b"two")).await.unwrap_err();
-            assert!(matches!(err, Error::AlreadyExists { ref key } if key == "a/b"), "{err}");
-            assert_eq!(archive.get("a/b").await.unwrap(), Bytes::from_static(b"one"));
+        for archive in [
+            Archive::memory(),
+            Archive::open(dir.path().to_str().unwrap()).unwrap(),
+        ] {
+            archive
+                .put_new("a/b", Bytes::from_static(b"one"))
+                .await
+                .unwrap();
+            let err = archive
+                .put_new("a/b", Bytes::from_static(b"two"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::AlreadyExists { ref key } if key == "a/b"),
+                "{err}"
+            );
+            assert_eq!(
+                archive.get("a/b").await.unwrap(),
+                Bytes::from_static(b"one")
+            );
         }
     }
 
@@ -268,7 +305,10 @@ mod tests {
     fn urls() {
         assert!(Archive::open("memory://").is_ok());
         for bad in ["", "file://relative", "ftp://x/y"] {
-            assert!(matches!(Archive::open(bad), Err(Error::InvalidStoreUrl { .. })), "{bad}");
+            assert!(
+                matches!(Archive::open(bad), Err(Error::InvalidStoreUrl { .. })),
+                "{bad}"
+            );
         }
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}/sub", dir.path().display());
@@ -280,11 +320,28 @@ mod tests {
     fn layout_round_trip() {
         let d = Digest::sha256(b"x");
         let k = layout::batch_key("w-1", 7, &d);
-        assert_eq!(layout::parse(&k), Some(layout::Name::Batch { writer: "w-1".into(), batch_no: 7 }));
+        assert_eq!(
+            layout::parse(&k),
+            Some(layout::Name::Batch {
+                writer: "w-1".into(),
+                batch_no: 7
+            })
+        );
         let s = layout::seal_key("w-1", 7);
         assert_eq!(s, "v1/writers/w-1/seals/00000000000000000007.json");
-        assert_eq!(layout::parse(&s), Some(layout::Name::Seal { writer: "w-1".into(), batch_no: 7 }));
-        for bad in ["v1/writers/w/seals/7.json", "v1/writers/w/other/x", "x", "v1/writers/../seals/00000000000000000007.json"] {
+        assert_eq!(
+            layout::parse(&s),
+            Some(layout::Name::Seal {
+                writer: "w-1".into(),
+                batch_no: 7
+            })
+        );
+        for bad in [
+            "v1/writers/w/seals/7.json",
+            "v1/writers/w/other/x",
+            "x",
+            "v1/writers/../seals/00000000000000000007.json",
+        ] {
             assert_eq!(layout::parse(bad), None, "{bad}");
         }
     }

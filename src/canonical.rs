@@ -114,7 +114,10 @@ mod tests {
     fn strings_escape_as_rfc8785() {
         let s = "\u{0}\u{8}\t\n\u{c}\r\u{1f}\"\\/\u{7f}\u{2028}é😀";
         let got = String::from_utf8(to_vec(s).unwrap()).unwrap();
-        assert_eq!(got, "\"\\u0000\\b\\t\\n\\f\\r\\u001f\\\"\\\\/\u{7f}\u{2028}é😀\"");
+        assert_eq!(
+            got,
+            "\"\\u0000\\b\\t\\n\\f\\r\\u001f\\\"\\\\/\u{7f}\u{2028}é😀\""
+        );
     }
 
     #[test]
@@ -132,10 +135,18 @@ mod tests {
         .into_iter()
         .collect();
         let got = String::from_utf8(to_vec(&a).unwrap()).unwrap();
-        let order: Vec<usize> = ["\\r", "1", "\u{80}", "\u{f6}", "\u{20ac}", "\u{1f600}", "\u{fb33}"]
-            .iter()
-            .map(|k| got.find(&format!("\"{k}\"")).unwrap())
-            .collect();
+        let order: Vec<usize> = [
+            "\\r",
+            "1",
+            "\u{80}",
+            "\u{f6}",
+            "\u{20ac}",
+            "\u{1f600}",
+            "\u{fb33}",
+        ]
+        .iter()
+        .map(|k| got.find(&format!("\"{k}\"")).unwrap())
+        .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{got}");
     }
 }

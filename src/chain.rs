@@ -153,7 +153,12 @@ mod tests {
         let mut hashes = Vec::new();
         for (i, s) in ["a", "b", "a", "a", "b"].iter().enumerate() {
             let mut r = TraceRecord::new(*s, Kind::Span, format!("r{i}"));
-            hashes.push((s.to_string(), chain.append(&mut r, &mut out).unwrap(), r.seq, r.prev));
+            hashes.push((
+                s.to_string(),
+                chain.append(&mut r, &mut out).unwrap(),
+                r.seq,
+                r.prev,
+            ));
         }
         let seqs: Vec<u64> = hashes.iter().map(|h| h.2).collect();
         assert_eq!(seqs, [0, 0, 1, 2, 1]);
@@ -175,7 +180,10 @@ mod tests {
         let mut chain = Chain::new("w");
         let mut out = b"x".to_vec();
         let mut r = TraceRecord::new("", Kind::Span, "n");
-        assert!(matches!(chain.append(&mut r, &mut out), Err(Error::InvalidRecord { .. })));
+        assert!(matches!(
+            chain.append(&mut r, &mut out),
+            Err(Error::InvalidRecord { .. })
+        ));
         assert_eq!(out, b"x");
         assert_eq!(chain.sessions(), 0);
     }
@@ -184,8 +192,14 @@ mod tests {
     fn genesis_depends_on_writer() {
         let mut a = Chain::new("w1");
         let mut b = Chain::new("w2");
-        let (mut r1, mut r2) = (TraceRecord::new("s", Kind::Span, "n"), TraceRecord::new("s", Kind::Span, "n"));
+        let (mut r1, mut r2) = (
+            TraceRecord::new("s", Kind::Span, "n"),
+            TraceRecord::new("s", Kind::Span, "n"),
+        );
         let mut out = Vec::new();
-        assert_ne!(a.append(&mut r1, &mut out).unwrap(), b.append(&mut r2, &mut out).unwrap());
+        assert_ne!(
+            a.append(&mut r1, &mut out).unwrap(),
+            b.append(&mut r2, &mut out).unwrap()
+        );
     }
 }

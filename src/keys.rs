@@ -8,9 +8,9 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use ed25519_dalek::{SigningKey, VerifyingKey};
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::digest::{Digest, KEY_ID_TAG};
 use crate::error::{Error, Result};
@@ -52,7 +52,10 @@ pub fn write_key_pair(secret: &Path, key: &SigningKey) -> Result<PathBuf> {
     let public = public_key_path(secret);
     for p in [secret, public.as_path()] {
         if p.exists() {
-            return Err(key_err(p, "already exists; refusing to overwrite a key file"));
+            return Err(key_err(
+                p,
+                "already exists; refusing to overwrite a key file",
+            ));
         }
     }
     let pem = key
@@ -129,12 +132,18 @@ mod tests {
         let key = generate().unwrap();
         let public = write_key_pair(&secret, &key).unwrap();
         assert_eq!(public, dir.path().join("audit.key.pub"));
-        assert_eq!(read_signing_key(&secret).unwrap().to_bytes(), key.to_bytes());
+        assert_eq!(
+            read_signing_key(&secret).unwrap().to_bytes(),
+            key.to_bytes()
+        );
         assert_eq!(read_verifying_key(&public).unwrap(), key.verifying_key());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let before = fs::read(&secret).unwrap();
         let err = write_key_pair(&secret, &generate().unwrap()).unwrap_err();

@@ -54,7 +54,9 @@ mod tests {
 
     #[test]
     fn matches_rfc6962_recursion_for_all_small_sizes() {
-        let leaves: Vec<Digest> = (0u32..70).map(|i| Digest::sha256(&i.to_be_bytes())).collect();
+        let leaves: Vec<Digest> = (0u32..70)
+            .map(|i| Digest::sha256(&i.to_be_bytes()))
+            .collect();
         assert_eq!(root(&[]), None);
         for n in 1..=leaves.len() {
             assert_eq!(root(&leaves[..n]), Some(reference(&leaves[..n])), "n = {n}");

@@ -189,9 +189,7 @@ impl<'de> Deserialize<'de> for Attributes {
                 let mut out = BTreeMap::new();
                 while let Some((k, v)) = m.next_entry::<String, Value>()? {
                     if out.contains_key(&k) {
-                        return Err(de::Error::custom(format_args!(
-                            "duplicate attribute {k:?}"
-                        )));
+                        return Err(de::Error::custom(format_args!("duplicate attribute {k:?}")));
                     }
                     out.insert(k, v);
                 }
@@ -330,7 +328,10 @@ pub(crate) mod u64_string {
     }
 
     pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
-        if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit()) {
+        if s.is_empty()
+            || (s.len() > 1 && s.starts_with('0'))
+            || !s.bytes().all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         s.parse().ok()
@@ -387,7 +388,9 @@ mod float {
                 "NaN" => Ok(f64::NAN),
                 "Infinity" => Ok(f64::INFINITY),
                 "-Infinity" => Ok(f64::NEG_INFINITY),
-                _ => Err(de::Error::custom("expected a number, NaN, Infinity or -Infinity")),
+                _ => Err(de::Error::custom(
+                    "expected a number, NaN, Infinity or -Infinity",
+                )),
             },
         }
     }
@@ -434,7 +437,12 @@ mod tests {
 
     #[test]
     fn non_canonical_integers_are_rejected() {
-        for bad in [r#"{"int":"042"}"#, r#"{"int":"-0"}"#, r#"{"int":"+1"}"#, r#"{"int":""}"#] {
+        for bad in [
+            r#"{"int":"042"}"#,
+            r#"{"int":"-0"}"#,
+            r#"{"int":"+1"}"#,
+            r#"{"int":""}"#,
+        ] {
             assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad}");
         }
         assert_eq!(
@@ -454,8 +462,13 @@ mod tests {
     fn keys_sort_by_utf16_code_units() {
         // U+FF61 sorts after U+1F600 in UTF-8 byte order is false; in UTF-16 the
         // astral character's high surrogate (0xD83D) comes first.
-        let a: Attributes = [("\u{ff61}", 1i64), ("\u{1f600}", 2i64)].into_iter().collect();
+        let a: Attributes = [("\u{ff61}", 1i64), ("\u{1f600}", 2i64)]
+            .into_iter()
+            .collect();
         let json = serde_json::to_string(&a).unwrap();
-        assert!(json.find('\u{1f600}').unwrap() < json.find('\u{ff61}').unwrap(), "{json}");
+        assert!(
+            json.find('\u{1f600}').unwrap() < json.find('\u{ff61}').unwrap(),
+            "{json}"
+        );
     }
 }

@@ -200,13 +200,29 @@ mod tests {
 
         let mut changed = s.clone();
         changed.body.created_ns = 2;
-        assert!(matches!(verify_seal(&changed, &[key.verifying_key()]), Err(SealError::HashMismatch { .. })));
+        assert!(matches!(
+            verify_seal(&changed, &[key.verifying_key()]),
+            Err(SealError::HashMismatch { .. })
+        ));
 
         let forged = seal(body(), &other).unwrap();
-        assert!(matches!(verify_seal(&forged, &[key.verifying_key()]), Err(SealError::UnknownKey { .. })));
+        assert!(matches!(
+            verify_seal(&forged, &[key.verifying_key()]),
+            Err(SealError::UnknownKey { .. })
+        ));
 
         let mut bad_sig = s.clone();
-        bad_sig.signature.replace_range(0..2, if &s.signature[0..2] == "00" { "01" } else { "00" });
-        assert!(matches!(verify_seal(&bad_sig, &[key.verifying_key()]), Err(SealError::BadSignature { .. })));
+        bad_sig.signature.replace_range(
+            0..2,
+            if &s.signature[0..2] == "00" {
+                "01"
+            } else {
+                "00"
+            },
+        );
+        assert!(matches!(
+            verify_seal(&bad_sig, &[key.verifying_key()]),
+            Err(SealError::BadSignature { .. })
+        ));
     }
 }

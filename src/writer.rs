@@ -35,7 +35,9 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 pub fn valid_writer_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Unix nanoseconds now.
@@ -148,7 +150,12 @@ impl Writer {
     /// Fails with [`Error::Recovery`] if the writer's existing seals do not
     /// verify with `key` or do not form an unbroken chain: run
     /// `sealtrail verify` to see why, and use a new writer id.
-    pub async fn open(archive: Archive, key: SigningKey, id: &str, opts: WriterOptions) -> Result<Self> {
+    pub async fn open(
+        archive: Archive,
+        key: SigningKey,
+        id: &str,
+        opts: WriterOptions,
+    ) -> Result<Self> {
         if !valid_writer_id(id) {
             return Err(Error::InvalidWriterId { id: id.to_owned() });
         }
@@ -180,7 +187,10 @@ impl Writer {
         let trusted = [self.key.verifying_key()];
         for obj in listed {
             let Some(layout::Name::Seal { batch_no, .. }) = layout::parse(&obj.key) else {
-                return Err(fail(format!("unexpected object {} among the seals", obj.key)));
+                return Err(fail(format!(
+                    "unexpected object {} among the seals",
+                    obj.key
+                )));
             };
             if batch_no != self.batch_no {
                 return Err(fail(format!("seal {} is missing", self.batch_no)));
@@ -189,8 +199,14 @@ impl Writer {
             let s: Seal = serde_json::from_slice(&bytes)
                 .map_err(|e| fail(format!("seal {} is unreadable: {e}", obj.key)))?;
             seal::verify_seal(&s, &trusted).map_err(|e| fail(format!("seal {}: {e}", obj.key)))?;
-            if s.body.writer != self.id || s.body.batch_no != batch_no || s.body.prev_seal != self.prev_seal {
-                return Err(fail(format!("seal {} does not continue the seal chain", obj.key)));
+            if s.body.writer != self.id
+                || s.body.batch_no != batch_no
+                || s.body.prev_seal != self.prev_seal
+            {
+                return Err(fail(format!(
+                    "seal {} does not continue the seal chain",
+                    obj.key
+                )));
             }
             for sess in &s.body.sessions {
                 self.chain.set_head(
@@ -237,7 +253,9 @@ impl Writer {
     /// returns its hash. Nothing is written until the next seal.
     pub fn append(&mut self, mut record: TraceRecord) -> Result<Digest> {
         if self.closed {
-            return Err(Error::WriterClosed { writer: self.id.clone() });
+            return Err(Error::WriterClosed {
+                writer: self.id.clone(),
+            });
         }
         let hash = self.chain.append(&mut record, &mut self.pending.lines)?;
         self.pending.hashes.push(hash);
@@ -299,22 +317,24 @@ impl Writer {
 
     async fn seal_batch(&mut self, closed: bool) -> Result<SealReceipt> {
         if self.closed {
-            return Err(Error::WriterClosed { writer: self.id.clone() });
+            return Err(Error::WriterClosed {
+                writer: self.id.clone(),
+            });
         }
         let records = self.pending.hashes.len() as u64;
         let batch = if records == 0 {
             None
         } else {
-            let compressed = zstd::bulk::compress(&self.pending.lines, self.opts.zstd_level).map_err(|source| {
-                Error::Io {
+            let compressed = zstd::bulk::compress(&self.pending.lines, self.opts.zstd_level)
+                .map_err(|source| Error::Io {
                     path: "zstd".into(),
                     source,
-                }
-            })?;
+                })?;
             let sha256 = Digest::sha256(&compressed);
             let key = layout::batch_key(&self.id, self.batch_no, &sha256);
             let len = compressed.len() as u64;
-            self.put_batch(&key, Bytes::from(compressed), &sha256).await?;
+            self.put_batch(&key, Bytes::from(compressed), &sha256)
+                .await?;
             Some(BatchRef {
                 key,
                 len,
@@ -333,7 +353,9 @@ impl Writer {
             heartbeat_ns: self.opts.heartbeat.as_nanos() as u64,
             key_id: String::new(),
             prev_seal: self.prev_seal,
-            sessions: std::mem::take(&mut self.pending.sessions).into_values().collect(),
+            sessions: std::mem::take(&mut self.pending.sessions)
+                .into_values()
+                .collect(),
             writer: self.id.clone(),
         };
         let sealed = seal::seal(body, &self.key)?;
@@ -341,7 +363,12 @@ impl Writer {
         let bytes = crate::canonical::to_vec(&sealed)?;
         if let Err(e) = self.archive.put_new(&seal_key, Bytes::from(bytes)).await {
             // Keep the records pending so that a retry seals them again.
-            self.pending.sessions = sealed.body.sessions.into_iter().map(|s| (s.id.clone(), s)).collect();
+            self.pending.sessions = sealed
+                .body
+                .sessions
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect();
             return Err(match e {
                 Error::AlreadyExists { key } => Error::Recovery {
                     writer: self.id.clone(),
@@ -400,22 +427,37 @@ mod tests {
     async fn reopened_writer_continues_chains() {
         let archive = Archive::memory();
         let key = SigningKey::from_bytes(&[3; 32]);
-        let mut w = Writer::open(archive.clone(), key.clone(), "w", WriterOptions::default()).await.unwrap();
+        let mut w = Writer::open(archive.clone(), key.clone(), "w", WriterOptions::default())
+            .await
+            .unwrap();
         w.append(TraceRecord::new("s", Kind::Span, "a")).unwrap();
         let first = w.append(TraceRecord::new("s", Kind::Span, "b")).unwrap();
         w.flush().await.unwrap();
         drop(w);
-        let mut w = Writer::open(archive.clone(), key.clone(), "w", WriterOptions::default()).await.unwrap();
+        let mut w = Writer::open(archive.clone(), key.clone(), "w", WriterOptions::default())
+            .await
+            .unwrap();
         assert_eq!(w.next_batch_no(), 1);
-        assert_eq!(w.chain().head("s"), Some(Head { next_seq: 2, hash: first }));
+        assert_eq!(
+            w.chain().head("s"),
+            Some(Head {
+                next_seq: 2,
+                hash: first
+            })
+        );
         w.append(TraceRecord::new("s", Kind::Span, "c")).unwrap();
         let r = w.close().await.unwrap();
         assert_eq!((r.batch_no, r.records), (1, 1));
-        assert!(matches!(w.append(TraceRecord::new("s", Kind::Span, "d")), Err(Error::WriterClosed { .. })));
+        assert!(matches!(
+            w.append(TraceRecord::new("s", Kind::Span, "d")),
+            Err(Error::WriterClosed { .. })
+        ));
 
         // Another key cannot continue this writer's archive.
         let other = SigningKey::from_bytes(&[4; 32]);
-        let err = Writer::open(archive, other, "w", WriterOptions::default()).await.unwrap_err();
+        let err = Writer::open(archive, other, "w", WriterOptions::default())
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Recovery { .. }), "{err}");
     }
 
@@ -426,7 +468,14 @@ mod tests {
         let opts = WriterOptions::default()
             .with_heartbeat(Duration::from_nanos(100))
             .with_clock(move || clock.load(std::sync::atomic::Ordering::SeqCst));
-        let mut w = Writer::open(Archive::memory(), SigningKey::from_bytes(&[3; 32]), "w", opts).await.unwrap();
+        let mut w = Writer::open(
+            Archive::memory(),
+            SigningKey::from_bytes(&[3; 32]),
+            "w",
+            opts,
+        )
+        .await
+        .unwrap();
         assert_eq!(w.tick().await.unwrap(), None);
         t.store(1_100, std::sync::atomic::Ordering::SeqCst);
         let hb = w.tick().await.unwrap().unwrap();

@@ -15,10 +15,14 @@ use sealtrail::digest::{genesis, record_hash, seal_genesis};
 use sealtrail::keys::{key_id, SigningKey};
 use sealtrail::seal::{seal_hash, verify_seal, Seal};
 use sealtrail::verify::{verify, VerifyOptions};
-use sealtrail::{chain, merkle, Archive, Attributes, Event, Kind, Status, StatusCode, TraceRecord, Value, Writer, WriterOptions};
+use sealtrail::{
+    chain, merkle, Archive, Attributes, Event, Kind, Status, StatusCode, TraceRecord, Value,
+    Writer, WriterOptions,
+};
 
 const KEY_SEED: [u8; 32] = [
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+    26, 27, 28, 29, 30, 31,
 ];
 const WRITER: &str = "kat";
 const T0: u64 = 1_700_000_000_000_000_000;
@@ -52,7 +56,10 @@ fn records() -> Vec<TraceRecord> {
         ("gen_ai.request.model", Value::from("gpt-4o")),
         ("gen_ai.usage.input_tokens", Value::Int(12)),
         ("gen_ai.request.temperature", Value::Float(0.5)),
-        ("gen_ai.prompt", Value::from("Is claim C-1 covered? \u{e9}\u{1f600}\n")),
+        (
+            "gen_ai.prompt",
+            Value::from("Is claim C-1 covered? \u{e9}\u{1f600}\n"),
+        ),
     ]
     .into_iter()
     .collect();
@@ -62,14 +69,25 @@ fn records() -> Vec<TraceRecord> {
     llm.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
     llm.span_id = Some("00f067aa0ba902b7".into());
     llm.source = "otlp".into();
-    llm.status = Status { code: StatusCode::Ok, message: None };
-    llm.resource = [("service.name", Value::from("claims-agent"))].into_iter().collect();
+    llm.status = Status {
+        code: StatusCode::Ok,
+        message: None,
+    };
+    llm.resource = [("service.name", Value::from("claims-agent"))]
+        .into_iter()
+        .collect();
 
     let mut tool = TraceRecord::new("s-1", Kind::ToolCall, "execute_tool lookup");
     tool.attributes = [
         ("gen_ai.tool.name", Value::from("lookup")),
-        ("args", Value::Map([("id", Value::from("C-1"))].into_iter().collect())),
-        ("tags", Value::Array(vec![Value::Bool(true), Value::Bytes(vec![0, 1, 254])])),
+        (
+            "args",
+            Value::Map([("id", Value::from("C-1"))].into_iter().collect()),
+        ),
+        (
+            "tags",
+            Value::Array(vec![Value::Bool(true), Value::Bytes(vec![0, 1, 254])]),
+        ),
     ]
     .into_iter()
     .collect();
@@ -78,7 +96,10 @@ fn records() -> Vec<TraceRecord> {
     tool.received_ns = T0 + 5_000_000;
     tool.parent_span_id = Some("00f067aa0ba902b7".into());
     tool.source = "tracing".into();
-    tool.status = Status { code: StatusCode::Error, message: Some("timeout".into()) };
+    tool.status = Status {
+        code: StatusCode::Error,
+        message: Some("timeout".into()),
+    };
     tool.events = vec![Event {
         attributes: Attributes::new(),
         name: "retry".into(),
@@ -86,9 +107,12 @@ fn records() -> Vec<TraceRecord> {
     }];
 
     let mut policy = TraceRecord::new("s-2", Kind::PolicyCheck, "policy payments");
-    policy.attributes = [("policy.decision", Value::from("deny")), ("policy.name", Value::from("payments"))]
-        .into_iter()
-        .collect();
+    policy.attributes = [
+        ("policy.decision", Value::from("deny")),
+        ("policy.name", Value::from("payments")),
+    ]
+    .into_iter()
+    .collect();
     policy.start_ns = T0 + 6_000_000;
     policy.end_ns = T0 + 6_000_000;
     policy.received_ns = T0 + 7_000_000;
@@ -118,11 +142,22 @@ fn record_lines_hashes_and_merkle_root() {
     for mut r in records() {
         hashes.push(c.append(&mut r, &mut lines).unwrap());
     }
-    let want = std::fs::read(vectors().join("batch-0.jsonl")).expect("tests/vectors/kat/batch-0.jsonl");
-    assert_eq!(String::from_utf8_lossy(&lines), String::from_utf8_lossy(&want));
-    for (i, line) in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+    let want =
+        std::fs::read(vectors().join("batch-0.jsonl")).expect("tests/vectors/kat/batch-0.jsonl");
+    assert_eq!(
+        String::from_utf8_lossy(&lines),
+        String::from_utf8_lossy(&want)
+    );
+    for (i, line) in lines
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
         // The hash is of the bytes between `"record":` and the final `}`.
-        assert_eq!(record_hash(&line[chain::RECORD_OFFSET..line.len() - 1]), hashes[i]);
+        assert_eq!(
+            record_hash(&line[chain::RECORD_OFFSET..line.len() - 1]),
+            hashes[i]
+        );
         assert_eq!(hashes[i].to_hex(), RECORD_HASHES[i], "record {i}");
     }
     assert_eq!(merkle::root(&hashes).unwrap().to_hex(), MERKLE_ROOT);
@@ -131,7 +166,8 @@ fn record_lines_hashes_and_merkle_root() {
 #[test]
 fn seal_hash_and_signature() {
     let s: Seal = serde_json::from_slice(
-        &std::fs::read(vectors().join("archive/v1/writers/kat/seals/00000000000000000000.json")).unwrap(),
+        &std::fs::read(vectors().join("archive/v1/writers/kat/seals/00000000000000000000.json"))
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(seal_hash(&s.body).unwrap().to_hex(), SEAL0_HASH);
@@ -146,7 +182,9 @@ async fn checked_in_archive_verifies_intact() {
     let archive = Archive::open(vectors().join("archive").to_str().unwrap()).unwrap();
     let public = sealtrail::keys::read_verifying_key(&vectors().join("public.pem")).unwrap();
     assert_eq!(public, key().verifying_key());
-    let r = verify(&archive, &[public], &VerifyOptions::default()).await.unwrap();
+    let r = verify(&archive, &[public], &VerifyOptions::default())
+        .await
+        .unwrap();
     assert!(r.is_intact(), "{:?}", r.findings);
     assert_eq!((r.writers, r.batches, r.sessions, r.records), (1, 2, 2, 3));
 }
@@ -159,7 +197,9 @@ async fn writer_reproduces_the_vectors() {
     let dir = tempfile::tempdir().unwrap();
     let archive = Archive::open(dir.path().to_str().unwrap()).unwrap();
     let opts = WriterOptions::default().with_clock(clock());
-    let mut w = Writer::open(archive.clone(), key(), WRITER, opts).await.unwrap();
+    let mut w = Writer::open(archive.clone(), key(), WRITER, opts)
+        .await
+        .unwrap();
     let mut lines = Vec::new();
     let mut c = chain::Chain::new(WRITER);
     for r in records() {
@@ -175,21 +215,37 @@ async fn writer_reproduces_the_vectors() {
         std::fs::write(out.join("batch-0.jsonl"), &lines).unwrap();
         copy_dir(dir.path(), &out.join("archive"));
         use ed25519_dalek::pkcs8::EncodePublicKey;
-        let pem = key().verifying_key().to_public_key_pem(Default::default()).unwrap();
+        let pem = key()
+            .verifying_key()
+            .to_public_key_pem(Default::default())
+            .unwrap();
         std::fs::write(out.join("public.pem"), pem).unwrap();
-        let seal: Seal = serde_json::from_slice(&archive.get(&first.seal_key).await.unwrap()).unwrap();
-        println!("PUBLIC_KEY {}", hex::encode(key().verifying_key().as_bytes()));
+        let seal: Seal =
+            serde_json::from_slice(&archive.get(&first.seal_key).await.unwrap()).unwrap();
+        println!(
+            "PUBLIC_KEY {}",
+            hex::encode(key().verifying_key().as_bytes())
+        );
         println!("KEY_ID {}", key_id(&key().verifying_key()));
         println!("GENESIS_S1 {}", genesis(WRITER, "s-1"));
         println!("SEAL_GENESIS {}", seal_genesis(WRITER));
         println!("SEAL0_HASH {}", seal.hash);
         println!("SEAL0_SIGNATURE {}", seal.signature);
-        println!("SEAL0 {}", String::from_utf8_lossy(&archive.get(&first.seal_key).await.unwrap()));
+        println!(
+            "SEAL0 {}",
+            String::from_utf8_lossy(&archive.get(&first.seal_key).await.unwrap())
+        );
         return;
     }
-    let batch = archive.get(first.batch_key.as_deref().unwrap()).await.unwrap();
+    let batch = archive
+        .get(first.batch_key.as_deref().unwrap())
+        .await
+        .unwrap();
     assert_eq!(zstd::decode_all(&batch[..]).unwrap(), lines);
-    assert_eq!(lines, std::fs::read(vectors().join("batch-0.jsonl")).unwrap());
+    assert_eq!(
+        lines,
+        std::fs::read(vectors().join("batch-0.jsonl")).unwrap()
+    );
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

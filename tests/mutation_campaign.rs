@@ -45,7 +45,10 @@ async fn every_single_mutation_is_detected() {
     let archive = Archive::memory();
     let a = build_in(archive.clone(), "w1", 3, 4, 10).await;
     let b = build_in(archive.clone(), "w2", 2, 3, 8).await;
-    let as_of = a.now.load(std::sync::atomic::Ordering::SeqCst).max(b.now.load(std::sync::atomic::Ordering::SeqCst))
+    let as_of = a
+        .now
+        .load(std::sync::atomic::Ordering::SeqCst)
+        .max(b.now.load(std::sync::atomic::Ordering::SeqCst))
         + 600_000_000_000;
     let mut files: Vec<(String, Bytes)> = Vec::new();
     for o in archive.list("").await.unwrap() {
@@ -67,11 +70,18 @@ async fn every_single_mutation_is_detected() {
         let m = match rng.below(10) {
             0..=4 => {
                 counts[0] += 1;
-                Mutation::Flip { key, byte: rng.below(bytes.len()), bit: rng.below(8) as u8 }
+                Mutation::Flip {
+                    key,
+                    byte: rng.below(bytes.len()),
+                    bit: rng.below(8) as u8,
+                }
             }
             5 | 6 => {
                 counts[1] += 1;
-                Mutation::Truncate { key, to: rng.below(bytes.len()) }
+                Mutation::Truncate {
+                    key,
+                    to: rng.below(bytes.len()),
+                }
             }
             7 => {
                 counts[2] += 1;
@@ -80,7 +90,10 @@ async fn every_single_mutation_is_detected() {
             _ => {
                 counts[3] += 1;
                 let n = 1 + rng.below(16);
-                Mutation::Append { key, bytes: (0..n).map(|_| rng.next() as u8).collect() }
+                Mutation::Append {
+                    key,
+                    bytes: (0..n).map(|_| rng.next() as u8).collect(),
+                }
             }
         };
         let mutated = restore(&files, Some(&m)).await;
@@ -98,7 +111,11 @@ async fn every_single_mutation_is_detected() {
         counts[3],
         MUTATIONS - undetected.len()
     );
-    assert!(undetected.is_empty(), "undetected mutations:\n{}", undetected.join("\n"));
+    assert!(
+        undetected.is_empty(),
+        "undetected mutations:\n{}",
+        undetected.join("\n")
+    );
 }
 
 async fn restore(files: &[(String, Bytes)], m: Option<&Mutation>) -> Archive {
@@ -112,12 +129,16 @@ async fn restore(files: &[(String, Bytes)], m: Option<&Mutation>) -> Archive {
             }
             Some(Mutation::Truncate { key: k, to }) if k == key => bytes.slice(..*to),
             Some(Mutation::Delete { key: k }) if k == key => continue,
-            Some(Mutation::Append { key: k, bytes: extra }) if k == key => {
-                Bytes::from([&bytes[..], extra].concat())
-            }
+            Some(Mutation::Append {
+                key: k,
+                bytes: extra,
+            }) if k == key => Bytes::from([&bytes[..], extra].concat()),
             _ => bytes.clone(),
         };
-        store.put(&Path::from(key.as_str()), PutPayload::from(bytes)).await.unwrap();
+        store
+            .put(&Path::from(key.as_str()), PutPayload::from(bytes))
+            .await
+            .unwrap();
     }
     let store: Arc<dyn ObjectStore> = store;
     Archive::from_store(store, "", "memory://")

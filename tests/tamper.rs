@@ -61,7 +61,11 @@ async fn one_changed_byte_in_a_record_is_named_by_session_and_seq() {
         found: Digest::sha256(&f.get(&key).await),
     }));
     // The record hash as stored still links, so no chain finding is invented.
-    assert!(with_problem(&r, |p| matches!(p, Problem::ChainLinkBroken { .. } | Problem::SeqDiscontinuity { .. })).is_empty());
+    assert!(with_problem(&r, |p| matches!(
+        p,
+        Problem::ChainLinkBroken { .. } | Problem::SeqDiscontinuity { .. }
+    ))
+    .is_empty());
 }
 
 async fn sealed_digest(f: &Fixture, n: u64) -> Digest {
@@ -79,7 +83,10 @@ async fn a_changed_seal_field_breaks_its_hash_and_a_rehash_its_signature() {
     let r = f.verify().await;
     let hits = with_problem(&r, |p| matches!(p, Problem::SealHashMismatch { .. }));
     assert_eq!(hits.len(), 1, "{}", show(&r));
-    assert_eq!((hits[0].at.batch_no, hits[0].at.key.as_deref()), (Some(3), Some(key.as_str())));
+    assert_eq!(
+        (hits[0].at.batch_no, hits[0].at.key.as_deref()),
+        (Some(3), Some(key.as_str()))
+    );
 
     // Recomputing the hash does not help without the key.
     s.hash = sealtrail::seal::seal_hash(&s.body).unwrap();
@@ -105,9 +112,21 @@ async fn a_deleted_record_is_a_seq_gap() {
     let r = f.verify().await;
     let gaps = with_problem(&r, |p| matches!(p, Problem::SeqDiscontinuity { .. }));
     assert_eq!(gaps.len(), 1, "{}", show(&r));
-    assert_eq!(gaps[0].problem, Problem::SeqDiscontinuity { expected: 6, found: 7 });
-    assert_eq!((gaps[0].at.session.as_deref(), gaps[0].at.seq), (Some("session-0"), Some(7)));
-    assert!(r.has(&Problem::RecordCountMismatch { expected: 12, found: 11 }));
+    assert_eq!(
+        gaps[0].problem,
+        Problem::SeqDiscontinuity {
+            expected: 6,
+            found: 7
+        }
+    );
+    assert_eq!(
+        (gaps[0].at.session.as_deref(), gaps[0].at.seq),
+        (Some("session-0"), Some(7))
+    );
+    assert!(r.has(&Problem::RecordCountMismatch {
+        expected: 12,
+        found: 11
+    }));
     assert!(with_problem(&r, |p| matches!(p, Problem::MerkleRootMismatch { .. })).len() == 1);
     assert!(r.has(&Problem::SessionSummaryMismatch {
         field: "count",
@@ -129,20 +148,40 @@ async fn a_forged_record_with_a_consistent_hash_is_caught_by_the_seal() {
     lines.push(forge_line(&forged));
     f.write_lines(&key, &lines).await;
     let r = f.verify().await;
-    let heads = with_problem(&r, |p| matches!(p, Problem::SessionSummaryMismatch { field: "head", .. }));
+    let heads = with_problem(&r, |p| {
+        matches!(p, Problem::SessionSummaryMismatch { field: "head", .. })
+    });
     assert_eq!(heads.len(), 1, "{}", show(&r));
-    assert_eq!((heads[0].at.batch_no, heads[0].at.session.as_deref()), (Some(1), Some("session-2")));
+    assert_eq!(
+        (heads[0].at.batch_no, heads[0].at.session.as_deref()),
+        (Some(1), Some("session-2"))
+    );
     assert!(r.has(&Problem::SessionSummaryMismatch {
         field: "last_seq",
         expected: "7".into(),
         found: "8".into()
     }));
-    assert!(r.has(&Problem::RecordCountMismatch { expected: 12, found: 13 }));
-    assert_eq!(with_problem(&r, |p| matches!(p, Problem::MerkleRootMismatch { .. })).len(), 1);
+    assert!(r.has(&Problem::RecordCountMismatch {
+        expected: 12,
+        found: 13
+    }));
+    assert_eq!(
+        with_problem(&r, |p| matches!(p, Problem::MerkleRootMismatch { .. })).len(),
+        1
+    );
     // And the chain in the next batch no longer fits.
     let gaps = with_problem(&r, |p| matches!(p, Problem::SeqDiscontinuity { .. }));
     assert_eq!(gaps.len(), 1, "{}", show(&r));
-    assert_eq!((gaps[0].at.batch_no, &gaps[0].problem), (Some(3), &Problem::SeqDiscontinuity { expected: 9, found: 8 }));
+    assert_eq!(
+        (gaps[0].at.batch_no, &gaps[0].problem),
+        (
+            Some(3),
+            &Problem::SeqDiscontinuity {
+                expected: 9,
+                found: 8
+            }
+        )
+    );
 }
 
 #[tokio::test]
@@ -150,29 +189,57 @@ async fn swapped_records_are_out_of_order() {
     let f = fixture().await;
     let key = f.batch_key(1);
     let mut lines = f.lines(&key).await;
-    let (a, b) = (line_of(&lines, "session-0", 5), line_of(&lines, "session-0", 6));
+    let (a, b) = (
+        line_of(&lines, "session-0", 5),
+        line_of(&lines, "session-0", 6),
+    );
     lines.swap(a, b);
     f.write_lines(&key, &lines).await;
     let r = f.verify().await;
     let gaps = with_problem(&r, |p| matches!(p, Problem::SeqDiscontinuity { .. }));
     assert_eq!(
-        gaps.iter().map(|g| (g.at.seq, g.problem.clone())).collect::<Vec<_>>(),
+        gaps.iter()
+            .map(|g| (g.at.seq, g.problem.clone()))
+            .collect::<Vec<_>>(),
         vec![
-            (Some(5), Problem::SeqDiscontinuity { expected: 7, found: 5 }),
-            (Some(6), Problem::SeqDiscontinuity { expected: 5, found: 6 }),
+            (
+                Some(5),
+                Problem::SeqDiscontinuity {
+                    expected: 7,
+                    found: 5
+                }
+            ),
+            (
+                Some(6),
+                Problem::SeqDiscontinuity {
+                    expected: 5,
+                    found: 6
+                }
+            ),
         ],
         "{}",
         show(&r)
     );
-    assert_eq!(with_problem(&r, |p| matches!(p, Problem::MerkleRootMismatch { .. })).len(), 1);
+    assert_eq!(
+        with_problem(&r, |p| matches!(p, Problem::MerkleRootMismatch { .. })).len(),
+        1
+    );
     // Swapping records of different sessions keeps every chain intact but not the Merkle root.
     let f = fixture().await;
     let mut lines = f.lines(&key).await;
-    let (a, b) = (line_of(&lines, "session-0", 5), line_of(&lines, "session-1", 5));
+    let (a, b) = (
+        line_of(&lines, "session-0", 5),
+        line_of(&lines, "session-1", 5),
+    );
     lines.swap(a, b);
     f.write_lines(&key, &lines).await;
     let r = f.verify().await;
-    assert_eq!(with_problem(&r, |p| matches!(p, Problem::MerkleRootMismatch { .. })).len(), 1, "{}", show(&r));
+    assert_eq!(
+        with_problem(&r, |p| matches!(p, Problem::MerkleRootMismatch { .. })).len(),
+        1,
+        "{}",
+        show(&r)
+    );
 }
 
 #[tokio::test]
@@ -188,12 +255,24 @@ async fn a_record_moved_to_another_session_is_named() {
     let r = f.verify().await;
     let hits = with_problem(&r, |p| matches!(p, Problem::RecordOutOfSession { .. }));
     assert_eq!(hits.len(), 1, "{}", show(&r));
-    assert_eq!(hits[0].problem, Problem::RecordOutOfSession { belongs_to: "session-0".into() });
-    assert_eq!((hits[0].at.session.as_deref(), hits[0].at.seq), (Some("session-1"), Some(6)));
+    assert_eq!(
+        hits[0].problem,
+        Problem::RecordOutOfSession {
+            belongs_to: "session-0".into()
+        }
+    );
+    assert_eq!(
+        (hits[0].at.session.as_deref(), hits[0].at.seq),
+        (Some("session-1"), Some(6))
+    );
     // session-0 lost its seq 6.
-    assert!(with_problem(&r, |p| *p == Problem::SeqDiscontinuity { expected: 6, found: 7 })
-        .iter()
-        .any(|g| g.at.session.as_deref() == Some("session-0")));
+    assert!(with_problem(&r, |p| *p
+        == Problem::SeqDiscontinuity {
+            expected: 6,
+            found: 7
+        })
+    .iter()
+    .any(|g| g.at.session.as_deref() == Some("session-0")));
 }
 
 #[tokio::test]
@@ -207,7 +286,12 @@ async fn a_deleted_batch_and_seal_in_the_middle_are_missing() {
     assert_eq!(hits[0].problem, Problem::MissingSeals { first: 1, last: 1 });
     assert_eq!(hits[0].at.writer.as_deref(), Some("w1"));
     // Every session then jumps from seq 4 to seq 8 in batch 3.
-    let gaps = with_problem(&r, |p| *p == Problem::SeqDiscontinuity { expected: 4, found: 8 });
+    let gaps = with_problem(&r, |p| {
+        *p == Problem::SeqDiscontinuity {
+            expected: 4,
+            found: 8,
+        }
+    });
     assert_eq!(gaps.len(), 3, "{}", show(&r));
 }
 
@@ -217,7 +301,14 @@ async fn a_truncated_archive_is_detected_once_a_heartbeat_is_overdue() {
     // Remove the newest data batch and the closing seal after it.
     let newest = f.receipts.iter().map(|r| r.batch_no).max().unwrap();
     for n in [newest, newest - 1] {
-        if let Some(b) = f.receipts.iter().find(|r| r.batch_no == n).unwrap().batch_key.clone() {
+        if let Some(b) = f
+            .receipts
+            .iter()
+            .find(|r| r.batch_no == n)
+            .unwrap()
+            .batch_key
+            .clone()
+        {
             f.delete(&b).await;
         }
         f.delete(&f.seal_key(n)).await;
@@ -232,7 +323,11 @@ async fn a_truncated_archive_is_detected_once_a_heartbeat_is_overdue() {
     assert_eq!(r.findings.len(), 1, "{}", show(&r));
     assert_eq!(
         r.findings[0].problem,
-        Problem::WriterSilent { last_seal_ns: t, as_of_ns: as_of, allowed_ns: 65_000_000_000 }
+        Problem::WriterSilent {
+            last_seal_ns: t,
+            as_of_ns: as_of,
+            allowed_ns: 65_000_000_000
+        }
     );
     assert_eq!(r.findings[0].at.batch_no, Some(newest - 2));
 }
@@ -245,7 +340,10 @@ async fn an_insider_rewrite_with_another_key_is_rejected() {
     assert!(!r.is_intact());
     let bad = with_problem(&r, |p| matches!(p, Problem::UnknownSigningKey { .. }));
     assert_eq!(bad.len() as u64, r.batches, "{}", show(&r));
-    assert!(r.findings.iter().all(|f| matches!(f.problem, Problem::UnknownSigningKey { .. })));
+    assert!(r
+        .findings
+        .iter()
+        .all(|f| matches!(f.problem, Problem::UnknownSigningKey { .. })));
 
     // Claiming our key id does not help: the signature fails.
     let ours = sealtrail::keys::key_id(&key().verifying_key());
@@ -254,7 +352,9 @@ async fn an_insider_rewrite_with_another_key_is_rejected() {
             let mut s: Seal = serde_json::from_slice(&forged.get(&o.key).await).unwrap();
             s.body.key_id = ours.clone();
             s.hash = sealtrail::seal::seal_hash(&s.body).unwrap();
-            forged.overwrite(&o.key, serde_json::to_vec(&s).unwrap()).await;
+            forged
+                .overwrite(&o.key, serde_json::to_vec(&s).unwrap())
+                .await;
         }
     }
     let r = verify_with(&forged, &[key().verifying_key()]).await;
@@ -265,22 +365,37 @@ async fn an_insider_rewrite_with_another_key_is_rejected() {
 async fn build_in_with_key(k: sealtrail::keys::SigningKey) -> Fixture {
     let (now, clk) = clock();
     let archive = sealtrail::Archive::memory();
-    let opts = sealtrail::WriterOptions::default().with_heartbeat(HEARTBEAT).with_clock(clk);
-    let mut w = sealtrail::Writer::open(archive.clone(), k, "w1", opts).await.unwrap();
+    let opts = sealtrail::WriterOptions::default()
+        .with_heartbeat(HEARTBEAT)
+        .with_clock(clk);
+    let mut w = sealtrail::Writer::open(archive.clone(), k, "w1", opts)
+        .await
+        .unwrap();
     let mut receipts = Vec::new();
     for i in 0..24 {
-        w.append(sample_record(&format!("session-{}", i % 3), i)).unwrap();
+        w.append(sample_record(&format!("session-{}", i % 3), i))
+            .unwrap();
         if i % 12 == 11 {
             receipts.push(w.flush().await.unwrap().unwrap());
         }
     }
     receipts.push(w.close().await.unwrap());
-    Fixture { archive, receipts, now }
+    Fixture {
+        archive,
+        receipts,
+        now,
+    }
 }
 
 async fn verify_with(f: &Fixture, keys: &[sealtrail::keys::VerifyingKey]) -> sealtrail::Report {
     let as_of = f.now.load(std::sync::atomic::Ordering::SeqCst);
-    sealtrail::verify(&f.archive, keys, &sealtrail::VerifyOptions::default().with_as_of(as_of)).await.unwrap()
+    sealtrail::verify(
+        &f.archive,
+        keys,
+        &sealtrail::VerifyOptions::default().with_as_of(as_of),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -292,8 +407,18 @@ async fn bytes_after_the_zstd_frame_are_reported() {
     bytes.extend_from_slice(b"hidden");
     f.overwrite(&key, bytes).await;
     let r = f.verify().await;
-    assert!(r.has(&Problem::BatchTrailingData { frame_len, found_len: frame_len + 6 }), "{}", show(&r));
-    assert!(r.has(&Problem::BatchLengthMismatch { expected: frame_len, found: frame_len + 6 }));
+    assert!(
+        r.has(&Problem::BatchTrailingData {
+            frame_len,
+            found_len: frame_len + 6
+        }),
+        "{}",
+        show(&r)
+    );
+    assert!(r.has(&Problem::BatchLengthMismatch {
+        expected: frame_len,
+        found: frame_len + 6
+    }));
     // The records themselves are intact and still checked.
     assert!(with_problem(&r, |p| matches!(p, Problem::RecordHashMismatch { .. })).is_empty());
     assert_eq!(r.records, 48);
@@ -328,12 +453,24 @@ async fn corrupt_or_truncated_seals_and_batches_never_panic() {
     for cut in (0..batch.len()).step_by(11) {
         f.overwrite(&batch_key, batch.slice(..cut)).await;
         let r = f.verify().await;
-        assert!(r.has(&Problem::BatchLengthMismatch { expected: batch.len() as u64, found: cut as u64 }));
+        assert!(r.has(&Problem::BatchLengthMismatch {
+            expected: batch.len() as u64,
+            found: cut as u64
+        }));
     }
     // Garbage that decodes: a valid zstd frame of nonsense lines.
-    f.overwrite(&batch_key, zstd::encode_all(&b"{\"hash\":1}\nnot json\n\xff\xfe\n"[..], 1).unwrap()).await;
+    f.overwrite(
+        &batch_key,
+        zstd::encode_all(&b"{\"hash\":1}\nnot json\n\xff\xfe\n"[..], 1).unwrap(),
+    )
+    .await;
     let r = f.verify().await;
-    assert_eq!(with_problem(&r, |p| matches!(p, Problem::LineMalformed { .. })).len(), 3, "{}", show(&r));
+    assert_eq!(
+        with_problem(&r, |p| matches!(p, Problem::LineMalformed { .. })).len(),
+        3,
+        "{}",
+        show(&r)
+    );
 }
 
 trait HasProblemAt {
@@ -341,6 +478,8 @@ trait HasProblemAt {
 }
 impl HasProblemAt for sealtrail::Report {
     fn has_problem_at(&self, batch_no: u64) -> bool {
-        self.findings.iter().any(|f| f.at.batch_no == Some(batch_no))
+        self.findings
+            .iter()
+            .any(|f| f.at.batch_no == Some(batch_no))
     }
 }

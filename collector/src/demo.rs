@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use clap::Args;
 use sealtrail::archive::DEFAULT_STORE;
 use sealtrail::writer::now_ns;
-use sealtrail::{keys, Archive, Attributes, Event, Kind, Status, StatusCode, TraceRecord, Value, Writer, WriterOptions};
+use sealtrail::{
+    keys, Archive, Attributes, Event, Kind, Status, StatusCode, TraceRecord, Value, Writer,
+    WriterOptions,
+};
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
@@ -54,7 +57,10 @@ fn session_records(session: &str, t0: u64) -> Vec<TraceRecord> {
         attrs([
             ("gen_ai.operation.name", "invoke_agent".into()),
             ("gen_ai.agent.name", "claims-agent".into()),
-            ("audit.permission_set", "claims-read,payments-propose".into()),
+            (
+                "audit.permission_set",
+                "claims-read,payments-propose".into(),
+            ),
             ("audit.authorized_by", "ops@example.com".into()),
         ]),
         StatusCode::Ok,
@@ -88,7 +94,10 @@ fn session_records(session: &str, t0: u64) -> Vec<TraceRecord> {
             ("gen_ai.operation.name", "execute_tool".into()),
             ("gen_ai.tool.name", "lookup_claim".into()),
             ("gen_ai.tool.call.arguments", r#"{"id":"C-1042"}"#.into()),
-            ("gen_ai.tool.call.result", r#"{"status":"open","amount":1250.0}"#.into()),
+            (
+                "gen_ai.tool.call.result",
+                r#"{"status":"open","amount":1250.0}"#.into(),
+            ),
         ]),
         StatusCode::Ok,
     );
@@ -98,7 +107,10 @@ fn session_records(session: &str, t0: u64) -> Vec<TraceRecord> {
         attrs([
             ("policy.name", "payments.execute".into()),
             ("policy.decision", "deny".into()),
-            ("policy.reason", "amount above the agent's autonomous limit of 1000.00".into()),
+            (
+                "policy.reason",
+                "amount above the agent's autonomous limit of 1000.00".into(),
+            ),
         ]),
         StatusCode::Error,
     );
@@ -140,10 +152,7 @@ pub(crate) async fn run(a: &DemoArgs) -> sealtrail::Result<ExitCode> {
     let last = writer.close().await?;
     println!(
         "wrote {records} records in {} sessions to {} (writer {}, batches up to {})",
-        a.sessions,
-        a.store,
-        a.writer_id,
-        last.batch_no
+        a.sessions, a.store, a.writer_id, last.batch_no
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -46,7 +46,12 @@ struct VerifyArgs {
     #[arg(long, env = "SEALTRAIL_STORE", default_value = DEFAULT_STORE)]
     store: String,
     /// Trusted public key file(s) (SPKI PEM); repeat for rotated keys.
-    #[arg(long = "public-key", env = "SEALTRAIL_PUBLIC_KEY", required = true, value_delimiter = ',')]
+    #[arg(
+        long = "public-key",
+        env = "SEALTRAIL_PUBLIC_KEY",
+        required = true,
+        value_delimiter = ','
+    )]
     public_keys: Vec<PathBuf>,
     /// Print the report as JSON.
     #[arg(long, env = "SEALTRAIL_JSON")]
@@ -61,13 +66,17 @@ struct VerifyArgs {
     /// Lateness tolerated beyond a writer's heartbeat interval.
     #[arg(long, env = "SEALTRAIL_HEARTBEAT_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     heartbeat_grace: Duration,
+    /// Also parse every record against the record schema (slower).
+    #[arg(long, env = "SEALTRAIL_STRICT")]
+    strict: bool,
     /// Threads checking batches (0: one per core).
     #[arg(long, env = "SEALTRAIL_THREADS", default_value_t = 0)]
     threads: usize,
 }
 
 fn parse_time(s: &str) -> Result<u64, String> {
-    let t = humantime::parse_rfc3339_weak(s).map_err(|e| format!("{e}: use RFC 3339, e.g. 2026-11-23T12:00:00Z"))?;
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{e}: use RFC 3339, e.g. 2026-11-23T12:00:00Z"))?;
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .map_err(|_| "time before 1970".to_owned())
@@ -75,7 +84,10 @@ fn parse_time(s: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -117,7 +129,8 @@ async fn run_verify(a: &VerifyArgs) -> sealtrail::Result<ExitCode> {
     let archive = Archive::open(&a.store)?;
     let mut opts = VerifyOptions::default()
         .with_heartbeat_grace(a.heartbeat_grace)
-        .with_threads(a.threads);
+        .with_threads(a.threads)
+        .with_strict_records(a.strict);
     if let Some(t) = a.as_of {
         opts = opts.with_as_of(t);
     }
@@ -127,8 +140,10 @@ async fn run_verify(a: &VerifyArgs) -> sealtrail::Result<ExitCode> {
     let bar = (!a.json && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
-            indicatif::ProgressStyle::with_template("verifying {bar:40} {pos}/{len} batches {elapsed}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "verifying {bar:40} {pos}/{len} batches {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b
     });
@@ -150,5 +165,9 @@ async fn run_verify(a: &VerifyArgs) -> sealtrail::Result<ExitCode> {
         }
         println!("{}", report.summary());
     }
-    Ok(if report.is_intact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.is_intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

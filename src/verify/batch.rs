@@ -1,15 +1,13 @@
 //! Checks of one batch object against its seal. Pure CPU work on bytes
 //! already read, so that batches can be checked in parallel.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-
-use serde::Deserialize;
 
 use super::finding::{Finding, Location, Problem};
 use crate::chain::{LINE_MIDDLE, LINE_PREFIX, RECORD_OFFSET};
 use crate::digest::{genesis, record_hash, Digest};
 use crate::merkle;
+use crate::record::TraceRecord;
 use crate::seal::SealBody;
 
 /// A batch to check: its writer, seal and key.
@@ -17,6 +15,8 @@ use crate::seal::SealBody;
 pub(crate) struct BatchJob {
     pub(crate) writer: String,
     pub(crate) seal: SealBody,
+    /// Also parse every record against the schema.
+    pub(crate) strict: bool,
 }
 
 /// One session's records within a batch, as found.
@@ -40,14 +40,6 @@ pub(crate) struct BatchResult {
     pub(crate) bytes: u64,
 }
 
-#[derive(Deserialize)]
-struct ChainFields<'a> {
-    prev: Digest,
-    seq: u64,
-    #[serde(borrow)]
-    session: Cow<'a, str>,
-}
-
 impl BatchJob {
     fn at(&self) -> Location {
         Location {
@@ -64,27 +56,41 @@ impl BatchJob {
         let Some(sealed) = &self.seal.batch else {
             return out;
         };
-        let push = |out: &mut BatchResult, at: Location, problem: Problem| out.findings.push(Finding { at, problem });
+        let push = |out: &mut BatchResult, at: Location, problem: Problem| {
+            out.findings.push(Finding { at, problem })
+        };
         if bytes.len() as u64 != sealed.len {
-            push(&mut out, self.at(), Problem::BatchLengthMismatch {
-                expected: sealed.len,
-                found: bytes.len() as u64,
-            });
+            push(
+                &mut out,
+                self.at(),
+                Problem::BatchLengthMismatch {
+                    expected: sealed.len,
+                    found: bytes.len() as u64,
+                },
+            );
         }
         let sha = Digest::sha256(bytes);
         if sha != sealed.sha256 {
-            push(&mut out, self.at(), Problem::BatchDigestMismatch {
-                expected: sealed.sha256,
-                found: sha,
-            });
+            push(
+                &mut out,
+                self.at(),
+                Problem::BatchDigestMismatch {
+                    expected: sealed.sha256,
+                    found: sha,
+                },
+            );
         }
         let content = match decode(bytes, max_decompressed) {
             Ok((content, frame_len)) => {
                 if frame_len < bytes.len() {
-                    push(&mut out, self.at(), Problem::BatchTrailingData {
-                        frame_len: frame_len as u64,
-                        found_len: bytes.len() as u64,
-                    });
+                    push(
+                        &mut out,
+                        self.at(),
+                        Problem::BatchTrailingData {
+                            frame_len: frame_len as u64,
+                            found_len: bytes.len() as u64,
+                        },
+                    );
                 }
                 content
             }
@@ -139,12 +145,24 @@ impl BatchJob {
             out.records += 1;
             hashes.push(stored);
             let computed = record_hash(rec);
-            let fields: ChainFields = match serde_json::from_slice(rec) {
-                Ok(f) => f,
-                Err(e) => {
+            let fields = match super::scan::chain_fields(rec) {
+                Ok(f) if !self.strict => f,
+                Ok(f) => match serde_json::from_slice::<TraceRecord>(rec) {
+                    Ok(_) => f,
+                    Err(e) => {
+                        out.findings.push(Finding {
+                            at: at(Some(&f.session), Some(f.seq)),
+                            problem: Problem::RecordMalformed {
+                                reason: e.to_string(),
+                            },
+                        });
+                        f
+                    }
+                },
+                Err(reason) => {
                     out.findings.push(Finding {
                         at: at(None, None),
-                        problem: Problem::RecordMalformed { reason: e.to_string() },
+                        problem: Problem::RecordMalformed { reason },
                     });
                     continue;
                 }
@@ -217,8 +235,13 @@ impl BatchJob {
                                 .or_else(|| {
                                     sessions
                                         .iter()
-                                        .find(|s| s.id != session && genesis(&self.writer, &s.id) == fields.prev)
-                                        .map(|s| Problem::RecordOutOfSession { belongs_to: s.id.clone() })
+                                        .find(|s| {
+                                            s.id != session
+                                                && genesis(&self.writer, &s.id) == fields.prev
+                                        })
+                                        .map(|s| Problem::RecordOutOfSession {
+                                            belongs_to: s.id.clone(),
+                                        })
                                 })
                                 .unwrap_or(Problem::GenesisMismatch {
                                     expected: g,
@@ -260,7 +283,12 @@ impl BatchJob {
 }
 
 /// If `prev` is the hash of a record of another session, the record was moved.
-fn moved_from(owners: &[(Digest, usize)], sessions: &[FoundSession], me: usize, prev: &Digest) -> Option<Problem> {
+fn moved_from(
+    owners: &[(Digest, usize)],
+    sessions: &[FoundSession],
+    me: usize,
+    prev: &Digest,
+) -> Option<Problem> {
     owners
         .iter()
         .find(|(h, owner)| *owner != me && h == prev)
@@ -269,7 +297,12 @@ fn moved_from(owners: &[(Digest, usize)], sessions: &[FoundSession], me: usize, 
         })
 }
 
-fn compare_summaries(job: &BatchJob, found: &[FoundSession], index: &HashMap<String, usize>, out: &mut BatchResult) {
+fn compare_summaries(
+    job: &BatchJob,
+    found: &[FoundSession],
+    index: &HashMap<String, usize>,
+    out: &mut BatchResult,
+) {
     let at = |session: &str| Location {
         session: Some(session.to_owned()),
         ..job.at()
@@ -287,7 +320,11 @@ fn compare_summaries(job: &BatchJob, found: &[FoundSession], index: &HashMap<Str
         let f = &found[i];
         let fields: [(&'static str, String, String); 4] = [
             ("count", s.count.to_string(), f.count.to_string()),
-            ("first_seq", s.first_seq.to_string(), f.first_seq.to_string()),
+            (
+                "first_seq",
+                s.first_seq.to_string(),
+                f.first_seq.to_string(),
+            ),
             ("last_seq", s.last_seq.to_string(), f.last_seq.to_string()),
             ("head", s.head.to_hex(), f.head.to_hex()),
         ];
@@ -295,7 +332,11 @@ fn compare_summaries(job: &BatchJob, found: &[FoundSession], index: &HashMap<Str
             if expected != found {
                 out.findings.push(Finding {
                     at: at(&s.id),
-                    problem: Problem::SessionSummaryMismatch { field, expected, found },
+                    problem: Problem::SessionSummaryMismatch {
+                        field,
+                        expected,
+                        found,
+                    },
                 });
             }
         }
@@ -311,7 +352,7 @@ fn compare_summaries(job: &BatchJob, found: &[FoundSession], index: &HashMap<Str
 }
 
 fn memchr_newline(s: &[u8]) -> Option<usize> {
-    s.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', s)
 }
 
 /// Splits `{"hash":"<hex>","record":<record>}` into the stored hash and the record bytes.
@@ -333,8 +374,12 @@ fn split_line(line: &[u8]) -> Option<(Digest, &[u8])> {
 /// beyond `max` bytes is refused, whether or not the frame states its size.
 fn decode(bytes: &[u8], max: u64) -> Result<(Vec<u8>, usize), String> {
     use std::io::Read;
-    let frame_len = zstd::zstd_safe::find_frame_compressed_size(bytes)
-        .map_err(|code| format!("not a complete zstd frame ({})", zstd::zstd_safe::get_error_name(code)))?;
+    let frame_len = zstd::zstd_safe::find_frame_compressed_size(bytes).map_err(|code| {
+        format!(
+            "not a complete zstd frame ({})",
+            zstd::zstd_safe::get_error_name(code)
+        )
+    })?;
     let frame = &bytes[..frame_len];
     let too_large = || format!("content exceeds the limit of {max} bytes");
     match zstd::zstd_safe::get_frame_content_size(frame) {
@@ -342,7 +387,10 @@ fn decode(bytes: &[u8], max: u64) -> Result<(Vec<u8>, usize), String> {
         Ok(Some(n)) => {
             let content = zstd::bulk::decompress(frame, n as usize).map_err(|e| e.to_string())?;
             if content.len() as u64 != n {
-                return Err(format!("content is {} bytes, the frame header says {n}", content.len()));
+                return Err(format!(
+                    "content is {} bytes, the frame header says {n}",
+                    content.len()
+                ));
             }
             return Ok((content, frame_len));
         }

@@ -11,6 +11,7 @@
 
 mod batch;
 mod finding;
+mod scan;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -41,6 +42,7 @@ pub struct VerifyOptions {
     heartbeat_grace: Duration,
     threads: usize,
     max_batch_bytes: u64,
+    strict: bool,
     progress: Option<ProgressFn>,
 }
 
@@ -52,6 +54,7 @@ impl fmt::Debug for VerifyOptions {
             .field("heartbeat_grace", &self.heartbeat_grace)
             .field("threads", &self.threads)
             .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("strict", &self.strict)
             .finish_non_exhaustive()
     }
 }
@@ -64,6 +67,7 @@ impl Default for VerifyOptions {
             heartbeat_grace: Duration::from_secs(5),
             threads: 0,
             max_batch_bytes: 1 << 30,
+            strict: false,
             progress: None,
         }
     }
@@ -96,6 +100,14 @@ impl VerifyOptions {
     /// Largest decompressed batch accepted (default 1 GiB).
     pub fn with_max_batch_bytes(mut self, bytes: u64) -> Self {
         self.max_batch_bytes = bytes;
+        self
+    }
+    /// Also parse every record against the record schema and report those
+    /// that do not fit as [`Problem::RecordMalformed`] (default off: the
+    /// record hash already proves the bytes are the ones sealed; this checks
+    /// that the writer wrote well-formed records, at some cost in speed).
+    pub fn with_strict_records(mut self, strict: bool) -> Self {
+        self.strict = strict;
         self
     }
     /// Called after each window of batches is checked.
@@ -137,7 +149,11 @@ impl Report {
     pub fn summary(&self) -> String {
         format!(
             "{}: {} writer(s), {} batch(es), {} session(s), {} record(s), {} finding(s)",
-            if self.is_intact() { "intact" } else { "NOT INTACT" },
+            if self.is_intact() {
+                "intact"
+            } else {
+                "NOT INTACT"
+            },
             self.writers,
             self.batches,
             self.sessions,
@@ -157,7 +173,11 @@ struct LoadedSeal {
 ///
 /// Returns `Err` only when the archive cannot be read (listing or reading an
 /// object fails); everything wrong with what was read is a [`Finding`].
-pub async fn verify(archive: &Archive, trusted: &[VerifyingKey], opts: &VerifyOptions) -> Result<Report> {
+pub async fn verify(
+    archive: &Archive,
+    trusted: &[VerifyingKey],
+    opts: &VerifyOptions,
+) -> Result<Report> {
     let as_of = opts.as_of_ns.unwrap_or_else(now_ns);
     let grace = opts.heartbeat_grace.as_nanos() as u64;
     let objects = archive.list("").await?;
@@ -169,7 +189,10 @@ pub async fn verify(archive: &Archive, trusted: &[VerifyingKey], opts: &VerifyOp
         match layout::parse(&obj.key) {
             Some(layout::Name::Seal { writer, batch_no }) => {
                 covered.insert(obj.key.clone());
-                seal_keys.entry(writer).or_default().push((batch_no, obj.key.clone()));
+                seal_keys
+                    .entry(writer)
+                    .or_default()
+                    .push((batch_no, obj.key.clone()));
             }
             Some(layout::Name::Batch { .. }) => {}
             None => {}
@@ -206,12 +229,24 @@ pub async fn verify(archive: &Archive, trusted: &[VerifyingKey], opts: &VerifyOp
                         None
                     }
                 };
-                LoadedSeal { key, batch_no, parsed }
+                LoadedSeal {
+                    key,
+                    batch_no,
+                    parsed,
+                }
             })
             .try_collect()
             .await?;
         report.batches += loaded.len() as u64;
-        check_seal_chain(writer, &loaded, trusted, &trusted_ids, as_of, grace, &mut findings);
+        check_seal_chain(
+            writer,
+            &loaded,
+            trusted,
+            &trusted_ids,
+            as_of,
+            grace,
+            &mut findings,
+        );
         for l in loaded {
             let Some(s) = l.parsed else { continue };
             if let Some(b) = &s.body.batch {
@@ -232,6 +267,7 @@ pub async fn verify(archive: &Archive, trusted: &[VerifyingKey], opts: &VerifyOp
             jobs.push(BatchJob {
                 writer: writer.clone(),
                 seal: s.body,
+                strict: opts.strict,
             });
         }
     }
@@ -256,7 +292,9 @@ pub async fn verify(archive: &Archive, trusted: &[VerifyingKey], opts: &VerifyOp
         let fetched: Vec<(BatchJob, Option<bytes::Bytes>)> = futures::stream::iter(chunk)
             .map(|job| async {
                 let bytes = match &job.seal.batch {
-                    Some(b) if present.contains_key(b.key.as_str()) => Some(archive.get(&b.key).await?),
+                    Some(b) if present.contains_key(b.key.as_str()) => {
+                        Some(archive.get(&b.key).await?)
+                    }
                     _ => None,
                 };
                 Ok::<_, Error>((job, bytes))
@@ -318,8 +356,20 @@ pub async fn verify(archive: &Archive, trusted: &[VerifyingKey], opts: &VerifyOp
         report.sessions = stitch.heads.keys().filter(|(_, s)| s == session).count() as u64;
     }
     findings.sort_by(|a, b| {
-        (&a.at.writer, a.at.batch_no, &a.at.session, a.at.seq, a.at.offset)
-            .cmp(&(&b.at.writer, b.at.batch_no, &b.at.session, b.at.seq, b.at.offset))
+        (
+            &a.at.writer,
+            a.at.batch_no,
+            &a.at.session,
+            a.at.seq,
+            a.at.offset,
+        )
+            .cmp(&(
+                &b.at.writer,
+                b.at.batch_no,
+                &b.at.session,
+                b.at.seq,
+                b.at.offset,
+            ))
     });
     report.findings = findings;
     Ok(report)
@@ -367,14 +417,22 @@ fn check_seal_chain(
         let mut misplaced = |field, expected: String, found: String| {
             findings.push(Finding {
                 at: at(l),
-                problem: Problem::SealMisplaced { field, expected, found },
+                problem: Problem::SealMisplaced {
+                    field,
+                    expected,
+                    found,
+                },
             })
         };
         if body.writer != writer {
             misplaced("writer", writer.to_owned(), body.writer.clone());
         }
         if body.batch_no != l.batch_no {
-            misplaced("batch_no", l.batch_no.to_string(), body.batch_no.to_string());
+            misplaced(
+                "batch_no",
+                l.batch_no.to_string(),
+                body.batch_no.to_string(),
+            );
         }
         if let Some(b) = &body.batch {
             let ok = matches!(layout::parse(&b.key),
@@ -389,7 +447,9 @@ fn check_seal_chain(
         }
         let problem = match seal::verify_seal(s, trusted) {
             Ok(()) => None,
-            Err(SealError::HashMismatch { expected, found }) => Some(Problem::SealHashMismatch { expected, found }),
+            Err(SealError::HashMismatch { expected, found }) => {
+                Some(Problem::SealHashMismatch { expected, found })
+            }
             Err(SealError::UnknownKey { found, .. }) => Some(Problem::UnknownSigningKey {
                 found,
                 trusted: trusted_ids.to_vec(),
@@ -432,7 +492,10 @@ fn check_seal_chain(
                 if gap > allowed {
                     findings.push(Finding {
                         at: at(l),
-                        problem: Problem::HeartbeatGap { gap_ns: gap, allowed_ns: allowed },
+                        problem: Problem::HeartbeatGap {
+                            gap_ns: gap,
+                            allowed_ns: allowed,
+                        },
                     });
                 }
             }
@@ -478,12 +541,20 @@ impl Stitcher {
             // Undecodable or missing batch: advance from the signed summaries so
             // that later batches are still checked against the right heads.
             for s in &job.seal.sessions {
-                self.heads.insert((job.writer.clone(), s.id.clone()), (s.last_seq + 1, s.head));
+                self.heads
+                    .insert((job.writer.clone(), s.id.clone()), (s.last_seq + 1, s.head));
             }
             return;
         };
         for s in found {
-            let FoundSession { id, first_seq, first_prev, last_seq, head, .. } = s;
+            let FoundSession {
+                id,
+                first_seq,
+                first_prev,
+                last_seq,
+                head,
+                ..
+            } = s;
             let k = (job.writer.clone(), id.clone());
             if let Some(&(next, prev_head)) = self.heads.get(&k) {
                 let seq_problem = (*first_seq != next).then_some(Problem::SeqDiscontinuity {
@@ -491,12 +562,12 @@ impl Stitcher {
                     found: *first_seq,
                 });
                 let problem = if *first_prev != prev_head {
-                    self.moved_from(&job.writer, id, first_prev).or(seq_problem).or(Some(
-                        Problem::ChainLinkBroken {
+                    self.moved_from(&job.writer, id, first_prev)
+                        .or(seq_problem)
+                        .or(Some(Problem::ChainLinkBroken {
                             expected: prev_head,
                             found: *first_prev,
-                        },
-                    ))
+                        }))
                 } else {
                     seq_problem
                 };

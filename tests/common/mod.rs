@@ -43,7 +43,13 @@ pub struct Fixture {
 
 /// A record as an agent would produce it: `i` picks the kind and content.
 pub fn sample_record(session: &str, i: usize) -> TraceRecord {
-    let kinds = [Kind::LlmCall, Kind::ToolCall, Kind::PolicyCheck, Kind::Human, Kind::Agent];
+    let kinds = [
+        Kind::LlmCall,
+        Kind::ToolCall,
+        Kind::PolicyCheck,
+        Kind::Human,
+        Kind::Agent,
+    ];
     let kind = kinds[i % kinds.len()];
     let mut r = TraceRecord::new(session, kind, format!("{kind} #{i}"));
     r.start_ns = T0 + i as u64 * 1000;
@@ -54,22 +60,36 @@ pub fn sample_record(session: &str, i: usize) -> TraceRecord {
     a.insert("gen_ai.request.model", "gpt-4o");
     a.insert("gen_ai.usage.input_tokens", Value::Int(100 + i as i64));
     a.insert("temperature", 0.25f64);
-    a.insert("prompt", format!("question {i}: what does clause {i} say? ünïcødé 😀"));
+    a.insert(
+        "prompt",
+        format!("question {i}: what does clause {i} say? ünïcødé 😀"),
+    );
     r.attributes = a;
     r
 }
 
 /// Writes `batches` batches of `per_batch` records, interleaving `sessions`
 /// sessions, with a heartbeat seal after the second batch, then closes.
-pub async fn build_in(archive: Archive, writer: &str, sessions: usize, batches: usize, per_batch: usize) -> Fixture {
+pub async fn build_in(
+    archive: Archive,
+    writer: &str,
+    sessions: usize,
+    batches: usize,
+    per_batch: usize,
+) -> Fixture {
     let (now, clk) = clock();
-    let opts = WriterOptions::default().with_heartbeat(HEARTBEAT).with_clock(clk);
-    let mut w = Writer::open(archive.clone(), key(), writer, opts).await.unwrap();
+    let opts = WriterOptions::default()
+        .with_heartbeat(HEARTBEAT)
+        .with_clock(clk);
+    let mut w = Writer::open(archive.clone(), key(), writer, opts)
+        .await
+        .unwrap();
     let mut receipts = Vec::new();
     let mut i = 0;
     for b in 0..batches {
         for _ in 0..per_batch {
-            w.append(sample_record(&format!("session-{}", i % sessions), i)).unwrap();
+            w.append(sample_record(&format!("session-{}", i % sessions), i))
+                .unwrap();
             i += 1;
         }
         receipts.push(w.flush().await.unwrap().unwrap());
@@ -78,7 +98,11 @@ pub async fn build_in(archive: Archive, writer: &str, sessions: usize, batches: 
         }
     }
     receipts.push(w.close().await.unwrap());
-    Fixture { archive, receipts, now }
+    Fixture {
+        archive,
+        receipts,
+        now,
+    }
 }
 
 pub async fn build(sessions: usize, batches: usize, per_batch: usize) -> Fixture {
@@ -92,18 +116,31 @@ impl Fixture {
     }
 
     pub async fn verify_as_of(&self, as_of: u64) -> Report {
-        verify(&self.archive, &[key().verifying_key()], &VerifyOptions::default().with_as_of(as_of).with_threads(2))
-            .await
-            .unwrap()
+        verify(
+            &self.archive,
+            &[key().verifying_key()],
+            &VerifyOptions::default().with_as_of(as_of).with_threads(2),
+        )
+        .await
+        .unwrap()
     }
 
     /// The key of batch `n`'s object.
     pub fn batch_key(&self, n: u64) -> String {
-        self.receipts.iter().find(|r| r.batch_no == n).and_then(|r| r.batch_key.clone()).unwrap()
+        self.receipts
+            .iter()
+            .find(|r| r.batch_no == n)
+            .and_then(|r| r.batch_key.clone())
+            .unwrap()
     }
 
     pub fn seal_key(&self, n: u64) -> String {
-        self.receipts.iter().find(|r| r.batch_no == n).unwrap().seal_key.clone()
+        self.receipts
+            .iter()
+            .find(|r| r.batch_no == n)
+            .unwrap()
+            .seal_key
+            .clone()
     }
 
     pub async fn objects(&self) -> Vec<ObjectInfo> {
@@ -116,7 +153,11 @@ impl Fixture {
 
     /// Overwrites an object, as someone with storage write access could.
     pub async fn overwrite(&self, key: &str, bytes: impl Into<Bytes>) {
-        self.archive.store().put(&Path::from(key), PutPayload::from(bytes.into())).await.unwrap();
+        self.archive
+            .store()
+            .put(&Path::from(key), PutPayload::from(bytes.into()))
+            .await
+            .unwrap();
     }
 
     pub async fn delete(&self, key: &str) {
@@ -126,7 +167,10 @@ impl Fixture {
     /// The decompressed lines of a batch (without their newlines).
     pub async fn lines(&self, key: &str) -> Vec<Vec<u8>> {
         let raw = zstd::decode_all(&self.get(key).await[..]).unwrap();
-        raw.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
+        raw.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
     }
 
     /// Recompresses `lines` and overwrites the batch object with them.
@@ -136,7 +180,8 @@ impl Fixture {
             raw.extend_from_slice(l);
             raw.push(b'\n');
         }
-        self.overwrite(key, zstd::encode_all(&raw[..], 3).unwrap()).await;
+        self.overwrite(key, zstd::encode_all(&raw[..], 3).unwrap())
+            .await;
     }
 }
 
@@ -153,8 +198,15 @@ pub fn forge_line(record: &TraceRecord) -> Vec<u8> {
 }
 
 /// The findings with this problem.
-pub fn with_problem<'a>(report: &'a Report, pred: impl Fn(&Problem) -> bool + 'a) -> Vec<&'a Finding> {
-    report.findings.iter().filter(|f| pred(&f.problem)).collect()
+pub fn with_problem<'a>(
+    report: &'a Report,
+    pred: impl Fn(&Problem) -> bool + 'a,
+) -> Vec<&'a Finding> {
+    report
+        .findings
+        .iter()
+        .filter(|f| pred(&f.problem))
+        .collect()
 }
 
 pub fn show(report: &Report) -> String {

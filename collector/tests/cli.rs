@@ -1,0 +1,191 @@
+//! The `sealtrail` command as a user runs it: keygen, demo, verify and its exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sealtrail(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sealtrail"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SEALTRAIL_STORE")
+        .output()
+        .expect("run sealtrail")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn keygen_then_demo_then_verify_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = sealtrail(d, &["keygen", "--out", "audit.key"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(d.join("audit.key").exists() && d.join("audit.key.pub").exists());
+
+    // Refuses to overwrite, and leaves the key as it was.
+    let before = std::fs::read(d.join("audit.key")).unwrap();
+    let o = sealtrail(d, &["keygen", "--out", "audit.key"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("refusing to overwrite"), "{}", text(&o));
+    assert_eq!(std::fs::read(d.join("audit.key")).unwrap(), before);
+
+    let o = sealtrail(d, &["demo", "--sessions", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sealtrail(d, &["verify", "--public-key", "audit.key.pub"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(
+        out.lines().last().unwrap(),
+        "intact: 1 writer(s), 3 batch(es), 2 session(s), 12 record(s), 0 finding(s)"
+    );
+
+    let o = sealtrail(d, &["verify", "--public-key", "audit.key.pub", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["records"], 12);
+    assert_eq!(v["findings"], serde_json::json!([]));
+}
+
+#[test]
+fn verify_exits_1_and_names_a_tampered_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(sealtrail(d, &["keygen"]).status.success());
+    assert!(
+        sealtrail(d, &["demo", "--sessions", "1", "--store", "data"])
+            .status
+            .success()
+    );
+    let batches = d.join("data/v1/writers/demo/batches");
+    let file = std::fs::read_dir(&batches)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+
+    let o = sealtrail(
+        d,
+        &["verify", "--store", "data", "--public-key", "audit.key.pub"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("writer demo batch 0"), "{out}");
+    assert!(out.contains("batch object SHA-256 is"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("NOT INTACT: ")), "{out}");
+
+    let o = sealtrail(
+        d,
+        &[
+            "verify",
+            "--store",
+            "data",
+            "--public-key",
+            "audit.key.pub",
+            "--json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problems: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["problem"].as_str().unwrap())
+        .collect();
+    assert!(problems.contains(&"batch_digest_mismatch"), "{problems:?}");
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = sealtrail(d, &["verify", "--public-key", "missing.pub"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("missing.pub"), "{}", text(&o));
+
+    std::fs::write(d.join("bad.pub"), "not a key").unwrap();
+    let o = sealtrail(d, &["verify", "--public-key", "bad.pub"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("SPKI PEM"), "{}", text(&o));
+
+    assert!(sealtrail(d, &["keygen"]).status.success());
+    let o = sealtrail(
+        d,
+        &[
+            "verify",
+            "--public-key",
+            "audit.key.pub",
+            "--as-of",
+            "yesterday",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("RFC 3339"), "{}", text(&o));
+
+    let o = sealtrail(
+        d,
+        &[
+            "verify",
+            "--public-key",
+            "audit.key.pub",
+            "--store",
+            "ftp://x/y",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("unsupported scheme"), "{}", text(&o));
+
+    // A demo with a world-readable key is refused.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("audit.key"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let o = sealtrail(d, &["demo"]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(text(&o).contains("chmod 600"), "{}", text(&o));
+    }
+}
+
+#[test]
+fn as_of_and_session_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(sealtrail(d, &["keygen"]).status.success());
+    assert!(sealtrail(d, &["demo", "--sessions", "2"]).status.success());
+    // The demo closes its writer, so a later --as-of finds nothing missing.
+    let o = sealtrail(
+        d,
+        &[
+            "verify",
+            "--public-key",
+            "audit.key.pub",
+            "--as-of",
+            "2100-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = sealtrail(
+        d,
+        &[
+            "verify",
+            "--public-key",
+            "audit.key.pub",
+            "--session",
+            "claims-0-1",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("1 session(s)"), "{}", text(&o));
+}
