@@ -30,6 +30,9 @@ const T0: u64 = 1_700_000_000_000_000_000;
 const PUBLIC_KEY: &str = "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8";
 const KEY_ID: &str = "6095fd172260c3d5";
 const GENESIS_S1: &str = "dea19941038236cf442b3677a225a8511adf3934d8e455d3447e7a33b21a6d6c";
+const GENESIS_S2: &str = "a7ffa83dca7aabc0b911c24d2efa3a2d47ec81cd012f523a0e8fabb2fca24b3b";
+const SEAL1_HASH: &str = "caa28587bc5fdee026259e2a08559c3278341a3eb3fca46b4d58982c32387e89";
+const BATCH0_SHA256: &str = "c95e28f18015ca913d72db227c60073a604c22bf73d5434275abc2b2392be599";
 const SEAL_GENESIS: &str = "0b5d489dff8dbc32eff77ed365d35978c445cc3dae3c42586a4bbf712ba7d6af";
 const RECORD_HASHES: [&str; 3] = [
     "c1cb9f789b86963c09f7566e9f35290dcef1f9ef50b9190270b6414ed88d8e2f",
@@ -131,6 +134,7 @@ fn key_and_genesis_values() {
     assert_eq!(hex::encode(k.verifying_key().as_bytes()), PUBLIC_KEY);
     assert_eq!(key_id(&k.verifying_key()), KEY_ID);
     assert_eq!(genesis(WRITER, "s-1").to_hex(), GENESIS_S1);
+    assert_eq!(genesis(WRITER, "s-2").to_hex(), GENESIS_S2);
     assert_eq!(seal_genesis(WRITER).to_hex(), SEAL_GENESIS);
 }
 
@@ -174,7 +178,21 @@ fn seal_hash_and_signature() {
     assert_eq!(s.hash.to_hex(), SEAL0_HASH);
     assert_eq!(s.signature, SEAL0_SIGNATURE);
     verify_seal(&s, &[key().verifying_key()]).unwrap();
-    assert_eq!(s.body.batch.unwrap().merkle_root.to_hex(), MERKLE_ROOT);
+    let batch = s.body.batch.unwrap();
+    assert_eq!(batch.merkle_root.to_hex(), MERKLE_ROOT);
+    assert_eq!(batch.sha256.to_hex(), BATCH0_SHA256);
+    let object = std::fs::read(vectors().join("archive").join(&batch.key)).unwrap();
+    assert_eq!(sealtrail::Digest::sha256(&object).to_hex(), BATCH0_SHA256);
+
+    let s1: Seal = serde_json::from_slice(
+        &std::fs::read(vectors().join("archive/v1/writers/kat/seals/00000000000000000001.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(seal_hash(&s1.body).unwrap().to_hex(), SEAL1_HASH);
+    assert_eq!(s1.body.prev_seal.to_hex(), SEAL0_HASH);
+    assert!(s1.body.closed && s1.body.batch.is_none());
+    verify_seal(&s1, &[key().verifying_key()]).unwrap();
 }
 
 #[tokio::test]

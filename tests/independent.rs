@@ -1,0 +1,134 @@
+//! The independent Python verifier (tests/independent/verify.py, written from
+//! docs/FORMAT.md alone) agrees with `sealtrail verify`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use sealtrail::Archive;
+
+fn python() -> String {
+    std::env::var("SEALTRAIL_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "SEALTRAIL_PYTHON is not set. Run the suite with `bash scripts/test`, which creates .venv \
+             with tests/requirements.txt, or set SEALTRAIL_PYTHON to a python that has those packages."
+        )
+    })
+}
+
+fn run(archive: &Path, public_pem: &Path, as_of: Option<u64>) -> (i32, serde_json::Value) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/independent/verify.py");
+    let mut cmd = Command::new(python());
+    cmd.arg(script).arg(archive).arg(public_pem);
+    if let Some(t) = as_of {
+        cmd.args(["--as-of-ns", &t.to_string()]);
+    }
+    let out = cmd.output().expect("run the Python verifier");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), v)
+}
+
+fn problems(v: &serde_json::Value) -> Vec<String> {
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["problem"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn public_pem(dir: &Path, key: &sealtrail::keys::SigningKey) -> PathBuf {
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    let p = dir.join("public.pem");
+    std::fs::write(
+        &p,
+        key.verifying_key()
+            .to_public_key_pem(Default::default())
+            .unwrap(),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn the_test_vectors_verify() {
+    let v = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/kat");
+    let (code, out) = run(&v.join("archive"), &v.join("public.pem"), None);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        (out["records"].as_u64(), out["sessions"].as_u64()),
+        (Some(3), Some(2))
+    );
+}
+
+#[tokio::test]
+async fn both_verifiers_agree_on_an_archive_and_on_its_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("archive");
+    let f = build_in(
+        Archive::open(root.to_str().unwrap()).unwrap(),
+        "w1",
+        5,
+        4,
+        30,
+    )
+    .await;
+    let pem = public_pem(dir.path(), &key());
+    let ours = f.verify().await;
+    assert!(ours.is_intact());
+    let (code, out) = run(&root, &pem, None);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["records"].as_u64(), Some(ours.records));
+    assert_eq!(out["sessions"].as_u64(), Some(ours.sessions));
+    assert_eq!(out["batches"].as_u64(), Some(ours.batches));
+
+    // One changed byte in one record, recompressed.
+    let key = f.batch_key(3);
+    let mut lines = f.lines(&key).await;
+    let pos = lines[7].windows(8).position(|w| w == b"question").unwrap();
+    lines[7][pos] = b'Q';
+    f.write_lines(&key, &lines).await;
+    let (code, out) = run(&root, &pem, None);
+    assert_eq!(code, 1);
+    assert!(
+        problems(&out).contains(&"record_hash_mismatch".to_owned()),
+        "{out}"
+    );
+    assert!(f.verify().await.has_problem_named("record_hash_mismatch"));
+}
+
+#[tokio::test]
+async fn both_reject_an_archive_signed_with_another_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("archive");
+    build_in(
+        Archive::open(root.to_str().unwrap()).unwrap(),
+        "w1",
+        2,
+        2,
+        5,
+    )
+    .await;
+    let pem = public_pem(dir.path(), &other_key());
+    let (code, out) = run(&root, &pem, None);
+    assert_eq!(code, 1);
+    assert!(
+        problems(&out).iter().all(|p| p == "unknown_signing_key"),
+        "{out}"
+    );
+}
+
+trait Named {
+    fn has_problem_named(&self, name: &str) -> bool;
+}
+impl Named for sealtrail::Report {
+    fn has_problem_named(&self, name: &str) -> bool {
+        self.findings
+            .iter()
+            .any(|f| serde_json::to_value(f).unwrap()["problem"] == name)
+    }
+}
