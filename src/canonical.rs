@@ -25,11 +25,18 @@ use serde_json::ser::{CompactFormatter, Formatter};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JcsFormatter;
 
-macro_rules! int_as_f64 {
+/// Integers up to 2^53 in magnitude print the same as decimal integers and as
+/// ECMAScript numbers; beyond that, JCS numbers are IEEE 754 doubles and round.
+const EXACT: u64 = 1 << 53;
+
+macro_rules! int_as_number {
     ($($name:ident: $t:ty),*) => {$(
         fn $name<W: ?Sized + io::Write>(&mut self, w: &mut W, v: $t) -> io::Result<()> {
-            // JCS numbers are IEEE 754 doubles; integers beyond 2^53 round.
-            self.write_f64(w, v as f64)
+            if v.unsigned_abs() as u128 <= EXACT as u128 {
+                CompactFormatter.$name(w, v)
+            } else {
+                self.write_f64(w, v as f64)
+            }
         }
     )*};
 }
@@ -52,7 +59,23 @@ impl Formatter for JcsFormatter {
         self.write_f64(w, f64::from(v))
     }
 
-    int_as_f64!(write_i64: i64, write_u64: u64, write_i128: i128, write_u128: u128);
+    int_as_number!(write_i64: i64, write_i128: i128);
+
+    fn write_u64<W: ?Sized + io::Write>(&mut self, w: &mut W, v: u64) -> io::Result<()> {
+        if v <= EXACT {
+            CompactFormatter.write_u64(w, v)
+        } else {
+            self.write_f64(w, v as f64)
+        }
+    }
+
+    fn write_u128<W: ?Sized + io::Write>(&mut self, w: &mut W, v: u128) -> io::Result<()> {
+        if v <= EXACT as u128 {
+            CompactFormatter.write_u128(w, v)
+        } else {
+            self.write_f64(w, v as f64)
+        }
+    }
 
     fn write_i8<W: ?Sized + io::Write>(&mut self, w: &mut W, v: i8) -> io::Result<()> {
         CompactFormatter.write_i8(w, v)
@@ -108,6 +131,18 @@ mod tests {
         // Non-finite floats never reach the formatter: `Value::Float` encodes them as strings.
         let v = to_vec(&Value::Float(f64::NEG_INFINITY)).unwrap();
         assert_eq!(v, br#"{"float":"-Infinity"}"#);
+    }
+
+    #[test]
+    fn large_integers_round_like_doubles() {
+        assert_eq!(to_vec(&(1u64 << 53)).unwrap(), b"9007199254740992");
+        assert_eq!(to_vec(&((1u64 << 53) + 1)).unwrap(), b"9007199254740992");
+        assert_eq!(to_vec(&u64::MAX).unwrap(), b"18446744073709552000");
+        assert_eq!(to_vec(&i64::MIN).unwrap(), b"-9223372036854776000");
+        assert_eq!(to_vec(&-5i64).unwrap(), b"-5");
+        for v in [0u64, 7, 1 << 40, u64::MAX / 3] {
+            assert_eq!(to_vec(&v).unwrap(), serde_jcs::to_vec(&v).unwrap());
+        }
     }
 
     #[test]

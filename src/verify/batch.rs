@@ -318,27 +318,27 @@ fn compare_summaries(
             continue;
         };
         let f = &found[i];
-        let fields: [(&'static str, String, String); 4] = [
-            ("count", s.count.to_string(), f.count.to_string()),
-            (
-                "first_seq",
-                s.first_seq.to_string(),
-                f.first_seq.to_string(),
-            ),
-            ("last_seq", s.last_seq.to_string(), f.last_seq.to_string()),
-            ("head", s.head.to_hex(), f.head.to_hex()),
-        ];
-        for (field, expected, found) in fields {
+        let mut mismatch = |field: &'static str, expected: String, found: String| {
+            out.findings.push(Finding {
+                at: at(&s.id),
+                problem: Problem::SessionSummaryMismatch {
+                    field,
+                    expected,
+                    found,
+                },
+            });
+        };
+        for (field, expected, found) in [
+            ("count", s.count, f.count),
+            ("first_seq", s.first_seq, f.first_seq),
+            ("last_seq", s.last_seq, f.last_seq),
+        ] {
             if expected != found {
-                out.findings.push(Finding {
-                    at: at(&s.id),
-                    problem: Problem::SessionSummaryMismatch {
-                        field,
-                        expected,
-                        found,
-                    },
-                });
+                mismatch(field, expected.to_string(), found.to_string());
             }
+        }
+        if s.head != f.head {
+            mismatch("head", s.head.to_hex(), f.head.to_hex());
         }
     }
     for f in found {
