@@ -16,6 +16,13 @@ use crate::digest::Digest;
 /// The version of the record format written by this crate.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The session of the `gap` records a writer makes when it had to drop
+/// records; `verify` reports each one ([`crate::verify::Problem::RecordsDropped`]).
+pub const GAP_SESSION: &str = "sealtrail.gaps";
+
+/// The attribute of a `gap` record that holds how many records were dropped.
+pub const GAP_DROPPED: &str = "audit.dropped";
+
 /// What a record describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -7,7 +7,7 @@ use super::finding::{Finding, Location, Problem};
 use crate::chain::{LINE_MIDDLE, LINE_PREFIX, RECORD_OFFSET};
 use crate::digest::{genesis, record_hash, Digest};
 use crate::merkle;
-use crate::record::TraceRecord;
+use crate::record::{TraceRecord, Value, GAP_DROPPED, GAP_SESSION};
 use crate::seal::SealBody;
 
 /// A batch to check: its writer, seal and key.
@@ -168,6 +168,14 @@ impl BatchJob {
                 }
             };
             let session = fields.session.as_ref();
+            if session == GAP_SESSION {
+                if let Some(problem) = gap_finding(rec) {
+                    out.findings.push(Finding {
+                        at: at(Some(session), Some(fields.seq)),
+                        problem,
+                    });
+                }
+            }
             if computed != stored {
                 out.findings.push(Finding {
                     at: at(Some(session), Some(fields.seq)),
@@ -280,6 +288,20 @@ impl BatchJob {
         compare_summaries(self, &sessions, &index, out);
         out.sessions = Some(sessions);
     }
+}
+
+/// The finding for a writer's own `gap` record.
+fn gap_finding(rec: &[u8]) -> Option<Problem> {
+    let r: TraceRecord = serde_json::from_slice(rec).ok()?;
+    let count = match r.attributes.get(GAP_DROPPED) {
+        Some(Value::Int(n)) => (*n).max(0) as u64,
+        _ => 0,
+    };
+    Some(Problem::RecordsDropped {
+        count,
+        from_ns: r.start_ns,
+        until_ns: r.end_ns,
+    })
 }
 
 /// If `prev` is the hash of a record of another session, the record was moved.

@@ -237,6 +237,17 @@ pub enum Problem {
     SessionNotInBatch,
     /// The batch holds records of a session that its seal does not list.
     SessionNotInSeal,
+    /// The writer states, in a signed `gap` record, that it dropped records
+    /// (its overload policy was to drop rather than wait): the trail is
+    /// authentic but knowingly incomplete.
+    RecordsDropped {
+        /// How many records the gap record says were dropped.
+        count: u64,
+        /// Start of the period, unix ns.
+        from_ns: u64,
+        /// End of the period, unix ns.
+        until_ns: u64,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -314,6 +325,10 @@ impl fmt::Display for Problem {
             }
             SessionNotInBatch => write!(f, "sealed session has no record in the batch"),
             SessionNotInSeal => write!(f, "session in the batch is not in its seal"),
+            RecordsDropped { count, from_ns, until_ns } => write!(
+                f,
+                "the writer dropped {count} record(s) between {from_ns} and {until_ns} (unix ns) and says so in a signed gap record"
+            ),
         }
     }
 }

@@ -216,3 +216,34 @@ pub fn show(report: &Report) -> String {
     }
     s
 }
+
+/// Every record in the archive, writer by writer, in batch order.
+pub async fn all_records(archive: &Archive) -> Vec<TraceRecord> {
+    let mut out = Vec::new();
+    for o in archive.list("v1/writers/").await.unwrap() {
+        if o.key.ends_with(".jsonl.zst") {
+            let raw = zstd::decode_all(&archive.get(&o.key).await.unwrap()[..]).unwrap();
+            for line in raw.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                out.push(parse_line(line).record);
+            }
+        }
+    }
+    out
+}
+
+/// A layer builder for tests: in-memory archive, the test key, a spool in `dir`, fast flushes.
+pub fn layer_builder(archive: &Archive, dir: &std::path::Path) -> sealtrail::AuditLayerBuilder {
+    sealtrail::AuditLayer::builder()
+        .with_archive(archive.clone())
+        .with_signing_key(key())
+        .with_spool_dir(dir.join("spool"))
+        .with_writer_id("test-writer")
+        .with_flush_interval(Duration::from_millis(50))
+}
+
+/// Verifies now, with the test key.
+pub async fn verify_now(archive: &Archive) -> Report {
+    verify(archive, &[key().verifying_key()], &VerifyOptions::default())
+        .await
+        .unwrap()
+}

@@ -1,0 +1,698 @@
+//! The `tracing` layer: one line in a Rust agent's subscriber.
+//!
+//! ```no_run
+//! use tracing_subscriber::prelude::*;
+//!
+//! let (audit, _guard) = sealtrail::layer().expect("audit trail");
+//! tracing_subscriber::registry().with(audit).init();
+//! // … spans with gen_ai.* / audit.* fields are now archived; dropping the
+//! // guard seals and flushes everything.
+//! ```
+//!
+//! The instrumented thread only captures fields into a per-span struct and,
+//! when the span closes, hands it to a bounded queue. A background thread with
+//! its own runtime maps, spools (fsync, group commit), chains, seals and
+//! archives. See docs/MAPPING.md for which spans are captured and how.
+
+mod fields;
+mod worker;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing::span::{Attributes as SpanAttributes, Id, Record};
+use tracing::{Event as TracingEvent, Level, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+pub use fields::{OTEL_KIND, OTEL_NAME, OTEL_STATUS_CODE, OTEL_STATUS_MESSAGE};
+
+use crate::archive::DEFAULT_STORE;
+use crate::error::{Error, Result};
+use crate::keys::{self, SigningKey};
+use crate::map::{self, SpanData};
+use crate::record::{Attributes, Event, Status, StatusCode, Value};
+use crate::writer::{now_ns, valid_writer_id};
+use fields::Capture as FieldCapture;
+
+/// Environment variable naming the signing key file when none is configured.
+pub const SIGNING_KEY_ENV: &str = "SEALTRAIL_SIGNING_KEY_FILE";
+/// Default spool directory.
+pub const DEFAULT_SPOOL_DIR: &str = "./sealtrail-spool";
+pub use crate::record::GAP_SESSION;
+
+/// Which spans become records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Capture {
+    /// Spans with a `gen_ai.*`, `audit.*`, `openinference.*`, `traceloop.*`
+    /// or `langfuse.*` field, and every span nested inside one (the default).
+    #[default]
+    Conventions,
+    /// Every span the layer sees (narrow it with `.with_filter(..)`).
+    All,
+}
+
+/// What to do when the queue to the background worker is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overload {
+    /// Wait for room: never drop a record (the default). A slow store slows the agent.
+    #[default]
+    Block,
+    /// Drop the record, count it, and write a signed `gap` record (session
+    /// [`GAP_SESSION`]) stating how many were dropped and when.
+    DropWithGapRecord,
+}
+
+/// Counters of the layer, readable at any time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Spans captured and queued.
+    pub captured: u64,
+    /// Spans dropped ([`Overload::DropWithGapRecord`], or after shutdown).
+    pub dropped: u64,
+    /// Records written to the spool and synced.
+    pub spooled: u64,
+    /// Records sealed into the archive.
+    pub sealed: u64,
+    /// Seals written (heartbeats included).
+    pub seals: u64,
+    /// Failed seal attempts (the records stay pending and are retried).
+    pub store_errors: u64,
+    /// Failed spool writes (the records are still sealed, but were not durable in between).
+    pub spool_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    captured: AtomicU64,
+    dropped: AtomicU64,
+    spooled: AtomicU64,
+    sealed: AtomicU64,
+    seals: AtomicU64,
+    store_errors: AtomicU64,
+    spool_errors: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> Stats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            captured: g(&self.captured),
+            dropped: g(&self.dropped),
+            spooled: g(&self.spooled),
+            sealed: g(&self.sealed),
+            seals: g(&self.seals),
+            store_errors: g(&self.store_errors),
+            spool_errors: g(&self.spool_errors),
+        }
+    }
+}
+
+/// A closed span on its way to the worker, which formats and maps it.
+pub(crate) struct Closed {
+    state: SpanState,
+    name: &'static str,
+    /// `None`: no session on the span or its ancestors; the trace id is used.
+    session: Option<String>,
+    end_ns: u64,
+}
+
+impl Closed {
+    pub(crate) fn into_span(self) -> (SpanData, String) {
+        let s = self.state;
+        let trace_id = format!("{:032x}", s.trace_id);
+        let session = self.session.unwrap_or_else(|| trace_id.clone());
+        let span = SpanData {
+            name: s.name.unwrap_or_else(|| self.name.to_owned()),
+            trace_id: Some(trace_id),
+            span_id: Some(format!("{:016x}", s.span_id)),
+            parent_span_id: s.parent_span_id.map(|p| format!("{p:016x}")),
+            start_ns: s.start_ns,
+            end_ns: self.end_ns,
+            status: Status {
+                code: s.status.0,
+                message: s.status.1,
+            },
+            attributes: s.attributes,
+            events: s.events,
+            resource: Attributes::new(),
+        };
+        (span, session)
+    }
+}
+
+pub(crate) enum Msg {
+    Span(Box<Closed>),
+    Flush(mpsc::Sender<Result<()>>),
+    Shutdown(mpsc::Sender<()>),
+}
+
+/// The `tracing` layer. Build it with [`layer`] or [`AuditLayer::builder`].
+pub struct AuditLayer {
+    tx: SyncSender<Msg>,
+    counters: Arc<Counters>,
+    overload: Overload,
+    capture: Capture,
+    session_keys: Arc<[String]>,
+    id_base: u64,
+    next_id: AtomicU64,
+}
+
+impl fmt::Debug for AuditLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLayer")
+            .field("overload", &self.overload)
+            .field("capture", &self.capture)
+            .field("stats", &self.counters.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the layer with the defaults (see [`AuditLayerBuilder`]); the key
+/// comes from `SEALTRAIL_SIGNING_KEY_FILE`.
+pub fn layer() -> Result<(AuditLayer, FlushGuard)> {
+    AuditLayer::builder().build()
+}
+
+/// Settings of the layer.
+#[derive(Clone)]
+pub struct AuditLayerBuilder {
+    store: String,
+    archive: Option<crate::Archive>,
+    key: Option<KeySource>,
+    writer_id: Option<String>,
+    spool_dir: PathBuf,
+    flush_interval: Duration,
+    heartbeat: Duration,
+    max_batch_records: usize,
+    max_batch_bytes: usize,
+    queue_capacity: usize,
+    session_keys: Vec<String>,
+    capture: Capture,
+    overload: Overload,
+    shutdown_timeout: Duration,
+    resource: Attributes,
+}
+
+#[derive(Clone)]
+enum KeySource {
+    File(PathBuf),
+    Key(Box<SigningKey>),
+}
+
+impl fmt::Debug for AuditLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLayerBuilder")
+            .field("store", &self.store)
+            .field("writer_id", &self.writer_id)
+            .field("spool_dir", &self.spool_dir)
+            .field("flush_interval", &self.flush_interval)
+            .field("heartbeat", &self.heartbeat)
+            .field("overload", &self.overload)
+            .field("capture", &self.capture)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for AuditLayerBuilder {
+    fn default() -> Self {
+        let service = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "unknown_service".into());
+        AuditLayerBuilder {
+            store: DEFAULT_STORE.into(),
+            archive: None,
+            key: None,
+            writer_id: None,
+            spool_dir: DEFAULT_SPOOL_DIR.into(),
+            flush_interval: Duration::from_secs(1),
+            heartbeat: crate::writer::DEFAULT_HEARTBEAT,
+            max_batch_records: 10_000,
+            max_batch_bytes: 8 << 20,
+            queue_capacity: 65_536,
+            session_keys: map::DEFAULT_SESSION_KEYS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            capture: Capture::default(),
+            overload: Overload::default(),
+            shutdown_timeout: Duration::from_secs(10),
+            resource: [("service.name", Value::Str(service))]
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+impl AuditLayer {
+    /// A builder with the defaults.
+    pub fn builder() -> AuditLayerBuilder {
+        AuditLayerBuilder::default()
+    }
+
+    /// The layer's counters.
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+}
+
+impl AuditLayerBuilder {
+    /// Archive URL: a path, `file:///abs/path` or `memory://` (default `./sealtrail-data`).
+    pub fn with_store(mut self, url: impl Into<String>) -> Self {
+        self.store = url.into();
+        self
+    }
+    /// An archive opened by the caller (any `object_store`, see [`crate::Archive::from_store`]);
+    /// replaces [`with_store`](Self::with_store).
+    pub fn with_archive(mut self, archive: crate::Archive) -> Self {
+        self.archive = Some(archive);
+        self
+    }
+    /// Signing key file (PKCS#8 PEM, see `sealtrail keygen`). Default: `$SEALTRAIL_SIGNING_KEY_FILE`.
+    pub fn with_signing_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key = Some(KeySource::File(path.into()));
+        self
+    }
+    /// A signing key held in memory.
+    pub fn with_signing_key(mut self, key: SigningKey) -> Self {
+        self.key = Some(KeySource::Key(Box::new(key)));
+        self
+    }
+    /// Writer id (default: made once and kept in the spool directory's `writer-id` file).
+    pub fn with_writer_id(mut self, id: impl Into<String>) -> Self {
+        self.writer_id = Some(id.into());
+        self
+    }
+    /// Spool directory (default `./sealtrail-spool`); one process per directory.
+    pub fn with_spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool_dir = dir.into();
+        self
+    }
+    /// How often pending records are sealed (default 1 s).
+    pub fn with_flush_interval(mut self, d: Duration) -> Self {
+        self.flush_interval = d;
+        self
+    }
+    /// Heartbeat interval (default 60 s).
+    pub fn with_heartbeat(mut self, d: Duration) -> Self {
+        self.heartbeat = d;
+        self
+    }
+    /// Seal early once this many records are pending (default 10,000).
+    pub fn with_max_batch_records(mut self, n: usize) -> Self {
+        self.max_batch_records = n.max(1);
+        self
+    }
+    /// Seal early once this many uncompressed bytes are pending (default 8 MiB).
+    pub fn with_max_batch_bytes(mut self, n: usize) -> Self {
+        self.max_batch_bytes = n.max(1);
+        self
+    }
+    /// Capacity of the queue to the worker, in spans (default 65,536).
+    pub fn with_queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n.max(1);
+        self
+    }
+    /// Attribute names that carry the session id, tried in order (docs/MAPPING.md).
+    pub fn with_session_keys<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        keys: I,
+    ) -> Self {
+        self.session_keys = keys.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Which spans are captured.
+    pub fn with_capture(mut self, capture: Capture) -> Self {
+        self.capture = capture;
+        self
+    }
+    /// What happens when the queue is full.
+    pub fn with_overload(mut self, overload: Overload) -> Self {
+        self.overload = overload;
+        self
+    }
+    /// The longest dropping the guard waits for the final seal (default 10 s).
+    pub fn with_shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = d;
+        self
+    }
+    /// Resource attributes recorded with every span (default `service.name` = the executable's name).
+    pub fn with_resource(mut self, resource: Attributes) -> Self {
+        self.resource = resource;
+        self
+    }
+
+    /// Opens the store, the key and the spool, continues the writer's chains,
+    /// seals what an earlier run left in the spool, and starts the worker.
+    ///
+    /// Errors: a bad store URL or unreachable store, a missing or unreadable
+    /// key, a spool locked by another process or damaged.
+    pub fn build(self) -> Result<(AuditLayer, FlushGuard)> {
+        let archive = match &self.archive {
+            Some(a) => a.clone(),
+            None => crate::Archive::open(&self.store)?,
+        };
+        let key = match &self.key {
+            Some(KeySource::Key(k)) => (**k).clone(),
+            Some(KeySource::File(p)) => keys::read_signing_key(p)?,
+            None => match std::env::var_os(SIGNING_KEY_ENV) {
+                Some(p) => keys::read_signing_key(Path::new(&p))?,
+                None => {
+                    return Err(Error::KeyFile {
+                        path: PathBuf::from(format!("${SIGNING_KEY_ENV}")),
+                        reason: format!(
+                            "no signing key: set {SIGNING_KEY_ENV} or call with_signing_key_file (create one with `sealtrail keygen`)"
+                        ),
+                    })
+                }
+            },
+        };
+        let (spool, left) = crate::spool::Spool::open(&self.spool_dir)?;
+        let writer_id = match &self.writer_id {
+            Some(id) if valid_writer_id(id) => id.clone(),
+            Some(id) => return Err(Error::InvalidWriterId { id: id.clone() }),
+            None => persisted_writer_id(&self.spool_dir)?,
+        };
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = mpsc::sync_channel(self.queue_capacity);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let cfg = worker::Config {
+            archive,
+            key,
+            writer_id,
+            flush_interval: self.flush_interval,
+            heartbeat: self.heartbeat,
+            max_batch_records: self.max_batch_records,
+            max_batch_bytes: self.max_batch_bytes,
+            resource: self.resource.clone(),
+            counters: counters.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("sealtrail-worker".into())
+            .spawn(move || worker::run(cfg, spool, left, rx, ready_tx))
+            .map_err(|source| Error::Io {
+                path: "sealtrail-worker thread".into(),
+                source,
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(Error::Io {
+                    path: "sealtrail-worker thread".into(),
+                    source: std::io::Error::other("the worker stopped during start-up"),
+                });
+            }
+        }
+        let mut seed = [0u8; 8];
+        let _ = getrandom::getrandom(&mut seed);
+        let layer = AuditLayer {
+            tx: tx.clone(),
+            counters: counters.clone(),
+            overload: self.overload,
+            capture: self.capture,
+            session_keys: self.session_keys.into(),
+            id_base: u64::from_le_bytes(seed),
+            next_id: AtomicU64::new(1),
+        };
+        let guard = FlushGuard {
+            tx,
+            thread: Some(thread),
+            timeout: self.shutdown_timeout,
+            counters,
+        };
+        Ok((layer, guard))
+    }
+}
+
+/// Reads `<spool>/writer-id`, or makes one (`<host>-<8 hex digits>`) and keeps it there.
+fn persisted_writer_id(spool: &Path) -> Result<String> {
+    let path = spool.join("writer-id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let id = s.trim().to_owned();
+        return if valid_writer_id(&id) {
+            Ok(id)
+        } else {
+            Err(Error::InvalidWriterId { id })
+        };
+    }
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "sealtrail".into());
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let mut r = [0u8; 4];
+    let _ = getrandom::getrandom(&mut r);
+    let id = format!(
+        "{}-{}",
+        if host.is_empty() { "sealtrail" } else { &host },
+        hex::encode(r)
+    );
+    let id = id.trim_start_matches('.').to_owned();
+    std::fs::write(&path, format!("{id}\n")).map_err(|source| Error::Io { path, source })?;
+    Ok(id)
+}
+
+/// Seals and flushes everything when dropped (waiting at most the shutdown
+/// timeout). Keep it alive for as long as the program traces.
+#[must_use = "dropping the guard immediately seals and stops the audit trail"]
+pub struct FlushGuard {
+    tx: SyncSender<Msg>,
+    thread: Option<JoinHandle<()>>,
+    timeout: Duration,
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for FlushGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlushGuard")
+            .field("stats", &self.counters.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FlushGuard {
+    /// Seals everything captured so far now, and waits for it (at most the
+    /// shutdown timeout). Errors if the store refused the seal.
+    pub fn flush(&self) -> Result<()> {
+        let (tx, rx) = mpsc::channel();
+        let stopped = || Error::WriterClosed {
+            writer: "sealtrail-worker".into(),
+        };
+        self.tx.send(Msg::Flush(tx)).map_err(|_| stopped())?;
+        match rx.recv_timeout(self.timeout) {
+            Ok(r) => r,
+            Err(_) => Err(Error::Io {
+                path: "sealtrail-worker".into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "flush did not finish in time",
+                ),
+            }),
+        }
+    }
+
+    /// The layer's counters.
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+}
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Msg::Shutdown(tx)).is_ok() && rx.recv_timeout(self.timeout).is_ok() {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Per-span state, kept in the span's extensions from creation to close.
+struct SpanState {
+    attributes: Attributes,
+    events: Vec<Event>,
+    name: Option<String>,
+    status: (StatusCode, Option<String>),
+    start_ns: u64,
+    trace_id: u128,
+    span_id: u64,
+    parent_span_id: Option<u64>,
+}
+
+impl AuditLayer {
+    fn new_span_id(&self) -> u64 {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // An odd multiplier makes this a bijection: distinct counters, distinct ids.
+        let id = self.id_base ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        if id == 0 {
+            1
+        } else {
+            id
+        }
+    }
+
+    fn enqueue(&self, closed: Closed) {
+        let msg = Msg::Span(Box::new(closed));
+        let sent = match self.overload {
+            Overload::Block => self.tx.send(msg).is_ok(),
+            Overload::DropWithGapRecord => match self.tx.try_send(msg) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+            },
+        };
+        let c = if sent {
+            &self.counters.captured
+        } else {
+            &self.counters.dropped
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl<S> Layer<S> for AuditLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &SpanAttributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let parent = span.parent();
+        let parent_ids = parent.as_ref().and_then(|p| {
+            p.extensions()
+                .get::<SpanState>()
+                .map(|s| (s.trace_id, s.span_id))
+        });
+        let captured = parent_ids.is_some()
+            || self.capture == Capture::All
+            || attrs
+                .metadata()
+                .fields()
+                .iter()
+                .any(|f| map::is_capture_key(f.name()));
+        if !captured {
+            return;
+        }
+        let trace_id = parent_ids.map(|(t, _)| t).unwrap_or_else(|| {
+            let mut b = [0u8; 16];
+            if getrandom::getrandom(&mut b).is_err() {
+                b[..8].copy_from_slice(&self.new_span_id().to_le_bytes());
+                b[8..].copy_from_slice(&now_ns().to_le_bytes());
+            }
+            u128::from_le_bytes(b)
+        });
+        let mut state = SpanState {
+            attributes: Attributes::new(),
+            events: Vec::new(),
+            name: None,
+            status: (StatusCode::Unset, None),
+            start_ns: now_ns(),
+            trace_id,
+            span_id: self.new_span_id(),
+            parent_span_id: parent_ids.map(|(_, s)| s),
+        };
+        attrs.record(&mut FieldCapture {
+            attributes: &mut state.attributes,
+            name: &mut state.name,
+            status: &mut state.status,
+            message: None,
+        });
+        span.extensions_mut().insert(state);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut ext = span.extensions_mut();
+        if let Some(state) = ext.get_mut::<SpanState>() {
+            values.record(&mut FieldCapture {
+                attributes: &mut state.attributes,
+                name: &mut state.name,
+                status: &mut state.status,
+                message: None,
+            });
+        }
+    }
+
+    fn on_event(&self, event: &TracingEvent<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.event_span(event) else {
+            return;
+        };
+        let mut ext = span.extensions_mut();
+        let Some(state) = ext.get_mut::<SpanState>() else {
+            return;
+        };
+        let mut attributes = Attributes::new();
+        let mut message = None;
+        let mut ignored_name = None;
+        let mut status = state.status.clone();
+        event.record(&mut FieldCapture {
+            attributes: &mut attributes,
+            name: &mut ignored_name,
+            status: &mut status,
+            message: Some(&mut message),
+        });
+        let level = *event.metadata().level();
+        attributes.insert("level", level.as_str());
+        if level == Level::ERROR && state.status.0 != StatusCode::Ok {
+            status.0 = StatusCode::Error;
+            if status.1.is_none() {
+                status.1 = message.clone();
+            }
+        }
+        state.status = status;
+        state.events.push(Event {
+            attributes,
+            name: message.unwrap_or_else(|| event.metadata().name().to_owned()),
+            time_ns: now_ns(),
+        });
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let Some(state) = span.extensions_mut().remove::<SpanState>() else {
+            return;
+        };
+        let mut session = map::session_of(&state.attributes, &self.session_keys);
+        if session.is_none() {
+            for ancestor in span.scope().skip(1) {
+                if let Some(s) = ancestor.extensions().get::<SpanState>() {
+                    session = map::session_of(&s.attributes, &self.session_keys);
+                    if session.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        let closed = Closed {
+            name: span.metadata().name(),
+            session,
+            end_ns: now_ns(),
+            state,
+        };
+        self.enqueue(closed);
+    }
+}

@@ -1,0 +1,351 @@
+//! The spool: a local, append-only, fsynced log of records between their
+//! arrival and their seal (DESIGN.md, "spool").
+//!
+//! Records are appended to the active segment and made durable together by
+//! [`Spool::sync`] (group commit). Before a writer seals, [`Spool::mark_sealing`]
+//! appends a marker naming the batch number and starts a new segment; once the
+//! seal is written, [`Spool::sealed`] deletes the segments before the active
+//! one, whose records the seal now covers. After a crash, [`Spool::open`]
+//! returns every entry left; [`unsealed`] keeps the records after the last
+//! marker whose seal exists, which the writer chains again.
+//!
+//! Entry framing: `u32 LE length ‖ first 4 bytes of SHA-256(payload) ‖ payload`,
+//! payload `0x00 ‖ canonical JSON of the record` or `0x01 ‖ u64 LE batch number`.
+//! A torn entry at the end of the newest segment (a crash mid-write, never
+//! synced) is cut off; damage anywhere else is an error, never skipped.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::record::TraceRecord;
+
+/// One spooled entry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Entry {
+    /// A record, not yet chained.
+    Record(TraceRecord),
+    /// The records before this marker are being sealed as batch `batch_no`.
+    Sealing {
+        /// The batch number.
+        batch_no: u64,
+    },
+}
+
+/// The spool directory, locked by this process.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    _lock: File,
+    active: BufWriter<File>,
+    active_no: u64,
+    bytes: u64,
+    unsynced: bool,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn segment_name(n: u64) -> String {
+    format!("segment-{n:020}.log")
+}
+
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(io_err(dir))? {
+        let e = e.map_err(io_err(dir))?;
+        let name = e.file_name();
+        let Some(n) = name.to_str().and_then(|s| {
+            s.strip_prefix("segment-")?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
+        }) else {
+            continue;
+        };
+        out.push((n, e.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl Spool {
+    /// Opens (creating) the spool in `dir`, takes its lock, and returns the
+    /// entries left by an earlier run, oldest first.
+    pub fn open(dir: &Path) -> Result<(Spool, Vec<Entry>)> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(Error::Io {
+                path: dir.to_owned(),
+                source: std::io::Error::other("the spool is locked by another process; give each writer its own spool directory"),
+            });
+        }
+        let segs = segments(dir)?;
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        for (i, (_, path)) in segs.iter().enumerate() {
+            let last = i + 1 == segs.len();
+            bytes += read_segment(path, last, &mut entries)?;
+        }
+        let active_no = segs.last().map_or(0, |(n, _)| n + 1);
+        let active = Self::create_segment(dir, active_no)?;
+        Ok((
+            Spool {
+                dir: dir.to_owned(),
+                _lock: lock,
+                active,
+                active_no,
+                bytes,
+                unsynced: false,
+            },
+            entries,
+        ))
+    }
+
+    fn create_segment(dir: &Path, n: u64) -> Result<BufWriter<File>> {
+        let path = dir.join(segment_name(n));
+        let f = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        // Make the new directory entry durable too.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+        Ok(BufWriter::with_capacity(256 * 1024, f))
+    }
+
+    /// Bytes held in the spool's segments.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn write_entry(&mut self, kind: u8, body: &[u8]) -> Result<()> {
+        let mut payload = Vec::with_capacity(body.len() + 1);
+        payload.push(kind);
+        payload.extend_from_slice(body);
+        let check = Digest::sha256(&payload);
+        let path = self.dir.join(segment_name(self.active_no));
+        let w = &mut self.active;
+        w.write_all(&(payload.len() as u32).to_le_bytes())
+            .map_err(io_err(&path))?;
+        w.write_all(&check.0[..4]).map_err(io_err(&path))?;
+        w.write_all(&payload).map_err(io_err(&path))?;
+        self.bytes += 8 + payload.len() as u64;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Appends a record (durable after the next [`Spool::sync`]).
+    pub fn append(&mut self, record: &TraceRecord) -> Result<()> {
+        let body = crate::canonical::to_vec(record)?;
+        self.write_entry(0, &body)
+    }
+
+    /// Makes everything appended so far durable (one `fdatasync` for all of it).
+    pub fn sync(&mut self) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        let path = self.dir.join(segment_name(self.active_no));
+        self.active.flush().map_err(io_err(&path))?;
+        self.active.get_ref().sync_data().map_err(io_err(&path))?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Marks that the records so far are being sealed as `batch_no`, makes
+    /// that durable, and starts a new segment.
+    pub fn mark_sealing(&mut self, batch_no: u64) -> Result<()> {
+        self.write_entry(1, &batch_no.to_le_bytes())?;
+        self.sync()?;
+        self.active_no += 1;
+        self.active = Self::create_segment(&self.dir, self.active_no)?;
+        Ok(())
+    }
+
+    /// The seal after the last marker was written: deletes the older segments.
+    pub fn sealed(&mut self) -> Result<()> {
+        for (n, path) in segments(&self.dir)? {
+            if n < self.active_no {
+                let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                self.bytes = self.bytes.saturating_sub(len);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_segment(path: &Path, newest: bool, out: &mut Vec<Entry>) -> Result<u64> {
+    let mut data = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut data))
+        .map_err(io_err(path))?;
+    let mut at = 0usize;
+    let damaged = |at: usize, what: &str| {
+        Error::Io {
+        path: path.to_owned(),
+        source: std::io::Error::other(format!(
+            "spool entry at byte {at} is {what}; the spool is damaged (not a torn write at its end). \
+             Move it aside and run `sealtrail verify` to see what the archive holds"
+        )),
+    }
+    };
+    while at < data.len() {
+        let torn = |out_len: usize| -> Result<u64> {
+            if newest {
+                // A write that a crash cut short: it was never synced, so never acknowledged.
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| f.set_len(out_len as u64).and_then(|_| f.sync_all()))
+                    .map_err(io_err(path))?;
+                Ok(out_len as u64)
+            } else {
+                Err(damaged(out_len, "incomplete"))
+            }
+        };
+        let Some(head) = data.get(at..at + 8) else {
+            return torn(at);
+        };
+        let len = u32::from_le_bytes(head[..4].try_into().unwrap_or_default()) as usize;
+        let Some(payload) = data.get(at + 8..at + 8 + len) else {
+            return torn(at);
+        };
+        if Digest::sha256(payload).0[..4] != head[4..8] || payload.is_empty() {
+            return if newest && at + 8 + len == data.len() {
+                torn(at)
+            } else {
+                Err(damaged(at, "corrupt"))
+            };
+        }
+        match payload[0] {
+            0 => out.push(Entry::Record(
+                serde_json::from_slice(&payload[1..]).map_err(|_| damaged(at, "not a record"))?,
+            )),
+            1 if payload.len() == 9 => out.push(Entry::Sealing {
+                batch_no: u64::from_le_bytes(payload[1..9].try_into().unwrap_or_default()),
+            }),
+            _ => return Err(damaged(at, "of an unknown type")),
+        }
+        at += 8 + len;
+    }
+    Ok(data.len() as u64)
+}
+
+/// The records of `entries` that no seal covers yet, given the writer's next
+/// batch number: those after the last marker whose seal exists.
+pub fn unsealed(entries: Vec<Entry>, next_batch_no: u64) -> Vec<TraceRecord> {
+    let cut = entries
+        .iter()
+        .rposition(|e| matches!(e, Entry::Sealing { batch_no } if *batch_no < next_batch_no))
+        .map_or(0, |i| i + 1);
+    entries
+        .into_iter()
+        .skip(cut)
+        .filter_map(|e| match e {
+            Entry::Record(r) => Some(r),
+            Entry::Sealing { .. } => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Kind;
+
+    fn rec(i: u64) -> TraceRecord {
+        let mut r = TraceRecord::new("s", Kind::Span, format!("r{i}"));
+        r.start_ns = i;
+        r
+    }
+
+    #[test]
+    fn records_survive_reopen_and_markers_split_sealed_from_unsealed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut s, left) = Spool::open(dir.path()).unwrap();
+            assert!(left.is_empty());
+            s.append(&rec(1)).unwrap();
+            s.append(&rec(2)).unwrap();
+            s.sync().unwrap();
+            s.mark_sealing(0).unwrap();
+            s.append(&rec(3)).unwrap();
+            s.sync().unwrap();
+            // Crash: the seal of batch 0 may or may not have been written.
+        }
+        let (s, left) = Spool::open(dir.path()).unwrap();
+        assert_eq!(left.len(), 4);
+        let names = |v: Vec<TraceRecord>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        // Seal 0 was written (next batch is 1): only r3 is unsealed.
+        assert_eq!(names(unsealed(left.clone(), 1)), ["r3"]);
+        // Seal 0 was not written: all three.
+        assert_eq!(names(unsealed(left, 0)), ["r1", "r2", "r3"]);
+        drop(s);
+    }
+
+    #[test]
+    fn sealed_deletes_older_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(dir.path()).unwrap();
+        s.append(&rec(1)).unwrap();
+        s.mark_sealing(0).unwrap();
+        s.append(&rec(2)).unwrap();
+        s.sync().unwrap();
+        s.sealed().unwrap();
+        drop(s);
+        let (_, left) = Spool::open(dir.path()).unwrap();
+        assert_eq!(left, vec![Entry::Record(rec(2))]);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_but_damage_elsewhere_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(dir.path()).unwrap();
+        s.append(&rec(1)).unwrap();
+        s.append(&rec(2)).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let seg = dir.path().join(segment_name(0));
+        let len = fs::metadata(&seg).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let (s, left) = Spool::open(dir.path()).unwrap();
+        assert_eq!(left, vec![Entry::Record(rec(1))]);
+        drop(s);
+        // Now segment 0 is no longer the newest; flip a byte in its first entry.
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[12] ^= 1;
+        fs::write(&seg, bytes).unwrap();
+        let err = Spool::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("damaged"), "{err}");
+    }
+
+    #[test]
+    fn one_process_per_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_s, _) = Spool::open(dir.path()).unwrap();
+        let err = Spool::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("locked"), "{err}");
+    }
+}

@@ -1,0 +1,292 @@
+//! The tracing layer: what it captures, how it maps spans, and that dropping
+//! the guard seals everything. Each test sets its subscriber for its own
+//! thread only (`with_default`).
+
+mod common;
+
+use common::*;
+use sealtrail::{Archive, Kind, StatusCode, Value};
+use tracing::{error, info, info_span, Instrument, Span};
+use tracing_subscriber::prelude::*;
+
+fn str_attr<'a>(r: &'a sealtrail::TraceRecord, k: &str) -> Option<&'a str> {
+    match r.attributes.get(k)? {
+        Value::Str(s) => Some(s),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn maps_kinds_sessions_late_fields_events_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::memory();
+    let (layer, guard) = layer_builder(&archive, dir.path()).build().unwrap();
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        info_span!("unrelated", http.method = "GET").in_scope(|| info!("not audited"));
+        let agent = info_span!(
+            "invoke_agent",
+            gen_ai.operation.name = "invoke_agent",
+            gen_ai.conversation.id = tracing::field::Empty
+        );
+        agent.in_scope(|| {
+            let chat = info_span!(
+                "chat",
+                gen_ai.operation.name = "chat",
+                gen_ai.request.model = "gpt-4o",
+                gen_ai.usage.output_tokens = tracing::field::Empty
+            );
+            chat.in_scope(|| {
+                Span::current().record("gen_ai.usage.output_tokens", 38);
+                info!(chunk = 1, "streamed");
+            });
+            drop(chat);
+            // The session arrives on the ancestor after the child was created.
+            Span::current().record("gen_ai.conversation.id", "conv-1");
+            info_span!(
+                "execute_tool",
+                gen_ai.operation.name = "execute_tool",
+                gen_ai.tool.name = "lookup"
+            )
+            .in_scope(|| info_span!("helper without conventions").in_scope(|| {}));
+            info_span!(
+                "policy",
+                policy.name = "payments",
+                policy.decision = "deny",
+                audit.kind = "policy_check"
+            )
+            .in_scope(|| error!("denied: over the limit"));
+            info_span!(
+                "approval",
+                audit.kind = "human",
+                otel.name = "human approval",
+                otel.status_code = "OK"
+            )
+            .in_scope(|| {});
+        });
+        drop(agent);
+        info_span!("orphan", gen_ai.system = "openai").in_scope(|| {});
+    });
+    let stats = guard.stats();
+    drop(guard);
+    assert_eq!(stats.captured, 7, "{stats:?}");
+
+    let records = all_records(&archive).await;
+    let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "chat",
+            "helper without conventions",
+            "execute_tool",
+            "policy",
+            "human approval",
+            "invoke_agent",
+            "orphan"
+        ]
+    );
+    let by = |n: &str| records.iter().find(|r| r.name == n).unwrap();
+    assert_eq!(by("chat").kind, Kind::LlmCall);
+    assert_eq!(by("execute_tool").kind, Kind::ToolCall);
+    assert_eq!(by("helper without conventions").kind, Kind::Span);
+    assert_eq!(by("policy").kind, Kind::PolicyCheck);
+    assert_eq!(by("human approval").kind, Kind::Human);
+    assert_eq!(by("invoke_agent").kind, Kind::Agent);
+    assert_eq!(by("orphan").kind, Kind::LlmCall);
+
+    // The chat span closed before its ancestor got the session: it falls back
+    // to the trace id; everything that closed after is in conv-1.
+    let agent = by("invoke_agent");
+    assert_eq!(agent.session, "conv-1");
+    assert_eq!(by("chat").session, *agent.trace_id.as_ref().unwrap());
+    for n in [
+        "execute_tool",
+        "helper without conventions",
+        "policy",
+        "human approval",
+    ] {
+        assert_eq!(by(n).session, "conv-1", "{n}");
+    }
+    assert_eq!(
+        by("orphan").session,
+        *by("orphan").trace_id.as_ref().unwrap()
+    );
+    assert_ne!(by("orphan").trace_id, agent.trace_id);
+
+    // Late field, typed; event with its fields; error and ok status.
+    assert_eq!(
+        by("chat").attributes.get("gen_ai.usage.output_tokens"),
+        Some(&Value::Int(38))
+    );
+    assert_eq!(str_attr(by("chat"), "gen_ai.request.model"), Some("gpt-4o"));
+    let ev = &by("chat").events[0];
+    assert_eq!(
+        (ev.name.as_str(), ev.attributes.get("chunk")),
+        ("streamed", Some(&Value::Int(1)))
+    );
+    assert_eq!(by("policy").status.code, StatusCode::Error);
+    assert_eq!(
+        by("policy").status.message.as_deref(),
+        Some("denied: over the limit")
+    );
+    assert_eq!(by("human approval").status.code, StatusCode::Ok);
+    assert!(by("human approval").attributes.get("otel.name").is_none());
+
+    // Parent ids link the tree; one trace for the agent's spans.
+    assert_eq!(by("chat").parent_span_id, agent.span_id);
+    assert_eq!(
+        by("helper without conventions").parent_span_id,
+        by("execute_tool").span_id
+    );
+    assert!(records
+        .iter()
+        .filter(|r| r.name != "orphan")
+        .all(|r| r.trace_id == agent.trace_id));
+    assert!(records
+        .iter()
+        .all(|r| r.source == "tracing" && r.resource.get("service.name").is_some()));
+
+    let report = verify_now(&archive).await;
+    assert!(report.is_intact(), "{}", show(&report));
+    assert_eq!(report.records, 7);
+}
+
+#[test]
+fn spans_across_await_points_keep_their_session_and_parents() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::memory();
+    let (layer, guard) = layer_builder(&archive, dir.path()).build().unwrap();
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let turn = |session: &'static str| {
+                async move {
+                    for i in 0..3 {
+                        tokio::task::yield_now().await;
+                        async {
+                            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        }
+                        .instrument(info_span!(
+                            "execute_tool",
+                            gen_ai.operation.name = "execute_tool",
+                            step = i
+                        ))
+                        .await;
+                    }
+                }
+                .instrument(info_span!(
+                    "invoke_agent",
+                    gen_ai.operation.name = "invoke_agent",
+                    session.id = session
+                ))
+            };
+            // Two sessions interleaved on one thread.
+            tokio::join!(turn("a"), turn("b"));
+        });
+    });
+    drop(guard);
+    let records = futures_block(all_records(&archive));
+    assert_eq!(records.len(), 8);
+    for s in ["a", "b"] {
+        let mine: Vec<_> = records.iter().filter(|r| r.session == s).collect();
+        assert_eq!(mine.len(), 4, "session {s}");
+        let agent = mine.iter().find(|r| r.kind == Kind::Agent).unwrap();
+        let seqs: Vec<u64> = mine.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [0, 1, 2, 3]);
+        for tool in mine.iter().filter(|r| r.kind == Kind::ToolCall) {
+            assert_eq!(tool.parent_span_id, agent.span_id);
+            assert_eq!(tool.trace_id, agent.trace_id);
+        }
+    }
+    assert!(futures_block(verify_now(&archive)).is_intact());
+}
+
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[tokio::test]
+async fn dropping_the_guard_seals_everything_and_closes_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::memory();
+    // A flush interval far longer than the test: only the guard can seal.
+    let (layer, guard) = layer_builder(&archive, dir.path())
+        .with_flush_interval(std::time::Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..1000 {
+            info_span!(
+                "chat",
+                gen_ai.operation.name = "chat",
+                audit.session_id = "s",
+                n = i
+            )
+            .in_scope(|| {});
+        }
+    });
+    drop(guard);
+    let records = all_records(&archive).await;
+    assert_eq!(records.len(), 1000);
+    assert!(records.iter().enumerate().all(|(i, r)| r.seq == i as u64));
+    let report = verify_now(&archive).await;
+    assert!(report.is_intact(), "{}", show(&report));
+    // The newest seal is closed: no heartbeat is owed, however late we verify.
+    let later = sealtrail::verify(
+        &archive,
+        &[key().verifying_key()],
+        &sealtrail::VerifyOptions::default().with_as_of(u64::MAX / 2),
+    )
+    .await
+    .unwrap();
+    assert!(later.is_intact(), "{}", show(&later));
+    // The spool holds nothing sealed.
+    let left: u64 = std::fs::read_dir(dir.path().join("spool"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("segment-"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn build_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = sealtrail::AuditLayer::builder()
+        .with_store("ftp://nowhere")
+        .with_signing_key(key())
+        .with_spool_dir(dir.path().join("s1"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("unsupported scheme"), "{err}");
+
+    let err = sealtrail::AuditLayer::builder()
+        .with_store(dir.path().join("data").to_str().unwrap())
+        .with_signing_key_file(dir.path().join("missing.key"))
+        .with_spool_dir(dir.path().join("s2"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("missing.key"), "{err}");
+
+    let archive = Archive::memory();
+    let (_layer, _guard) = layer_builder(&archive, dir.path()).build().unwrap();
+    let err = layer_builder(&archive, dir.path()).build().unwrap_err();
+    assert!(
+        err.to_string().contains("locked by another process"),
+        "{err}"
+    );
+
+    let err = layer_builder(&archive, &dir.path().join("x"))
+        .with_writer_id("bad/id")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid writer id"), "{err}");
+}
