@@ -101,8 +101,10 @@ impl Worker {
             match rx.recv_timeout(wait) {
                 Ok(Msg::Span(c)) => {
                     group.push(self.record(*c));
-                    // Take whatever else is already queued, up to a group.
-                    while group.len() < GROUP {
+                    // Take whatever else is already queued, up to a group
+                    // and no further than the batch limit.
+                    let room = self.room();
+                    while group.len() < room {
                         match rx.try_recv() {
                             Ok(Msg::Span(c)) => group.push(self.record(*c)),
                             Ok(other) => {
@@ -133,8 +135,11 @@ impl Worker {
                     while let Ok(m) = rx.try_recv() {
                         if let Msg::Span(c) = m {
                             group.push(self.record(*c));
-                            if group.len() >= GROUP {
+                            if group.len() >= self.room() {
                                 self.take(&mut group);
+                                if self.full() {
+                                    let _ = self.seal(false);
+                                }
                             }
                         }
                     }
@@ -145,13 +150,24 @@ impl Worker {
                 }
                 _ => {}
             }
-            let full = self.writer.pending_records() >= self.cfg.max_batch_records
-                || self.writer.pending_bytes() >= self.cfg.max_batch_bytes;
-            if full || Instant::now() >= next_flush {
+            if self.full() || Instant::now() >= next_flush {
                 let _ = self.seal(false);
                 next_flush = Instant::now() + self.cfg.flush_interval;
             }
         }
+    }
+
+    /// Records that fit in the pending batch before it is full (at least one).
+    fn room(&self) -> usize {
+        self.cfg
+            .max_batch_records
+            .saturating_sub(self.writer.pending_records())
+            .clamp(1, GROUP)
+    }
+
+    fn full(&self) -> bool {
+        self.writer.pending_records() >= self.cfg.max_batch_records
+            || self.writer.pending_bytes() >= self.cfg.max_batch_bytes
     }
 
     fn record(&self, c: super::Closed) -> TraceRecord {
