@@ -26,7 +26,7 @@ use crate::record::TraceRecord;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Entry {
     /// A record, not yet chained.
-    Record(TraceRecord),
+    Record(Box<TraceRecord>),
     /// The records before this marker are being sealed as batch `batch_no`.
     Sealing {
         /// The batch number.
@@ -235,9 +235,9 @@ fn read_segment(path: &Path, newest: bool, out: &mut Vec<Entry>) -> Result<u64> 
             };
         }
         match payload[0] {
-            0 => out.push(Entry::Record(
+            0 => out.push(Entry::Record(Box::new(
                 serde_json::from_slice(&payload[1..]).map_err(|_| damaged(at, "not a record"))?,
-            )),
+            ))),
             1 if payload.len() == 9 => out.push(Entry::Sealing {
                 batch_no: u64::from_le_bytes(payload[1..9].try_into().unwrap_or_default()),
             }),
@@ -259,7 +259,7 @@ pub fn unsealed(entries: Vec<Entry>, next_batch_no: u64) -> Vec<TraceRecord> {
         .into_iter()
         .skip(cut)
         .filter_map(|e| match e {
-            Entry::Record(r) => Some(r),
+            Entry::Record(r) => Some(*r),
             Entry::Sealing { .. } => None,
         })
         .collect()
@@ -311,7 +311,7 @@ mod tests {
         s.sealed().unwrap();
         drop(s);
         let (_, left) = Spool::open(dir.path()).unwrap();
-        assert_eq!(left, vec![Entry::Record(rec(2))]);
+        assert_eq!(left, vec![Entry::Record(Box::new(rec(2)))]);
     }
 
     #[test]
@@ -331,7 +331,7 @@ mod tests {
             .set_len(len - 3)
             .unwrap();
         let (s, left) = Spool::open(dir.path()).unwrap();
-        assert_eq!(left, vec![Entry::Record(rec(1))]);
+        assert_eq!(left, vec![Entry::Record(Box::new(rec(1)))]);
         drop(s);
         // Now segment 0 is no longer the newest; flip a byte in its first entry.
         let mut bytes = fs::read(&seg).unwrap();
