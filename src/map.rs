@@ -138,7 +138,15 @@ fn kind_from_name(s: &str) -> Option<Kind> {
 
 /// The session id carried by these attributes under the first of `keys` present.
 pub fn session_of(a: &Attributes, keys: &[impl AsRef<str>]) -> Option<String> {
-    keys.iter().find_map(|k| match a.get(k.as_ref())? {
+    session_from(|k| a.get(k), keys)
+}
+
+/// [`session_of`] over any attribute lookup.
+pub fn session_from<'a>(
+    lookup: impl Fn(&str) -> Option<&'a Value>,
+    keys: &[impl AsRef<str>],
+) -> Option<String> {
+    keys.iter().find_map(|k| match lookup(k.as_ref())? {
         Value::Str(s) if !s.is_empty() => Some(s.clone()),
         Value::Int(i) => Some(i.to_string()),
         _ => None,

@@ -17,16 +17,40 @@ pub const OTEL_KIND: &str = "otel.kind";
 /// The field `tracing` uses for an event's message.
 pub(crate) const MESSAGE: &str = "message";
 
-/// Collects fields into attributes; `otel.*` control fields go to their own slots.
-pub(crate) struct Capture<'a> {
-    pub(crate) attributes: &'a mut Attributes,
+/// Where captured fields go: a span's list (names are `&'static`, so the hot
+/// path copies only values), or an event's attribute map.
+pub(crate) trait Sink {
+    fn put(&mut self, name: &'static str, value: Value);
+}
+
+/// A span's fields, in the order first recorded; a later value replaces an earlier one.
+pub(crate) type Fields = Vec<(&'static str, Value)>;
+
+impl Sink for Fields {
+    fn put(&mut self, name: &'static str, value: Value) {
+        match self.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.push((name, value)),
+        }
+    }
+}
+
+impl Sink for Attributes {
+    fn put(&mut self, name: &'static str, value: Value) {
+        self.0.insert(name.to_owned(), value);
+    }
+}
+
+/// Collects fields; `otel.*` control fields go to their own slots.
+pub(crate) struct Capture<'a, T: Sink> {
+    pub(crate) attributes: &'a mut T,
     pub(crate) name: &'a mut Option<String>,
     pub(crate) status: &'a mut (StatusCode, Option<String>),
     /// For events: the `message` field.
     pub(crate) message: Option<&'a mut Option<String>>,
 }
 
-impl Capture<'_> {
+impl<T: Sink> Capture<'_, T> {
     fn put(&mut self, field: &Field, value: Value) {
         match field.name() {
             OTEL_NAME => {
@@ -53,14 +77,12 @@ impl Capture<'_> {
                     *m = Some(s);
                 }
             }
-            name => {
-                self.attributes.0.insert(name.to_owned(), value);
-            }
+            name => self.attributes.put(name, value),
         }
     }
 }
 
-impl Visit for Capture<'_> {
+impl<T: Sink> Visit for Capture<'_, T> {
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.put(field, Value::Float(value));
     }

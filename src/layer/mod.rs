@@ -141,7 +141,7 @@ impl Closed {
                 code: s.status.0,
                 message: s.status.1,
             },
-            attributes: s.attributes,
+            attributes: s.fields.into_iter().collect(),
             events: s.events,
             resource: Attributes::new(),
         };
@@ -535,7 +535,7 @@ impl Drop for FlushGuard {
 
 /// Per-span state, kept in the span's extensions from creation to close.
 struct SpanState {
-    attributes: Attributes,
+    fields: fields::Fields,
     events: Vec<Event>,
     name: Option<String>,
     status: (StatusCode, Option<String>),
@@ -545,16 +545,37 @@ struct SpanState {
     parent_span_id: Option<u64>,
 }
 
+impl SpanState {
+    fn session(&self, keys: &[String]) -> Option<String> {
+        map::session_from(
+            |k| self.fields.iter().find(|(n, _)| *n == k).map(|(_, v)| v),
+            keys,
+        )
+    }
+}
+
+/// SplitMix64's finalizer: a bijection on u64 that scatters consecutive inputs.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 impl AuditLayer {
-    fn new_span_id(&self) -> u64 {
+    /// Span and trace ids: distinct within the layer (a bijection of a
+    /// counter), unrelated across processes (a random base per layer), and
+    /// without a system call on the hot path.
+    fn new_id(&self) -> u64 {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // An odd multiplier makes this a bijection: distinct counters, distinct ids.
-        let id = self.id_base ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        if id == 0 {
-            1
-        } else {
-            id
-        }
+        mix(self.id_base.wrapping_add(n)).max(1)
+    }
+
+    fn new_span_id(&self) -> u64 {
+        self.new_id()
+    }
+
+    fn new_trace_id(&self) -> u128 {
+        ((self.new_id() as u128) << 64) | mix(self.id_base ^ self.new_id().rotate_left(17)) as u128
     }
 
     fn enqueue(&self, closed: Closed) {
@@ -597,16 +618,11 @@ where
         if !captured {
             return;
         }
-        let trace_id = parent_ids.map(|(t, _)| t).unwrap_or_else(|| {
-            let mut b = [0u8; 16];
-            if getrandom::getrandom(&mut b).is_err() {
-                b[..8].copy_from_slice(&self.new_span_id().to_le_bytes());
-                b[8..].copy_from_slice(&now_ns().to_le_bytes());
-            }
-            u128::from_le_bytes(b)
-        });
+        let trace_id = parent_ids
+            .map(|(t, _)| t)
+            .unwrap_or_else(|| self.new_trace_id());
         let mut state = SpanState {
-            attributes: Attributes::new(),
+            fields: Vec::with_capacity(attrs.metadata().fields().len()),
             events: Vec::new(),
             name: None,
             status: (StatusCode::Unset, None),
@@ -616,7 +632,7 @@ where
             parent_span_id: parent_ids.map(|(_, s)| s),
         };
         attrs.record(&mut FieldCapture {
-            attributes: &mut state.attributes,
+            attributes: &mut state.fields,
             name: &mut state.name,
             status: &mut state.status,
             message: None,
@@ -629,7 +645,7 @@ where
         let mut ext = span.extensions_mut();
         if let Some(state) = ext.get_mut::<SpanState>() {
             values.record(&mut FieldCapture {
-                attributes: &mut state.attributes,
+                attributes: &mut state.fields,
                 name: &mut state.name,
                 status: &mut state.status,
                 message: None,
@@ -676,11 +692,11 @@ where
         let Some(state) = span.extensions_mut().remove::<SpanState>() else {
             return;
         };
-        let mut session = map::session_of(&state.attributes, &self.session_keys);
+        let mut session = state.session(&self.session_keys);
         if session.is_none() {
             for ancestor in span.scope().skip(1) {
                 if let Some(s) = ancestor.extensions().get::<SpanState>() {
-                    session = map::session_of(&s.attributes, &self.session_keys);
+                    session = s.session(&self.session_keys);
                     if session.is_some() {
                         break;
                     }

@@ -29,6 +29,9 @@ pub(crate) struct Config {
 /// Spans taken from the queue in one go, spooled with one fsync.
 const GROUP: usize = 4096;
 
+/// How long the worker waits after the first span of a group for more.
+const LINGER: Duration = Duration::from_millis(2);
+
 struct Worker {
     cfg: Config,
     rt: tokio::runtime::Runtime,
@@ -101,6 +104,10 @@ impl Worker {
             match rx.recv_timeout(wait) {
                 Ok(Msg::Span(c)) => {
                     group.push(self.record(*c));
+                    // Linger briefly so that the spans that follow find the
+                    // worker busy rather than parked: a parked receiver costs
+                    // every sender a wake-up system call.
+                    std::thread::sleep(LINGER);
                     // Take whatever else is already queued, up to a group
                     // and no further than the batch limit.
                     let room = self.room();
