@@ -1,7 +1,7 @@
-//! Cost per span (8 fields; create, enter, exit, close) for: a bare registry;
-//! + `fmt::layer().json()` to a sink; + tracing-opentelemetry with a batch
-//! span processor and a discarding exporter; + sealtrail (in-memory archive,
-//! real spool with fsync). All in one run.
+//! Cost per span (8 fields; create, enter, exit, close) for a bare registry,
+//! and the registry with `fmt::layer().json()` to a sink, with
+//! tracing-opentelemetry (batch span processor, discarding exporter), and
+//! with sealtrail (in-memory archive, real spool with fsync). All in one run.
 //!
 //! Two measures:
 //! - criterion: time on the instrumented thread, in bursts of 1,024 spans
