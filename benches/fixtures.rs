@@ -1,5 +1,23 @@
-// Shared by the benchmarks: a realistic GenAI span record of about 1 KiB.
+// Shared by the benchmarks: a realistic GenAI span record of about 1 KiB,
+// and a GenAI `tracing` span with 8 fields.
+#![allow(dead_code)]
+
 use sealtrail::{Attributes, Kind, TraceRecord, Value};
+
+/// A `chat` span with 8 fields, as an instrumented LLM client makes it.
+pub fn genai_span(step: u64) -> tracing::Span {
+    tracing::info_span!(
+        "chat gpt-4o",
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = "gpt-4o",
+        gen_ai.system = "openai",
+        gen_ai.usage.input_tokens = 1200u64,
+        gen_ai.usage.output_tokens = 300u64,
+        gen_ai.response.finish_reasons = "stop",
+        session.id = "session-1",
+        step,
+    )
+}
 
 pub fn genai_record(session: &str, i: u64) -> TraceRecord {
     let mut r = TraceRecord::new(session, Kind::LlmCall, "chat gpt-4o");

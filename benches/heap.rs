@@ -5,7 +5,6 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use tracing::info_span;
 use tracing_subscriber::prelude::*;
 
 struct Counting;
@@ -30,26 +29,15 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
+#[path = "fixtures.rs"]
+mod fixtures;
+
 const SPANS: usize = 10_000;
 
 fn open_spans(dispatch: &tracing::Dispatch) -> f64 {
     tracing::dispatcher::with_default(dispatch, || {
         let before = HELD.load(Ordering::Relaxed);
-        let spans: Vec<_> = (0..SPANS)
-            .map(|i| {
-                info_span!(
-                    "chat gpt-4o",
-                    gen_ai.operation.name = "chat",
-                    gen_ai.request.model = "gpt-4o",
-                    gen_ai.system = "openai",
-                    gen_ai.usage.input_tokens = 1200u64,
-                    gen_ai.usage.output_tokens = 300u64,
-                    gen_ai.response.finish_reasons = "stop",
-                    session.id = "session-1",
-                    step = i,
-                )
-            })
-            .collect();
+        let spans: Vec<_> = (0..SPANS).map(|i| fixtures::genai_span(i as u64)).collect();
         let per = (HELD.load(Ordering::Relaxed) - before) as f64 / SPANS as f64;
         drop(spans);
         per

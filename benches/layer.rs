@@ -17,8 +17,11 @@ use criterion::Criterion;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
-use tracing::{info_span, Dispatch};
+use tracing::Dispatch;
 use tracing_subscriber::prelude::*;
+
+#[path = "fixtures.rs"]
+mod fixtures;
 
 const BURST: u64 = 1024;
 
@@ -35,17 +38,7 @@ impl SpanExporter for Discard {
 }
 
 fn one_span(i: u64) {
-    let span = info_span!(
-        "chat gpt-4o",
-        gen_ai.operation.name = "chat",
-        gen_ai.request.model = "gpt-4o",
-        gen_ai.system = "openai",
-        gen_ai.usage.input_tokens = 1200u64,
-        gen_ai.usage.output_tokens = 300u64,
-        gen_ai.response.finish_reasons = "stop",
-        session.id = "session-1",
-        step = i,
-    );
+    let span = fixtures::genai_span(i);
     let _e = span.enter();
 }
 
