@@ -12,6 +12,7 @@ use sealtrail::verify::{verify, VerifyOptions};
 use sealtrail::Archive;
 
 mod demo;
+mod read;
 
 /// Tamper-evident audit trails for AI agents.
 #[derive(Debug, Parser)]
@@ -28,6 +29,11 @@ enum Command {
     /// Write a demo agent archive (several sessions of LLM calls, tool calls,
     /// policy checks and human approvals), sealed and signed.
     Demo(demo::DemoArgs),
+    /// List the sessions in an archive: records, time range, kinds.
+    Sessions(read::SessionsArgs),
+    /// Print one session's records in chain order (seq, time, kind, name, key fields).
+    /// Reading proves nothing: use `verify` for that.
+    Show(read::ShowArgs),
     /// Prove an archive complete and unaltered, or name what is wrong.
     /// Exit status: 0 intact, 1 findings, 2 usage or I/O error.
     Verify(VerifyArgs),
@@ -98,6 +104,8 @@ fn main() -> ExitCode {
         Command::Keygen(a) => keygen(&a),
         Command::Demo(a) => rt.block_on(demo::run(&a)),
         Command::Verify(a) => rt.block_on(run_verify(&a)),
+        Command::Sessions(a) => rt.block_on(read::run_sessions(&a)),
+        Command::Show(a) => rt.block_on(read::run_show(&a)),
     };
     match result {
         Ok(code) => code,

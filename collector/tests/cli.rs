@@ -189,3 +189,48 @@ fn as_of_and_session_filters() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("1 session(s)"), "{}", text(&o));
 }
+
+#[test]
+fn sessions_and_show_read_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(sealtrail(d, &["keygen"]).status.success());
+    assert!(sealtrail(d, &["demo", "--sessions", "2"]).status.success());
+    let o = sealtrail(d, &["sessions"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("claims-0-0") && out.contains("claims-0-1"),
+        "{out}"
+    );
+    assert!(out.contains("2 session(s)"), "{out}");
+    assert!(out.contains("llm_call=1 policy_check=2"), "{out}");
+
+    let o = sealtrail(d, &["show", "--session", "claims-0-1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    assert!(
+        lines[1].contains("llm_call") && lines[1].contains("gen_ai.request.model=gpt-4o"),
+        "{out}"
+    );
+    assert!(
+        lines[4].contains("policy.decision=deny") && lines[4].contains("error=denied by policy"),
+        "{out}"
+    );
+
+    let o = sealtrail(d, &["show", "--session", "claims-0-1", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let seqs: Vec<u64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4, 5]);
+
+    let o = sealtrail(d, &["show", "--session", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("no records of session"), "{}", text(&o));
+}

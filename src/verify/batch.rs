@@ -394,7 +394,7 @@ fn split_line(line: &[u8]) -> Option<(Digest, &[u8])> {
 /// Decodes exactly one zstd frame at the start of `bytes`; returns the content
 /// and the frame's length (shorter than `bytes` if data trails it). Content
 /// beyond `max` bytes is refused, whether or not the frame states its size.
-fn decode(bytes: &[u8], max: u64) -> Result<(Vec<u8>, usize), String> {
+pub(crate) fn decode(bytes: &[u8], max: u64) -> Result<(Vec<u8>, usize), String> {
     use std::io::Read;
     let frame_len = zstd::zstd_safe::find_frame_compressed_size(bytes).map_err(|code| {
         format!(

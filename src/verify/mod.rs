@@ -9,7 +9,7 @@
 //! roots against the seals, and objects no seal covers. Batches are checked in
 //! parallel.
 
-mod batch;
+pub(crate) mod batch;
 mod finding;
 mod scan;
 
