@@ -136,7 +136,12 @@ fn cpu_seconds() -> f64 {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
+    // SEALTRAIL_BENCH_SPOOL_PARENT puts the spool elsewhere (e.g. a tmpfs, to
+    // separate fsync cost from CPU cost).
+    let dir = match std::env::var_os("SEALTRAIL_BENCH_SPOOL_PARENT") {
+        Some(p) => tempfile::tempdir_in(p).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     let setups = setups(dir.path());
     let mut c = Criterion::default().configure_from_args();
     {

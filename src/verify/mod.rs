@@ -283,7 +283,6 @@ pub async fn verify(
     let pool = Arc::new(pool);
     let window = (pool.current_num_threads() * 4).max(16);
     let total = jobs.len() as u64;
-    let mut results: Vec<(BatchJob, BatchResult)> = Vec::with_capacity(jobs.len());
     let mut done = 0u64;
     let mut jobs = jobs.into_iter().peekable();
     let mut stitch = Stitcher::default();
@@ -329,14 +328,12 @@ pub async fn verify(
             report.records += r.records;
             report.bytes += r.bytes;
             stitch.batch(&job, &r, &mut findings);
-            results.push((job, r));
+            // Keep the findings only: memory stays bounded by the window.
+            findings.extend(r.findings);
         }
         if let Some(p) = &opts.progress {
             p(done, total);
         }
-    }
-    for (_, r) in results {
-        findings.extend(r.findings);
     }
     report.sessions = stitch.heads.len() as u64;
 
