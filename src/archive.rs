@@ -275,31 +275,7 @@ pub mod layout {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn second_write_of_a_key_fails_with_already_exists() {
-        let dir = tempfile::tempdir().unwrap();
-        for archive in [
-            Archive::memory(),
-            Archive::open(dir.path().to_str().unwrap()).unwrap(),
-        ] {
-            archive
-                .put_new("a/b", Bytes::from_static(b"one"))
-                .await
-                .unwrap();
-            let err = archive
-                .put_new("a/b", Bytes::from_static(b"two"))
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(err, Error::AlreadyExists { ref key } if key == "a/b"),
-                "{err}"
-            );
-            assert_eq!(
-                archive.get("a/b").await.unwrap(),
-                Bytes::from_static(b"one")
-            );
-        }
-    }
+    // Write-once and the rest of the store contract: tests/conformance.rs.
 
     #[test]
     fn urls() {
