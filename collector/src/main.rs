@@ -13,6 +13,7 @@ use sealtrail::Archive;
 
 mod demo;
 mod read;
+mod receivers;
 
 /// Tamper-evident audit trails for AI agents.
 #[derive(Debug, Parser)]

@@ -1,0 +1,3 @@
+//! Receivers: how spans from other languages enter the pipeline.
+
+pub(crate) mod otlp;

@@ -1,0 +1,411 @@
+//! OTLP trace messages into [`SpanData`], the input of the shared mapping
+//! (`sealtrail::map`).
+//!
+//! Everything the sender sent is kept: attributes, typed; events; status;
+//! ids in hex; resource attributes; the instrumentation scope as
+//! `otel.scope.name` / `otel.scope.version`; the span kind as `otel.kind`;
+//! and any counts the SDK reports as dropped (`otel.dropped_attributes_count`,
+//! `otel.dropped_events_count`, `otel.dropped_links_count`), so that the
+//! trail states its own gaps. Links are not archived yet.
+//!
+//! Input that cannot be represented faithfully is an error naming the span,
+//! and the whole request is rejected before anything is stored.
+#![allow(dead_code)] // The receivers that call this arrive with issue 4.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
+use sealtrail::map::SpanData;
+use sealtrail::{Attributes, Event, Status, StatusCode, Value};
+
+/// Why a request cannot be archived as sent.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ConvertError {
+    #[error("span {span:?}: {field} must be {want} bytes, got {got}")]
+    IdLength {
+        span: String,
+        field: &'static str,
+        want: usize,
+        got: usize,
+    },
+    #[error("{at}: attribute {key:?} appears twice")]
+    DuplicateKey { at: String, key: String },
+    #[error(
+        "{at}: attribute {key:?} uses string_value_strindex, which is only valid for profiles"
+    )]
+    Strindex { at: String, key: String },
+    #[error("{at}: an attribute has an empty key")]
+    EmptyKey { at: String },
+}
+
+fn value(v: Option<&AnyValue>, at: &str, key: &str) -> Result<Option<Value>, ConvertError> {
+    let Some(v) = v.and_then(|v| v.value.as_ref()) else {
+        return Ok(None); // An empty AnyValue: the attribute has no value.
+    };
+    Ok(Some(match v {
+        any_value::Value::StringValue(s) => Value::Str(s.clone()),
+        any_value::Value::BoolValue(b) => Value::Bool(*b),
+        any_value::Value::IntValue(i) => Value::Int(*i),
+        any_value::Value::DoubleValue(d) => Value::Float(*d),
+        any_value::Value::BytesValue(b) => Value::Bytes(b.clone()),
+        any_value::Value::ArrayValue(a) => Value::Array(
+            a.values
+                .iter()
+                .map(|v| value(Some(v), at, key).map(|v| v.unwrap_or(Value::Str(String::new()))))
+                .collect::<Result<_, _>>()?,
+        ),
+        any_value::Value::KvlistValue(kv) => Value::Map(attributes(&kv.values, at)?),
+        any_value::Value::StringValueStrindex(_) => {
+            return Err(ConvertError::Strindex {
+                at: at.to_owned(),
+                key: key.to_owned(),
+            })
+        }
+    }))
+}
+
+/// OTLP key-values as attributes; `at` names the place for errors.
+pub(crate) fn attributes(kvs: &[KeyValue], at: &str) -> Result<Attributes, ConvertError> {
+    let mut out = Attributes::new();
+    for kv in kvs {
+        if kv.key.is_empty() {
+            return Err(ConvertError::EmptyKey { at: at.to_owned() });
+        }
+        if out.get(&kv.key).is_some() {
+            return Err(ConvertError::DuplicateKey {
+                at: at.to_owned(),
+                key: kv.key.clone(),
+            });
+        }
+        if let Some(v) = value(kv.value.as_ref(), at, &kv.key)? {
+            out.insert(kv.key.clone(), v);
+        }
+    }
+    Ok(out)
+}
+
+fn id(
+    bytes: &[u8],
+    span: &str,
+    field: &'static str,
+    want: usize,
+) -> Result<Option<String>, ConvertError> {
+    match bytes.len() {
+        0 => Ok(None),
+        n if n == want => Ok(Some(hex::encode(bytes))),
+        got => Err(ConvertError::IdLength {
+            span: span.to_owned(),
+            field,
+            want,
+            got,
+        }),
+    }
+}
+
+fn kind_name(kind: i32) -> Option<&'static str> {
+    match span::SpanKind::try_from(kind).ok()? {
+        span::SpanKind::Unspecified => None,
+        span::SpanKind::Internal => Some("internal"),
+        span::SpanKind::Server => Some("server"),
+        span::SpanKind::Client => Some("client"),
+        span::SpanKind::Producer => Some("producer"),
+        span::SpanKind::Consumer => Some("consumer"),
+    }
+}
+
+fn convert_span(
+    s: &Span,
+    resource: &Attributes,
+    scope: &[(String, Value)],
+) -> Result<SpanData, ConvertError> {
+    let at = format!("span {:?} ({})", s.name, hex::encode(&s.span_id));
+    let mut attrs = attributes(&s.attributes, &at)?;
+    for (k, v) in scope {
+        if attrs.get(k).is_none() {
+            attrs.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(k) = kind_name(s.kind) {
+        attrs.insert("otel.kind", k);
+    }
+    for (k, n) in [
+        ("otel.dropped_attributes_count", s.dropped_attributes_count),
+        ("otel.dropped_events_count", s.dropped_events_count),
+        ("otel.dropped_links_count", s.dropped_links_count),
+    ] {
+        if n > 0 {
+            attrs.insert(k, Value::Int(n.into()));
+        }
+    }
+    let events = s
+        .events
+        .iter()
+        .map(|e| {
+            Ok(Event {
+                attributes: attributes(&e.attributes, &format!("{at} event {:?}", e.name))?,
+                name: e.name.clone(),
+                time_ns: e.time_unix_nano,
+            })
+        })
+        .collect::<Result<Vec<_>, ConvertError>>()?;
+    let status = match &s.status {
+        Some(st) => Status {
+            code: match status::StatusCode::try_from(st.code) {
+                Ok(status::StatusCode::Ok) => StatusCode::Ok,
+                Ok(status::StatusCode::Error) => StatusCode::Error,
+                _ => StatusCode::Unset,
+            },
+            message: (!st.message.is_empty()).then(|| st.message.clone()),
+        },
+        None => Status::default(),
+    };
+    Ok(SpanData {
+        name: s.name.clone(),
+        trace_id: id(&s.trace_id, &s.name, "trace_id", 16)?,
+        span_id: id(&s.span_id, &s.name, "span_id", 8)?,
+        parent_span_id: id(&s.parent_span_id, &s.name, "parent_span_id", 8)?,
+        start_ns: s.start_time_unix_nano,
+        end_ns: s.end_time_unix_nano,
+        status,
+        attributes: attrs,
+        events,
+        resource: resource.clone(),
+    })
+}
+
+/// Every span of an export request, in the order sent.
+pub(crate) fn spans(req: &ExportTraceServiceRequest) -> Result<Vec<SpanData>, ConvertError> {
+    let mut out = Vec::new();
+    for rs in &req.resource_spans {
+        let resource = match &rs.resource {
+            Some(r) => attributes(&r.attributes, "resource")?,
+            None => Attributes::new(),
+        };
+        for ss in &rs.scope_spans {
+            let mut scope = Vec::new();
+            if let Some(sc) = &ss.scope {
+                if !sc.name.is_empty() {
+                    scope.push(("otel.scope.name".to_owned(), Value::Str(sc.name.clone())));
+                }
+                if !sc.version.is_empty() {
+                    scope.push((
+                        "otel.scope.version".to_owned(),
+                        Value::Str(sc.version.clone()),
+                    ));
+                }
+            }
+            for s in &ss.spans {
+                out.push(convert_span(s, &resource, &scope)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, InstrumentationScope, KeyValueList};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+
+    fn kv(k: &str, v: any_value::Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv(
+                        "service.name",
+                        any_value::Value::StringValue("py-agent".into()),
+                    )],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "opentelemetry.instrumentation.openai_v2".into(),
+                        version: "2.1b0".into(),
+                        ..Default::default()
+                    }),
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn chat_span() -> Span {
+        Span {
+            trace_id: vec![0x4b; 16],
+            span_id: vec![0x01; 8],
+            parent_span_id: vec![0x02; 8],
+            name: "chat gpt-4o".into(),
+            kind: span::SpanKind::Client as i32,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![
+                kv(
+                    "gen_ai.operation.name",
+                    any_value::Value::StringValue("chat".into()),
+                ),
+                kv("gen_ai.usage.input_tokens", any_value::Value::IntValue(12)),
+                kv(
+                    "gen_ai.request.temperature",
+                    any_value::Value::DoubleValue(0.5),
+                ),
+                kv(
+                    "gen_ai.response.finish_reasons",
+                    any_value::Value::ArrayValue(ArrayValue {
+                        values: vec![AnyValue {
+                            value: Some(any_value::Value::StringValue("stop".into())),
+                        }],
+                    }),
+                ),
+                kv(
+                    "nested",
+                    any_value::Value::KvlistValue(KeyValueList {
+                        values: vec![kv("raw", any_value::Value::BytesValue(vec![0, 255]))],
+                    }),
+                ),
+            ],
+            events: vec![span::Event {
+                time_unix_nano: 3,
+                name: "gen_ai.choice".into(),
+                attributes: vec![kv("index", any_value::Value::IntValue(0))],
+                ..Default::default()
+            }],
+            dropped_attributes_count: 2,
+            status: Some(opentelemetry_proto::tonic::trace::v1::Status {
+                message: "boom".into(),
+                code: status::StatusCode::Error as i32,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_genai_span_keeps_everything_typed() {
+        let got = spans(&request(vec![chat_span()])).unwrap();
+        assert_eq!(got.len(), 1);
+        let s = &got[0];
+        assert_eq!(
+            s.trace_id.as_deref(),
+            Some("4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b")
+        );
+        assert_eq!(s.span_id.as_deref(), Some("0101010101010101"));
+        assert_eq!(s.parent_span_id.as_deref(), Some("0202020202020202"));
+        assert_eq!(
+            s.attributes.get("gen_ai.usage.input_tokens"),
+            Some(&Value::Int(12))
+        );
+        assert_eq!(
+            s.attributes.get("gen_ai.request.temperature"),
+            Some(&Value::Float(0.5))
+        );
+        assert_eq!(
+            s.attributes.get("gen_ai.response.finish_reasons"),
+            Some(&Value::Array(vec![Value::Str("stop".into())]))
+        );
+        match s.attributes.get("nested") {
+            Some(Value::Map(m)) => assert_eq!(m.get("raw"), Some(&Value::Bytes(vec![0, 255]))),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            s.attributes.get("otel.kind"),
+            Some(&Value::Str("client".into()))
+        );
+        assert_eq!(
+            s.attributes.get("otel.scope.name"),
+            Some(&Value::Str(
+                "opentelemetry.instrumentation.openai_v2".into()
+            ))
+        );
+        assert_eq!(
+            s.attributes.get("otel.dropped_attributes_count"),
+            Some(&Value::Int(2))
+        );
+        assert_eq!(
+            s.resource.get("service.name"),
+            Some(&Value::Str("py-agent".into()))
+        );
+        assert_eq!(
+            (s.events[0].name.as_str(), s.events[0].time_ns),
+            ("gen_ai.choice", 3)
+        );
+        assert_eq!(
+            (s.status.code, s.status.message.as_deref()),
+            (StatusCode::Error, Some("boom"))
+        );
+        assert_eq!(
+            sealtrail::map::classify(&s.attributes),
+            sealtrail::Kind::LlmCall
+        );
+    }
+
+    #[test]
+    fn bad_ids_duplicate_keys_and_strindex_are_errors() {
+        let mut s = chat_span();
+        s.trace_id = vec![1; 15];
+        assert!(matches!(
+            spans(&request(vec![s])),
+            Err(ConvertError::IdLength {
+                field: "trace_id",
+                got: 15,
+                ..
+            })
+        ));
+
+        let mut s = chat_span();
+        s.attributes.push(kv(
+            "gen_ai.usage.input_tokens",
+            any_value::Value::IntValue(1),
+        ));
+        let err = spans(&request(vec![s])).unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
+
+        let mut s = chat_span();
+        s.attributes
+            .push(kv("x", any_value::Value::StringValueStrindex(3)));
+        assert!(matches!(
+            spans(&request(vec![s])),
+            Err(ConvertError::Strindex { .. })
+        ));
+
+        let mut s = chat_span();
+        s.attributes.push(kv("", any_value::Value::BoolValue(true)));
+        assert!(matches!(
+            spans(&request(vec![s])),
+            Err(ConvertError::EmptyKey { .. })
+        ));
+    }
+
+    #[test]
+    fn otlp_json_as_the_http_exporters_send_it() {
+        // OTLP/JSON: hex ids, camelCase, 64-bit integers as strings.
+        let json = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"py"}}]},
+          "scopeSpans":[{"scope":{"name":"s"},"spans":[{"traceId":"5b8efff798038103d269b633813fc60c",
+          "spanId":"eee19b7ec3c1b174","name":"execute_tool lookup","kind":1,
+          "startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000",
+          "attributes":[{"key":"gen_ai.operation.name","value":{"stringValue":"execute_tool"}},
+                        {"key":"n","value":{"intValue":"42"}}],"status":{}}]}]}]}"#;
+        let req: ExportTraceServiceRequest = serde_json::from_str(json).unwrap();
+        let got = spans(&req).unwrap();
+        assert_eq!(
+            got[0].trace_id.as_deref(),
+            Some("5b8efff798038103d269b633813fc60c")
+        );
+        assert_eq!(got[0].start_ns, 1_544_712_660_000_000_000);
+        assert_eq!(got[0].attributes.get("n"), Some(&Value::Int(42)));
+        assert_eq!(
+            sealtrail::map::classify(&got[0].attributes),
+            sealtrail::Kind::ToolCall
+        );
+    }
+}
