@@ -59,6 +59,9 @@ impl Archive {
         if url == "memory://" || url == "memory:///" {
             return Ok(Self::from_store(Arc::new(InMemory::new()), "", url));
         }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            return Self::open_s3(url, rest);
+        }
         let dir = if let Some(rest) = url.strip_prefix("file://") {
             if !rest.starts_with('/') {
                 return Err(bad(
@@ -69,7 +72,7 @@ impl Archive {
             u.to_file_path().map_err(|_| bad("not a local file path"))?
         } else if let Some((scheme, _)) = url.split_once("://") {
             return Err(bad(&format!(
-                "unsupported scheme {scheme:?}: use a path, file:///abs/path or memory://"
+                "unsupported scheme {scheme:?}: use a path, file:///abs/path, s3://bucket/prefix or memory://"
             )));
         } else {
             std::path::PathBuf::from(url)
@@ -83,6 +86,35 @@ impl Archive {
             source,
         })?;
         Ok(Self::from_store(Arc::new(fs), "", url))
+    }
+
+    /// `s3://bucket/prefix`, configured from the standard AWS environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+    /// `AWS_REGION`, `AWS_ENDPOINT_URL` for S3-compatible servers,
+    /// `AWS_ALLOW_HTTP` for loopback). Writes are conditional
+    /// (`If-None-Match: *`) and carry an `x-amz-checksum-sha256`.
+    fn open_s3(url: &str, rest: &str) -> Result<Self> {
+        use object_store::aws::{AmazonS3Builder, Checksum};
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::InvalidStoreUrl {
+                url: url.to_owned(),
+                reason: "no bucket: use s3://bucket or s3://bucket/prefix".into(),
+            });
+        }
+        let store = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_checksum_algorithm(Checksum::SHA256)
+            .build()
+            .map_err(|e| Error::InvalidStoreUrl {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self::from_store(
+            Arc::new(store),
+            prefix.trim_matches('/'),
+            url,
+        ))
     }
 
     /// An archive over any `object_store`, under `prefix` (may be empty).
@@ -280,7 +312,7 @@ mod tests {
     #[test]
     fn urls() {
         assert!(Archive::open("memory://").is_ok());
-        for bad in ["", "file://relative", "ftp://x/y"] {
+        for bad in ["", "file://relative", "ftp://x/y", "s3://", "s3:///prefix"] {
             assert!(
                 matches!(Archive::open(bad), Err(Error::InvalidStoreUrl { .. })),
                 "{bad}"

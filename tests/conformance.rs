@@ -1,6 +1,6 @@
 //! One conformance suite that every storage backend runs, in the manner of
-//! object_store's own integration suite: the in-memory store and a local
-//! directory here; the S3 backend will call the same `conformance` function.
+//! object_store's own integration suite: the in-memory store, a local
+//! directory, and S3 (a real S3-compatible server that `scripts/test` starts).
 
 mod common;
 
@@ -78,4 +78,22 @@ async fn local_directory() {
         again.get("c/one").await.unwrap(),
         Bytes::from_static(b"first")
     );
+}
+
+#[tokio::test]
+async fn s3() {
+    let bucket = std::env::var("SEALTRAIL_TEST_S3_BUCKET").unwrap_or_else(|_| {
+        panic!(
+            "SEALTRAIL_TEST_S3_BUCKET is not set: run the suite with `bash scripts/test`, which starts a \
+             moto S3 server on loopback, creates the bucket and exports AWS_ENDPOINT_URL and the credentials"
+        )
+    });
+    // A fresh prefix per run: the server keeps its data for the whole suite.
+    let prefix = format!(
+        "conformance-{}-{}",
+        std::process::id(),
+        sealtrail::writer::now_ns()
+    );
+    let archive = Archive::open(&format!("s3://{bucket}/{prefix}")).unwrap();
+    conformance(archive).await;
 }
