@@ -1,0 +1,195 @@
+//! An S3 outage loses nothing: a loopback TCP proxy between sealtrail and the
+//! S3 server refuses connections for 30 s while an agent keeps tracing. (The
+//! server itself is not stopped: moto keeps its data in memory.) With
+//! `Overload::Block` nothing is dropped, seals fail and are retried, and the
+//! backlog drains once the proxy lets traffic through again.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use object_store::aws::{AmazonS3Builder, Checksum};
+use object_store::{BackoffConfig, ObjectStore, RetryConfig};
+use sealtrail::Archive;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinSet;
+use tracing::info_span;
+use tracing_subscriber::prelude::*;
+
+const OUTAGE: Duration = Duration::from_secs(30);
+
+/// Forwards connections to `upstream`; while down it does not listen at all
+/// (connections are refused) and cuts the connections it had.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    upstream: String,
+    running: Option<(
+        tokio::task::JoinHandle<()>,
+        Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    )>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let mut p = Proxy {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            upstream,
+            running: None,
+        };
+        p.up().await;
+        p
+    }
+
+    async fn up(&mut self) {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(self.addr).unwrap();
+        let listener = socket.listen(128).unwrap();
+        self.addr = listener.local_addr().unwrap();
+        let conns = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+        let (c, upstream) = (conns.clone(), self.upstream.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                c.lock().await.spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        self.running = Some((accept, conns));
+    }
+
+    async fn down(&mut self) {
+        if let Some((accept, conns)) = self.running.take() {
+            accept.abort();
+            let _ = accept.await;
+            conns.lock().await.abort_all();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
+    let bucket = std::env::var("SEALTRAIL_TEST_S3_BUCKET").unwrap_or_else(|_| {
+        panic!("SEALTRAIL_TEST_S3_BUCKET is not set: run the suite with `bash scripts/test`, which starts the S3 server")
+    });
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL, set by scripts/test");
+    let upstream = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut proxy = Proxy::start(upstream).await;
+
+    // The S3 client retries briefly on its own; beyond that the layer keeps
+    // the records pending (and spooled) and retries at every flush.
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        AmazonS3Builder::from_env()
+            .with_endpoint(format!("http://{}", proxy.addr))
+            .with_bucket_name(&bucket)
+            .with_checksum_algorithm(Checksum::SHA256)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 1,
+                retry_timeout: Duration::from_secs(2),
+            })
+            .build()
+            .unwrap(),
+    );
+    let prefix = format!(
+        "outage-{}-{}",
+        std::process::id(),
+        sealtrail::writer::now_ns()
+    );
+    let archive = Archive::from_store(store, &prefix, "s3 via proxy");
+    let dir = tempfile::tempdir().unwrap();
+    let (layer, guard) = sealtrail::AuditLayer::builder()
+        .with_archive(archive.clone())
+        .with_signing_key(key())
+        .with_spool_dir(dir.path().join("spool"))
+        .with_writer_id("outage-writer")
+        .with_flush_interval(Duration::from_millis(200))
+        .with_queue_capacity(1024)
+        .with_shutdown_timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+
+    // An agent that traces steadily until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let emitted = Arc::new(AtomicU64::new(0));
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let agent = {
+        let (stop, emitted) = (stop.clone(), emitted.clone());
+        std::thread::spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                while !stop.load(Ordering::Relaxed) {
+                    let i = emitted.fetch_add(1, Ordering::Relaxed);
+                    info_span!(
+                        "execute_tool",
+                        gen_ai.operation.name = "execute_tool",
+                        audit.session_id = "outage",
+                        i
+                    )
+                    .in_scope(|| {});
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = guard.stats();
+    assert!(before.sealed > 0 && before.store_errors == 0, "{before:?}");
+    proxy.down().await;
+    let outage_started = Instant::now();
+    tokio::time::sleep(OUTAGE).await;
+    let during = guard.stats();
+    proxy.up().await;
+    assert!(outage_started.elapsed() >= OUTAGE);
+    assert!(
+        during.store_errors > 0,
+        "the outage was noticed: {during:?}"
+    );
+    assert!(
+        during.spooled > before.spooled,
+        "records kept arriving in the spool during the outage: {during:?}"
+    );
+
+    // Traffic flows again: the backlog drains.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    agent.join().unwrap();
+    let after = guard.stats();
+    drop(guard);
+    assert_eq!(after.dropped, 0, "{after:?}");
+    let n = emitted.load(Ordering::Relaxed);
+    assert_eq!(after.captured, n);
+
+    let records = all_records(&archive).await;
+    assert_eq!(
+        records.len() as u64,
+        n,
+        "every span is archived after the outage"
+    );
+    let mut seen: Vec<i64> = records
+        .iter()
+        .map(|r| match r.attributes.get("i") {
+            Some(sealtrail::Value::Int(i)) => *i,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..n as i64).collect::<Vec<_>>());
+    let report = verify_now(&archive).await;
+    assert!(report.is_intact(), "{}", show(&report));
+    eprintln!(
+        "{n} spans over a {}s outage: {} failed seal attempts, all archived",
+        OUTAGE.as_secs(),
+        during.store_errors
+    );
+}
