@@ -21,15 +21,18 @@ use tracing_subscriber::prelude::*;
 
 const OUTAGE: Duration = Duration::from_secs(30);
 
+/// The accept loop and the connections it forwards.
+type Running = (
+    tokio::task::JoinHandle<()>,
+    Arc<tokio::sync::Mutex<JoinSet<()>>>,
+);
+
 /// Forwards connections to `upstream`; while down it does not listen at all
 /// (connections are refused) and cuts the connections it had.
 struct Proxy {
     addr: std::net::SocketAddr,
     upstream: String,
-    running: Option<(
-        tokio::task::JoinHandle<()>,
-        Arc<tokio::sync::Mutex<JoinSet<()>>>,
-    )>,
+    running: Option<Running>,
 }
 
 impl Proxy {
