@@ -115,7 +115,19 @@ pub struct SealReceipt {
 struct Pending {
     lines: Vec<u8>,
     hashes: Vec<Digest>,
+    /// Summaries of the records after the frozen ones.
     sessions: BTreeMap<String, SessionSummary>,
+    /// The first records of `lines`, already written as a batch object whose seal failed.
+    frozen: Option<Frozen>,
+}
+
+/// A batch whose object is written and whose seal content is fixed.
+#[derive(Clone, Default)]
+struct Frozen {
+    batch: Option<BatchRef>,
+    records: usize,
+    line_bytes: usize,
+    sessions: Vec<SessionSummary>,
 }
 
 /// Chains, seals and archives the records of one writer.
@@ -281,12 +293,14 @@ impl Writer {
         Ok(hash)
     }
 
-    /// Seals the pending records, if any, as one batch.
+    /// Seals the pending records, if any: as one batch, or as two when an
+    /// earlier attempt wrote a batch object but not its seal. Returns the last seal.
     pub async fn flush(&mut self) -> Result<Option<SealReceipt>> {
-        if self.pending.hashes.is_empty() {
-            return Ok(None);
+        let mut last = None;
+        while !self.pending.hashes.is_empty() {
+            last = Some(self.seal_batch(false).await?);
         }
-        self.seal_batch(false).await.map(Some)
+        Ok(last)
     }
 
     /// Seals now, with or without records (a heartbeat when there are none).
@@ -310,6 +324,9 @@ impl Writer {
     /// Seals the pending records in a final seal marked closed. After it, no
     /// heartbeat is expected and the writer accepts nothing more.
     pub async fn close(&mut self) -> Result<SealReceipt> {
+        if self.pending.frozen.is_some() {
+            self.seal_batch(false).await?;
+        }
         let r = self.seal_batch(true).await?;
         self.closed = true;
         Ok(r)
@@ -321,31 +338,14 @@ impl Writer {
                 writer: self.id.clone(),
             });
         }
-        let records = self.pending.hashes.len() as u64;
-        let batch = if records == 0 {
-            None
-        } else {
-            let compressed = zstd::bulk::compress(&self.pending.lines, self.opts.zstd_level)
-                .map_err(|source| Error::Io {
-                    path: "zstd".into(),
-                    source,
-                })?;
-            let sha256 = Digest::sha256(&compressed);
-            let key = layout::batch_key(&self.id, self.batch_no, &sha256);
-            let len = compressed.len() as u64;
-            self.put_batch(&key, Bytes::from(compressed), &sha256)
-                .await?;
-            Some(BatchRef {
-                key,
-                len,
-                merkle_root: merkle::root(&self.pending.hashes).unwrap_or_default(),
-                records,
-                sha256,
-            })
+        // A batch whose object was written but whose seal was not is sealed
+        // as it was: re-batching it would leave its object unsealed.
+        let frozen = match self.pending.frozen.take() {
+            Some(f) => f,
+            None => self.freeze().await?,
         };
-        let batch_key = batch.as_ref().map(|b| b.key.clone());
         let body = SealBody {
-            batch,
+            batch: frozen.batch.clone(),
             batch_no: self.batch_no,
             closed,
             created_ns: (self.opts.clock)(),
@@ -353,22 +353,14 @@ impl Writer {
             heartbeat_ns: self.opts.heartbeat.as_nanos() as u64,
             key_id: String::new(),
             prev_seal: self.prev_seal,
-            sessions: std::mem::take(&mut self.pending.sessions)
-                .into_values()
-                .collect(),
+            sessions: frozen.sessions.clone(),
             writer: self.id.clone(),
         };
         let sealed = seal::seal(body, &self.key)?;
         let seal_key = layout::seal_key(&self.id, self.batch_no);
         let bytes = crate::canonical::to_vec(&sealed)?;
         if let Err(e) = self.archive.put_new(&seal_key, Bytes::from(bytes)).await {
-            // Keep the records pending so that a retry seals them again.
-            self.pending.sessions = sealed
-                .body
-                .sessions
-                .into_iter()
-                .map(|s| (s.id.clone(), s))
-                .collect();
+            self.pending.frozen = Some(frozen);
             return Err(match e {
                 Error::AlreadyExists { key } => Error::Recovery {
                     writer: self.id.clone(),
@@ -377,8 +369,8 @@ impl Writer {
                 e => e,
             });
         }
-        self.pending.lines.clear();
-        self.pending.hashes.clear();
+        self.pending.lines.drain(..frozen.line_bytes);
+        self.pending.hashes.drain(..frozen.records);
         self.batch_no += 1;
         self.prev_seal = sealed.hash;
         self.last_seal_ns = sealed.body.created_ns;
@@ -386,8 +378,43 @@ impl Writer {
             batch_no: sealed.body.batch_no,
             seal_hash: sealed.hash,
             seal_key,
-            batch_key,
+            batch_key: frozen.batch.map(|b| b.key),
+            records: frozen.records as u64,
+        })
+    }
+
+    /// Writes the pending records as the batch object of the next seal and
+    /// fixes what that seal will state. Records appended later go to the next batch.
+    async fn freeze(&mut self) -> Result<Frozen> {
+        let records = self.pending.hashes.len();
+        if records == 0 {
+            return Ok(Frozen::default());
+        }
+        let compressed =
+            zstd::bulk::compress(&self.pending.lines, self.opts.zstd_level).map_err(|source| {
+                Error::Io {
+                    path: "zstd".into(),
+                    source,
+                }
+            })?;
+        let sha256 = Digest::sha256(&compressed);
+        let key = layout::batch_key(&self.id, self.batch_no, &sha256);
+        let len = compressed.len() as u64;
+        self.put_batch(&key, Bytes::from(compressed), &sha256)
+            .await?;
+        Ok(Frozen {
+            batch: Some(BatchRef {
+                key,
+                len,
+                merkle_root: merkle::root(&self.pending.hashes).unwrap_or_default(),
+                records: records as u64,
+                sha256,
+            }),
             records,
+            line_bytes: self.pending.lines.len(),
+            sessions: std::mem::take(&mut self.pending.sessions)
+                .into_values()
+                .collect(),
         })
     }
 
@@ -459,6 +486,120 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Recovery { .. }), "{err}");
+    }
+
+    /// A store whose seal writes fail while `fail` is above zero.
+    #[derive(Debug)]
+    struct FailSeals {
+        inner: object_store::memory::InMemory,
+        fail: std::sync::atomic::AtomicUsize,
+    }
+
+    impl std::fmt::Display for FailSeals {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("FailSeals")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for FailSeals {
+        async fn put_opts(
+            &self,
+            p: &object_store::path::Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            use std::sync::atomic::Ordering;
+            if p.as_ref().contains("/seals/") && self.fail.load(Ordering::SeqCst) > 0 {
+                self.fail.fetch_sub(1, Ordering::SeqCst);
+                return Err(object_store::Error::Generic {
+                    store: "FailSeals",
+                    source: "injected outage".into(),
+                });
+            }
+            self.inner.put_opts(p, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            p: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(p, opts).await
+        }
+        async fn get_opts(
+            &self,
+            p: &object_store::path::Path,
+            opts: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(p, opts).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<
+                'static,
+                object_store::Result<object_store::path::Path>,
+            >,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+        {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            opts: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, opts).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_seal_is_retried_with_the_same_batch_and_leaves_no_orphan() {
+        let store = Arc::new(FailSeals {
+            inner: object_store::memory::InMemory::new(),
+            fail: std::sync::atomic::AtomicUsize::new(1),
+        });
+        let archive = Archive::from_store(store, "", "memory://fail-seals");
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let mut w = Writer::open(archive.clone(), key.clone(), "w", WriterOptions::default())
+            .await
+            .unwrap();
+        w.append(TraceRecord::new("s", Kind::Span, "a")).unwrap();
+        w.append(TraceRecord::new("t", Kind::Span, "b")).unwrap();
+        assert!(w.flush().await.is_err(), "the seal write fails once");
+        // Records arriving in between go to the next batch.
+        w.append(TraceRecord::new("s", Kind::Span, "c")).unwrap();
+        let last = w.flush().await.unwrap().unwrap();
+        assert_eq!((last.batch_no, last.records), (1, 1));
+        w.close().await.unwrap();
+        let objects = archive.list("").await.unwrap();
+        let batches = objects
+            .iter()
+            .filter(|o| o.key.contains("/batches/"))
+            .count();
+        assert_eq!(batches, 2, "{objects:?}");
+        let report = crate::verify(
+            &archive,
+            &[key.verifying_key()],
+            &crate::VerifyOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert!(report.is_intact(), "{:?}", report.findings);
+        assert_eq!(report.records, 3);
     }
 
     #[tokio::test]

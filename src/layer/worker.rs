@@ -235,7 +235,8 @@ impl Worker {
     /// Seals pending records (or a heartbeat when due, or the final seal).
     fn seal(&mut self, closing: bool) -> Result<()> {
         let c = &self.cfg.counters;
-        if self.writer.pending_records() > 0
+        let pending = self.writer.pending_records();
+        if pending > 0
             && self
                 .spool
                 .mark_sealing(self.writer.next_batch_no())
@@ -249,9 +250,10 @@ impl Worker {
             self.rt.block_on(self.writer.tick())
         };
         match result {
-            Ok(Some(receipt)) => {
+            Ok(Some(_)) => {
                 c.seals.fetch_add(1, Ordering::Relaxed);
-                c.sealed.fetch_add(receipt.records, Ordering::Relaxed);
+                let sealed = pending.saturating_sub(self.writer.pending_records());
+                c.sealed.fetch_add(sealed as u64, Ordering::Relaxed);
                 if self.spool.sealed().is_err() {
                     c.spool_errors.fetch_add(1, Ordering::Relaxed);
                 }
