@@ -28,6 +28,36 @@ pub struct Archive {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     url: String,
+    /// For `s3://` archives: the S3 client, to presign Object Lock PUTs.
+    s3: Option<Arc<object_store::aws::AmazonS3>>,
+    retention: Option<Retention>,
+}
+
+/// S3 Object Lock mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// Nobody, the root account included, can delete or shorten retention.
+    Compliance,
+    /// Users with `s3:BypassGovernanceRetention` can.
+    Governance,
+}
+
+impl LockMode {
+    fn header(self) -> &'static str {
+        match self {
+            LockMode::Compliance => "COMPLIANCE",
+            LockMode::Governance => "GOVERNANCE",
+        }
+    }
+}
+
+/// How long every archived object is locked, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// The lock mode.
+    pub mode: LockMode,
+    /// Each object is retained until its write time plus this.
+    pub period: std::time::Duration,
 }
 
 impl fmt::Debug for Archive {
@@ -110,11 +140,98 @@ impl Archive {
                 url: url.to_owned(),
                 reason: e.to_string(),
             })?;
-        Ok(Self::from_store(
-            Arc::new(store),
-            prefix.trim_matches('/'),
-            url,
-        ))
+        let store = Arc::new(store);
+        let mut archive = Self::from_store(store.clone(), prefix.trim_matches('/'), url);
+        archive.s3 = Some(store);
+        Ok(archive)
+    }
+
+    /// Locks every object this archive writes from now on under S3 Object
+    /// Lock: each PUT carries `x-amz-object-lock-mode`,
+    /// `x-amz-object-lock-retain-until-date` (write time plus `period`) and
+    /// `x-amz-checksum-sha256` (with `x-amz-sdk-checksum-algorithm`), signed
+    /// together with `If-None-Match: *` into a presigned URL
+    /// (`Signer::signed_url_opts`), because `object_store` has no
+    /// per-request headers.
+    /// Only for `s3://` archives.
+    pub fn with_retention(mut self, retention: Retention) -> Result<Self> {
+        if self.s3.is_none() {
+            return Err(Error::InvalidStoreUrl {
+                url: self.url.clone(),
+                reason: "Object Lock retention needs an s3:// store".into(),
+            });
+        }
+        self.retention = Some(retention);
+        Ok(self)
+    }
+
+    /// The retention every write carries, if any.
+    pub fn retention(&self) -> Option<Retention> {
+        self.retention
+    }
+
+    async fn put_locked(
+        &self,
+        s3: &object_store::aws::AmazonS3,
+        r: Retention,
+        key: &str,
+        bytes: Bytes,
+    ) -> Result<()> {
+        use base64::Engine as _;
+        use http::{HeaderName, HeaderValue, Method};
+        use object_store::signer::{SignedUrlOptions, Signer};
+        let store_err = |e: String| Error::Store {
+            key: key.to_owned(),
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: e.into(),
+            },
+        };
+        let until = rfc3339_seconds(std::time::SystemTime::now() + r.period);
+        let checksum = base64::engine::general_purpose::STANDARD.encode(Digest::sha256(&bytes).0);
+        // S3 refuses a lock PUT without a checksum it can check: the SHA-256
+        // and the header naming its algorithm, as the AWS SDKs send them.
+        let headers: [(&'static str, String); 5] = [
+            ("if-none-match", "*".into()),
+            ("x-amz-checksum-sha256", checksum),
+            ("x-amz-sdk-checksum-algorithm", "SHA256".into()),
+            ("x-amz-object-lock-mode", r.mode.header().into()),
+            ("x-amz-object-lock-retain-until-date", until),
+        ];
+        let mut opts = SignedUrlOptions::default();
+        for (name, value) in &headers {
+            let v = HeaderValue::from_str(value).map_err(|e| store_err(e.to_string()))?;
+            opts = opts.with_signed_header(HeaderName::from_static(name), v);
+        }
+        let url = s3
+            .signed_url_opts(
+                Method::PUT,
+                &self.path(key),
+                std::time::Duration::from_secs(300),
+                &opts,
+            )
+            .await
+            .map_err(|source| Error::Store {
+                key: key.to_owned(),
+                source,
+            })?;
+        let mut req = shared_http_client().put(url.as_str()).body(bytes);
+        for (name, value) in &headers {
+            req = req.header(*name, value.as_str());
+        }
+        let resp = req.send().await.map_err(|e| store_err(e.to_string()))?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            412 => Err(Error::AlreadyExists {
+                key: key.to_owned(),
+            }),
+            code => {
+                let body = resp.text().await.unwrap_or_default();
+                Err(store_err(format!(
+                    "Object Lock PUT answered {code}: {body}"
+                )))
+            }
+        }
     }
 
     /// An archive over any `object_store`, under `prefix` (may be empty).
@@ -123,6 +240,8 @@ impl Archive {
             store,
             prefix: Path::from(prefix),
             url: url.to_owned(),
+            s3: None,
+            retention: None,
         }
     }
 
@@ -164,6 +283,9 @@ impl Archive {
 
     /// Writes a new object; [`Error::AlreadyExists`] if `key` exists.
     pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
+        if let (Some(s3), Some(r)) = (&self.s3, self.retention) {
+            return self.put_locked(s3, r, key, bytes).await;
+        }
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -225,6 +347,38 @@ impl Archive {
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
+}
+
+/// One HTTP client for the Object Lock PUTs (connection reuse).
+fn shared_http_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new)
+}
+
+/// RFC 3339 in UTC with whole seconds, as S3 expects retain-until dates.
+fn rfc3339_seconds(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Civil-from-days (Howard Hinnant's algorithm), to avoid a date crate for one format.
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// The key layout (docs/FORMAT.md §6).
@@ -322,6 +476,26 @@ mod tests {
         let url = format!("file://{}/sub", dir.path().display());
         Archive::open(&url).unwrap();
         assert!(dir.path().join("sub").is_dir());
+    }
+
+    #[test]
+    fn retain_until_dates_are_rfc3339_utc() {
+        let t = |s: u64| rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        assert_eq!(t(0), "1970-01-01T00:00:00Z");
+        assert_eq!(t(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(t(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(t(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn retention_needs_s3() {
+        let err = Archive::memory()
+            .with_retention(Retention {
+                mode: LockMode::Compliance,
+                period: std::time::Duration::from_secs(60),
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("needs an s3:// store"), "{err}");
     }
 
     #[test]

@@ -28,6 +28,10 @@ fn the_layer_archives_to_s3_and_the_archive_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let (layer, guard) = sealtrail::AuditLayer::builder()
         .with_store(url.as_str())
+        .with_retention(sealtrail::archive::Retention {
+            mode: sealtrail::archive::LockMode::Governance,
+            period: std::time::Duration::from_secs(3600),
+        })
         .with_signing_key(key())
         .with_spool_dir(dir.path().join("spool"))
         .with_writer_id("s3-writer")
@@ -58,4 +62,96 @@ fn the_layer_archives_to_s3_and_the_archive_verifies() {
     let report = rt.block_on(verify_now(&archive));
     assert!(report.is_intact(), "{}", show(&report));
     assert_eq!((report.records, report.sessions), (50, 1));
+    let prefix = url.splitn(4, '/').nth(3).unwrap().to_owned();
+    let objects = server_view(&prefix);
+    assert!(!objects.as_array().unwrap().is_empty());
+    assert!(
+        objects
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["mode"] == "GOVERNANCE"),
+        "{objects}"
+    );
+}
+
+/// Asks the S3 server itself (boto3, in the test venv) about every object under `prefix`.
+fn server_view(prefix: &str) -> serde_json::Value {
+    let python = std::env::var("SEALTRAIL_PYTHON").expect("SEALTRAIL_PYTHON, set by scripts/test");
+    let script = r#"
+import json, os, sys
+import boto3, botocore
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+bucket, prefix = os.environ["SEALTRAIL_TEST_S3_BUCKET"], sys.argv[1]
+out = []
+for v in s3.list_object_versions(Bucket=bucket, Prefix=prefix).get("Versions", []):
+    h = s3.head_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
+    try:
+        s3.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
+        deleted = "deleted"
+    except botocore.exceptions.ClientError as e:
+        deleted = e.response["Error"]["Code"]
+    out.append({"key": v["Key"], "mode": h.get("ObjectLockMode"),
+                "until": int(h["ObjectLockRetainUntilDate"].timestamp()) if "ObjectLockRetainUntilDate" in h else None,
+                "delete": deleted})
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script, prefix])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn every_object_is_locked_for_its_retention_and_cannot_be_deleted() {
+    use sealtrail::archive::{LockMode, Retention};
+    let url = s3_url("locked");
+    let period = std::time::Duration::from_secs(86_400);
+    let archive = Archive::open(&url)
+        .unwrap()
+        .with_retention(Retention {
+            mode: LockMode::Compliance,
+            period,
+        })
+        .unwrap();
+    let written_from = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let f = build_in(archive.clone(), "locked-writer", 2, 2, 5).await;
+    let report = verify_now(&f.archive).await;
+    assert!(report.is_intact(), "{}", show(&report));
+
+    // Write-once still holds with the Object Lock PUT.
+    let seal0 = f.seal_key(0);
+    let err = archive
+        .put_new(&seal0, bytes::Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, sealtrail::Error::AlreadyExists { .. }),
+        "{err}"
+    );
+
+    let prefix = url.splitn(4, '/').nth(3).unwrap().to_owned();
+    let objects = server_view(&prefix);
+    let objects = objects.as_array().unwrap();
+    assert_eq!(objects.len(), f.objects().await.len(), "{objects:?}");
+    for o in objects {
+        assert_eq!(o["mode"], "COMPLIANCE", "{o}");
+        let until = o["until"].as_u64().unwrap();
+        assert!(until >= written_from + period.as_secs() - 1, "{o}");
+        assert_eq!(
+            o["delete"], "AccessDenied",
+            "a locked version cannot be deleted: {o}"
+        );
+    }
+    // Nothing was lost to the delete attempts.
+    assert!(verify_now(&f.archive).await.is_intact());
 }

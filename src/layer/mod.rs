@@ -187,6 +187,7 @@ pub fn layer() -> Result<(AuditLayer, FlushGuard)> {
 pub struct AuditLayerBuilder {
     store: String,
     archive: Option<crate::Archive>,
+    retention: Option<crate::archive::Retention>,
     key: Option<KeySource>,
     writer_id: Option<String>,
     spool_dir: PathBuf,
@@ -231,6 +232,7 @@ impl Default for AuditLayerBuilder {
         AuditLayerBuilder {
             store: DEFAULT_STORE.into(),
             archive: None,
+            retention: None,
             key: None,
             writer_id: None,
             spool_dir: DEFAULT_SPOOL_DIR.into(),
@@ -275,6 +277,12 @@ impl AuditLayerBuilder {
     /// replaces [`with_store`](Self::with_store).
     pub fn with_archive(mut self, archive: crate::Archive) -> Self {
         self.archive = Some(archive);
+        self
+    }
+    /// Lock every archived object under S3 Object Lock for this long (an
+    /// `s3://` store only; see [`crate::Archive::with_retention`]).
+    pub fn with_retention(mut self, retention: crate::archive::Retention) -> Self {
+        self.retention = Some(retention);
         self
     }
     /// Signing key file (PKCS#8 PEM, see `sealtrail keygen`). Default: `$SEALTRAIL_SIGNING_KEY_FILE`.
@@ -357,10 +365,13 @@ impl AuditLayerBuilder {
     /// Errors: a bad store URL or unreachable store, a missing or unreadable
     /// key, a spool locked by another process or damaged.
     pub fn build(self) -> Result<(AuditLayer, FlushGuard)> {
-        let archive = match &self.archive {
+        let mut archive = match &self.archive {
             Some(a) => a.clone(),
             None => crate::Archive::open(&self.store)?,
         };
+        if let Some(r) = self.retention {
+            archive = archive.with_retention(r)?;
+        }
         let key = match &self.key {
             Some(KeySource::Key(k)) => (**k).clone(),
             Some(KeySource::File(p)) => keys::read_signing_key(p)?,
