@@ -1,5 +1,6 @@
 """Waits for the S3 server at $AWS_ENDPOINT_URL and creates the test buckets:
-`sealtrail-test` with Object Lock enabled, and `sealtrail-unlocked` without."""
+`sealtrail-test` with Object Lock enabled, `sealtrail-unlocked` without, and
+`sealtrail-default-retention` with a default retention of GOVERNANCE, 1 day."""
 import os
 import sys
 import time
@@ -19,4 +20,12 @@ while True:
         time.sleep(0.2)
 s3.create_bucket(Bucket="sealtrail-test", ObjectLockEnabledForBucket=True)
 s3.create_bucket(Bucket="sealtrail-unlocked")
+s3.create_bucket(Bucket="sealtrail-default-retention", ObjectLockEnabledForBucket=True)
+s3.put_object_lock_configuration(
+    Bucket="sealtrail-default-retention",
+    ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
+    },
+)
 print("S3 test server ready at", os.environ["AWS_ENDPOINT_URL"])

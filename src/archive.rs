@@ -165,6 +165,72 @@ impl Archive {
         Ok(self)
     }
 
+    /// Checks that the bucket of an `s3://` archive has Object Lock enabled,
+    /// and returns its default retention, if it has one. A bucket without
+    /// Object Lock is [`Error::ObjectLockDisabled`] (explaining how to enable
+    /// it) unless `allow_unlocked`. Does nothing for other stores.
+    pub async fn check_object_lock(&self, allow_unlocked: bool) -> Result<Option<Retention>> {
+        use http::Method;
+        use object_store::signer::{SignedUrlOptions, Signer};
+        let Some(s3) = &self.s3 else { return Ok(None) };
+        let bucket = self
+            .url
+            .trim_start_matches("s3://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let store_err = |e: String| Error::Store {
+            key: format!("{bucket}?object-lock"),
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: e.into(),
+            },
+        };
+        let opts = SignedUrlOptions::default().with_query([("object-lock", "")]);
+        let url = s3
+            .signed_url_opts(
+                Method::GET,
+                &Path::from(""),
+                std::time::Duration::from_secs(300),
+                &opts,
+            )
+            .await
+            .map_err(|e| store_err(e.to_string()))?;
+        let resp = shared_http_client()
+            .get(url.as_str())
+            .send()
+            .await
+            .map_err(|e| store_err(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        let enabled = status == 200 && xml_text(&body, "ObjectLockEnabled") == Some("Enabled");
+        if !enabled {
+            if status != 200 && status != 404 {
+                return Err(store_err(format!(
+                    "GetObjectLockConfiguration answered {status}: {body}"
+                )));
+            }
+            return if allow_unlocked {
+                Ok(None)
+            } else {
+                Err(Error::ObjectLockDisabled { bucket })
+            };
+        }
+        let mode = match xml_text(&body, "Mode") {
+            Some("COMPLIANCE") => LockMode::Compliance,
+            Some("GOVERNANCE") => LockMode::Governance,
+            _ => return Ok(None),
+        };
+        let days: Option<u64> = xml_text(&body, "Days").and_then(|d| d.parse().ok());
+        let years: Option<u64> = xml_text(&body, "Years").and_then(|d| d.parse().ok());
+        let period = days.map(|d| d * 86_400).or(years.map(|y| y * 365 * 86_400));
+        Ok(period.map(|secs| Retention {
+            mode,
+            period: std::time::Duration::from_secs(secs),
+        }))
+    }
+
     /// The retention every write carries, if any.
     pub fn retention(&self) -> Option<Retention> {
         self.retention
@@ -347,6 +413,14 @@ impl Archive {
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
+}
+
+/// The text of the first `<tag>…</tag>` in a small S3 XML answer.
+fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{tag}>"))? + start;
+    Some(xml[start..end].trim())
 }
 
 /// One HTTP client for the Object Lock PUTs (connection reuse).

@@ -33,6 +33,18 @@ pub enum Error {
         /// The object key.
         key: String,
     },
+    /// The S3 bucket does not have Object Lock enabled.
+    #[error(
+        "bucket {bucket:?} does not have Object Lock enabled, so archived objects could be deleted or overwritten. \
+         Create the bucket with Object Lock (aws s3api create-bucket --bucket {bucket} --object-lock-enabled-for-bucket), \
+         or enable it on a versioned bucket (aws s3api put-object-lock-configuration --bucket {bucket} \
+         --object-lock-configuration ObjectLockEnabled=Enabled), or accept an unlocked archive explicitly \
+         (allow_unlocked / --allow-unlocked)"
+    )]
+    ObjectLockDisabled {
+        /// The bucket.
+        bucket: String,
+    },
     /// A key file is missing, malformed, or would be overwritten.
     #[error("key file {path}: {reason}")]
     KeyFile {

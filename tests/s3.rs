@@ -155,3 +155,46 @@ async fn every_object_is_locked_for_its_retention_and_cannot_be_deleted() {
     // Nothing was lost to the delete attempts.
     assert!(verify_now(&f.archive).await.is_intact());
 }
+
+#[tokio::test]
+async fn a_bucket_without_object_lock_is_refused_unless_allowed() {
+    let url = format!(
+        "s3://sealtrail-unlocked/refused-{}",
+        sealtrail::writer::now_ns()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let builder = sealtrail::AuditLayer::builder()
+        .with_store(url.as_str())
+        .with_signing_key(key())
+        .with_writer_id("unlocked-writer");
+    let err = builder
+        .clone()
+        .with_spool_dir(dir.path().join("a"))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, sealtrail::Error::ObjectLockDisabled { ref bucket } if bucket == "sealtrail-unlocked"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("--object-lock-enabled-for-bucket"),
+        "{err}"
+    );
+    let (_layer, guard) = builder
+        .with_spool_dir(dir.path().join("b"))
+        .with_allow_unlocked(true)
+        .build()
+        .unwrap();
+    drop(guard);
+    // A locked bucket passes the check and reports its default retention.
+    let locked = Archive::open(&s3_url("check")).unwrap();
+    assert_eq!(locked.check_object_lock(false).await.unwrap(), None);
+    let with_default = Archive::open("s3://sealtrail-default-retention/x").unwrap();
+    assert_eq!(
+        with_default.check_object_lock(false).await.unwrap(),
+        Some(sealtrail::archive::Retention {
+            mode: sealtrail::archive::LockMode::Governance,
+            period: std::time::Duration::from_secs(86_400),
+        })
+    );
+}

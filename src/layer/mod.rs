@@ -188,6 +188,7 @@ pub struct AuditLayerBuilder {
     store: String,
     archive: Option<crate::Archive>,
     retention: Option<crate::archive::Retention>,
+    allow_unlocked: bool,
     key: Option<KeySource>,
     writer_id: Option<String>,
     spool_dir: PathBuf,
@@ -233,6 +234,7 @@ impl Default for AuditLayerBuilder {
             store: DEFAULT_STORE.into(),
             archive: None,
             retention: None,
+            allow_unlocked: false,
             key: None,
             writer_id: None,
             spool_dir: DEFAULT_SPOOL_DIR.into(),
@@ -283,6 +285,12 @@ impl AuditLayerBuilder {
     /// `s3://` store only; see [`crate::Archive::with_retention`]).
     pub fn with_retention(mut self, retention: crate::archive::Retention) -> Self {
         self.retention = Some(retention);
+        self
+    }
+    /// Accept an `s3://` bucket without Object Lock (by default building fails:
+    /// objects in such a bucket can be deleted or overwritten).
+    pub fn with_allow_unlocked(mut self, allow: bool) -> Self {
+        self.allow_unlocked = allow;
         self
     }
     /// Signing key file (PKCS#8 PEM, see `sealtrail keygen`). Default: `$SEALTRAIL_SIGNING_KEY_FILE`.
@@ -406,6 +414,7 @@ impl AuditLayerBuilder {
             max_batch_bytes: self.max_batch_bytes,
             resource: self.resource.clone(),
             counters: counters.clone(),
+            allow_unlocked: self.allow_unlocked,
         };
         let thread = std::thread::Builder::new()
             .name("sealtrail-worker".into())

@@ -24,6 +24,7 @@ pub(crate) struct Config {
     pub(crate) max_batch_bytes: usize,
     pub(crate) resource: Attributes,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) allow_unlocked: bool,
 }
 
 /// Spans taken from the queue in one go, spooled with one fsync.
@@ -61,6 +62,24 @@ pub(crate) fn run(
             return;
         }
     };
+    match rt.block_on(cfg.archive.check_object_lock(cfg.allow_unlocked)) {
+        Ok(Some(default)) => {
+            if let Some(r) = cfg.archive.retention() {
+                if default.period < r.period {
+                    tracing::warn!(
+                        bucket_default_secs = default.period.as_secs(),
+                        configured_secs = r.period.as_secs(),
+                        "the bucket's default Object Lock retention is shorter than the configured retention"
+                    );
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    }
     let opts = WriterOptions::default().with_heartbeat(cfg.heartbeat);
     let writer = match rt.block_on(Writer::open(
         cfg.archive.clone(),
