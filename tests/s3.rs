@@ -198,3 +198,69 @@ async fn a_bucket_without_object_lock_is_refused_unless_allowed() {
         })
     );
 }
+
+/// Does what someone with write access to the bucket (but not the key) could:
+/// overwrite a key (a new version) or delete it (a delete marker).
+fn tamper_through_server(full_key: &str, action: &str) {
+    let python = std::env::var("SEALTRAIL_PYTHON").expect("SEALTRAIL_PYTHON, set by scripts/test");
+    let script = r#"
+import os, sys
+import boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+bucket, key, action = os.environ["SEALTRAIL_TEST_S3_BUCKET"], sys.argv[1], sys.argv[2]
+if action == "overwrite":
+    s3.put_object(Bucket=bucket, Key=key, Body=b"forged")
+else:
+    s3.delete_object(Bucket=bucket, Key=key)
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script, full_key, action])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn verify_reads_the_first_version_and_reports_overwrites_and_delete_markers() {
+    use sealtrail::verify::Problem;
+    let url = s3_url("tampered");
+    let prefix = url.splitn(4, '/').nth(3).unwrap().to_owned();
+    let archive = Archive::open(&url)
+        .unwrap()
+        .with_retention(sealtrail::archive::Retention {
+            mode: sealtrail::archive::LockMode::Compliance,
+            period: std::time::Duration::from_secs(3600),
+        })
+        .unwrap();
+    let f = build_in(archive, "tampered-writer", 2, 3, 4).await;
+    assert!(f.verify().await.is_intact());
+    let batch = f.batch_key(0);
+    let seal = f.seal_key(1);
+    tamper_through_server(&format!("{prefix}/{batch}"), "overwrite");
+    tamper_through_server(&format!("{prefix}/{seal}"), "delete");
+
+    let r = f.verify().await;
+    let found: Vec<(Option<&str>, &Problem)> = r
+        .findings
+        .iter()
+        .map(|x| (x.at.key.as_deref(), &x.problem))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                Some(batch.as_str()),
+                &Problem::ObjectOverwritten { versions: 2 }
+            ),
+            (Some(seal.as_str()), &Problem::DeleteMarker),
+        ],
+        "{}",
+        show(&r)
+    );
+    // Everything sealed was still verified, from the versions first written.
+    assert_eq!(r.records, 12);
+}

@@ -67,6 +67,14 @@ impl fmt::Display for Location {
 pub enum Problem {
     /// An object that no seal covers (an unsealed batch, or anything else in the archive).
     UncoveredObject,
+    /// S3: a delete marker hides the object (it was verified from its version).
+    /// Who can place one is an access-control question the auditor needs to see.
+    DeleteMarker,
+    /// S3: the key has newer versions than the one first written (which was verified).
+    ObjectOverwritten {
+        /// How many versions with data the key has.
+        versions: u64,
+    },
     /// A seal object cannot be parsed.
     SealUnreadable {
         /// The parser's message.
@@ -255,6 +263,11 @@ impl fmt::Display for Problem {
         use Problem::*;
         match self {
             UncoveredObject => write!(f, "object not covered by any seal"),
+            DeleteMarker => write!(f, "a delete marker hides this object; its version was verified"),
+            ObjectOverwritten { versions } => write!(
+                f,
+                "the key has {versions} versions: it was written again after its first write, which was verified"
+            ),
             SealUnreadable { reason } => write!(f, "seal unreadable: {reason}"),
             SealMisplaced { field, expected, found } => {
                 write!(f, "seal {field} is {found:?} but its key implies {expected:?}")
