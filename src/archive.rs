@@ -43,7 +43,8 @@ pub enum LockMode {
 }
 
 impl LockMode {
-    fn header(self) -> &'static str {
+    /// `COMPLIANCE` or `GOVERNANCE`, as S3 names them.
+    pub fn header(self) -> &'static str {
         match self {
             LockMode::Compliance => "COMPLIANCE",
             LockMode::Governance => "GOVERNANCE",
@@ -349,6 +350,70 @@ impl Archive {
         resp.bytes().await.map_err(|e| store_err(e.to_string()))
     }
 
+    /// The Object Lock of one object version of an `s3://` archive, as the
+    /// server reports it (HEAD): mode and retain-until if locked, and when the
+    /// version was written.
+    pub async fn object_lock(&self, key: &str, version_id: Option<&str>) -> Result<ObjectLock> {
+        use http::Method;
+        use object_store::signer::{SignedUrlOptions, Signer};
+        let store_err = |e: String| Error::Store {
+            key: key.to_owned(),
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: e.into(),
+            },
+        };
+        let Some(s3) = &self.s3 else {
+            return Err(store_err(
+                "Object Lock exists only in s3:// archives".into(),
+            ));
+        };
+        let mut opts = SignedUrlOptions::default();
+        if let Some(v) = version_id {
+            opts = opts.with_query([("versionId", v)]);
+        }
+        let url = s3
+            .signed_url_opts(
+                Method::HEAD,
+                &self.path(key),
+                std::time::Duration::from_secs(300),
+                &opts,
+            )
+            .await
+            .map_err(|e| store_err(e.to_string()))?;
+        let resp = shared_http_client()
+            .head(url.as_str())
+            .send()
+            .await
+            .map_err(|e| store_err(e.to_string()))?;
+        if resp.status().as_u16() != 200 {
+            return Err(store_err(format!(
+                "HEAD answered {}",
+                resp.status().as_u16()
+            )));
+        }
+        let h = resp.headers();
+        let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mode = match text("x-amz-object-lock-mode").as_deref() {
+            Some("COMPLIANCE") => Some(LockMode::Compliance),
+            Some("GOVERNANCE") => Some(LockMode::Governance),
+            _ => None,
+        };
+        let retain_until = text("x-amz-object-lock-retain-until-date")
+            .and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok());
+        let written = text("last-modified").and_then(|s| httpdate::parse_http_date(&s).ok());
+        Ok(ObjectLock {
+            mode,
+            retain_until,
+            written,
+        })
+    }
+
+    /// Whether this is an `s3://` archive.
+    pub fn is_s3(&self) -> bool {
+        self.s3.is_some()
+    }
+
     /// The retention every write carries, if any.
     pub fn retention(&self) -> Option<Retention> {
         self.retention
@@ -371,7 +436,11 @@ impl Archive {
                 source: e.into(),
             },
         };
-        let until = rfc3339_seconds(std::time::SystemTime::now() + r.period);
+        // Dates are whole seconds; two more make sure that the lock outlasts
+        // the server's own write time plus the period.
+        let until = rfc3339_seconds(
+            std::time::SystemTime::now() + r.period + std::time::Duration::from_secs(2),
+        );
         let checksum = base64::engine::general_purpose::STANDARD.encode(Digest::sha256(&bytes).0);
         // S3 refuses a lock PUT without a checksum it can check: the SHA-256
         // and the header naming its algorithm, as the AWS SDKs send them.
@@ -539,6 +608,17 @@ fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{tag}>"))? + start;
     Some(xml[start..end].trim())
+}
+
+/// The Object Lock of one object version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// Lock mode, if the version is locked.
+    pub mode: Option<LockMode>,
+    /// Retained until, if locked.
+    pub retain_until: Option<std::time::SystemTime>,
+    /// When the version was written (`Last-Modified`).
+    pub written: Option<std::time::SystemTime>,
 }
 
 /// One version of an object, or a delete marker, as S3 lists them.

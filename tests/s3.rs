@@ -264,3 +264,89 @@ async fn verify_reads_the_first_version_and_reports_overwrites_and_delete_marker
     // Everything sealed was still verified, from the versions first written.
     assert_eq!(r.records, 12);
 }
+
+#[tokio::test]
+async fn check_retention_reports_objects_locked_for_less_than_the_policy() {
+    use sealtrail::archive::{LockMode, Retention};
+    use sealtrail::verify::Problem;
+    let url = s3_url("retention");
+    let hour = std::time::Duration::from_secs(3600);
+    let locked = Archive::open(&url)
+        .unwrap()
+        .with_retention(Retention {
+            mode: LockMode::Compliance,
+            period: hour,
+        })
+        .unwrap();
+    let f = build_in(locked, "retention-writer", 2, 2, 3).await;
+    let check = |policy: Retention| {
+        let archive = Archive::open(&url).unwrap();
+        let opts = sealtrail::VerifyOptions::default()
+            .with_as_of(f.now.load(std::sync::atomic::Ordering::SeqCst))
+            .with_retention_policy(policy);
+        async move {
+            sealtrail::verify(&archive, &[key().verifying_key()], &opts)
+                .await
+                .unwrap()
+        }
+    };
+    let objects = f.objects().await.len();
+
+    // As locked: nothing to report.
+    let r = check(Retention {
+        mode: LockMode::Compliance,
+        period: hour,
+    })
+    .await;
+    assert!(r.is_intact(), "{}", show(&r));
+    // A longer policy, or another mode: every object falls short.
+    for policy in [
+        Retention {
+            mode: LockMode::Compliance,
+            period: 2 * hour,
+        },
+        Retention {
+            mode: LockMode::Governance,
+            period: hour,
+        },
+    ] {
+        let r = check(policy).await;
+        let short = with_problem(&r, |p| {
+            matches!(
+                p,
+                Problem::RetentionInsufficient {
+                    found_mode: Some("COMPLIANCE"),
+                    ..
+                }
+            )
+        });
+        assert_eq!(short.len(), objects, "{}", show(&r));
+        assert_eq!(r.findings.len(), objects);
+    }
+    // An object written without a lock has none.
+    let unlocked = Archive::open(&url).unwrap();
+    unlocked
+        .put_new("notes.txt", bytes::Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let r = check(Retention {
+        mode: LockMode::Compliance,
+        period: hour,
+    })
+    .await;
+    assert!(
+        r.findings
+            .iter()
+            .any(|x| x.at.key.as_deref() == Some("notes.txt")
+                && matches!(
+                    x.problem,
+                    Problem::RetentionInsufficient {
+                        found_mode: None,
+                        found_until_ns: None,
+                        ..
+                    }
+                )),
+        "{}",
+        show(&r)
+    );
+}

@@ -73,6 +73,13 @@ struct VerifyArgs {
     /// Lateness tolerated beyond a writer's heartbeat interval.
     #[arg(long, env = "SEALTRAIL_HEARTBEAT_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     heartbeat_grace: Duration,
+    /// S3 only: check every object's Object Lock against this retention (e.g. 7y, 90d):
+    /// each object locked for less than its write time plus this is a finding.
+    #[arg(long, env = "SEALTRAIL_CHECK_RETENTION", value_parser = humantime::parse_duration)]
+    check_retention: Option<Duration>,
+    /// The lock mode --check-retention requires.
+    #[arg(long, env = "SEALTRAIL_LOCK_MODE", default_value = "compliance", value_parser = ["compliance", "governance"])]
+    lock_mode: String,
     /// Also parse every record against the record schema (slower).
     #[arg(long, env = "SEALTRAIL_STRICT")]
     strict: bool,
@@ -145,6 +152,14 @@ async fn run_verify(a: &VerifyArgs) -> sealtrail::Result<ExitCode> {
     }
     if let Some(s) = &a.session {
         opts = opts.with_session(s.clone());
+    }
+    if let Some(period) = a.check_retention {
+        let mode = if a.lock_mode == "governance" {
+            sealtrail::archive::LockMode::Governance
+        } else {
+            sealtrail::archive::LockMode::Compliance
+        };
+        opts = opts.with_retention_policy(sealtrail::archive::Retention { mode, period });
     }
     let bar = (!a.json && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(0);

@@ -70,6 +70,18 @@ pub enum Problem {
     /// S3: a delete marker hides the object (it was verified from its version).
     /// Who can place one is an access-control question the auditor needs to see.
     DeleteMarker,
+    /// S3: the object's lock is missing, of another mode, or ends before its
+    /// write time plus the retention policy (`--check-retention`).
+    RetentionInsufficient {
+        /// The policy's mode.
+        expected_mode: &'static str,
+        /// The object's mode, if locked.
+        found_mode: Option<&'static str>,
+        /// Write time plus the policy's period, unix ns.
+        required_until_ns: u64,
+        /// The object's retain-until, unix ns, if locked.
+        found_until_ns: Option<u64>,
+    },
     /// S3: the key has newer versions than the one first written (which was verified).
     ObjectOverwritten {
         /// How many versions with data the key has.
@@ -264,6 +276,18 @@ impl fmt::Display for Problem {
         match self {
             UncoveredObject => write!(f, "object not covered by any seal"),
             DeleteMarker => write!(f, "a delete marker hides this object; its version was verified"),
+            RetentionInsufficient {
+                expected_mode,
+                found_mode,
+                required_until_ns,
+                found_until_ns,
+            } => write!(
+                f,
+                "Object Lock is {} until {}; the policy requires {expected_mode} until {}",
+                found_mode.unwrap_or("absent"),
+                found_until_ns.map_or("-".into(), |n| (n / 1_000_000_000).to_string()),
+                required_until_ns / 1_000_000_000
+            ),
             ObjectOverwritten { versions } => write!(
                 f,
                 "the key has {versions} versions: it was written again after its first write, which was verified"

@@ -43,6 +43,7 @@ pub struct VerifyOptions {
     threads: usize,
     max_batch_bytes: u64,
     strict: bool,
+    retention: Option<crate::archive::Retention>,
     progress: Option<ProgressFn>,
 }
 
@@ -68,6 +69,7 @@ impl Default for VerifyOptions {
             threads: 0,
             max_batch_bytes: 1 << 30,
             strict: false,
+            retention: None,
             progress: None,
         }
     }
@@ -108,6 +110,13 @@ impl VerifyOptions {
     /// that the writer wrote well-formed records, at some cost in speed).
     pub fn with_strict_records(mut self, strict: bool) -> Self {
         self.strict = strict;
+        self
+    }
+    /// S3 only: also check every object's Object Lock against this policy
+    /// (mode, and retain-until at least its write time plus the period); each
+    /// object that falls short is a [`Problem::RetentionInsufficient`].
+    pub fn with_retention_policy(mut self, policy: crate::archive::Retention) -> Self {
+        self.retention = Some(policy);
         self
     }
     /// Called after each window of batches is checked.
@@ -183,6 +192,9 @@ pub async fn verify(
     let mut report = Report::default();
     let mut findings = Vec::new();
     let (objects, pinned) = list_objects(archive, &mut findings).await?;
+    if let Some(policy) = opts.retention {
+        check_retention(archive, &objects, &pinned, policy, &mut findings).await?;
+    }
     let fetch = |key: String| {
         let version = pinned.get(&key).cloned();
         async move {
@@ -426,6 +438,58 @@ async fn list_objects(
         pinned.insert(key, first.version_id.clone());
     }
     Ok((objects, pinned))
+}
+
+/// Checks every object's Object Lock against `policy` (S3 archives only).
+async fn check_retention(
+    archive: &Archive,
+    objects: &[crate::archive::ObjectInfo],
+    pinned: &HashMap<String, String>,
+    policy: crate::archive::Retention,
+    findings: &mut Vec<Finding>,
+) -> Result<()> {
+    if !archive.is_s3() {
+        return Err(Error::InvalidStoreUrl {
+            url: archive.url().to_owned(),
+            reason: "retention can only be checked on an s3:// archive".into(),
+        });
+    }
+    let ns = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    };
+    let locks: Vec<_> = futures::stream::iter(objects.iter())
+        .map(|o| async move {
+            let lock = archive
+                .object_lock(&o.key, pinned.get(&o.key).map(String::as_str))
+                .await?;
+            Ok::<_, Error>((o.key.clone(), lock))
+        })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    for (key, lock) in locks {
+        let written = lock.written.map(ns).unwrap_or(0);
+        let required = written.saturating_add(policy.period.as_nanos() as u64);
+        let found_until = lock.retain_until.map(ns);
+        let ok = lock.mode == Some(policy.mode) && found_until.is_some_and(|u| u >= required);
+        if !ok {
+            findings.push(Finding {
+                at: Location {
+                    key: Some(key),
+                    ..Default::default()
+                },
+                problem: Problem::RetentionInsufficient {
+                    expected_mode: policy.mode.header(),
+                    found_mode: lock.mode.map(|m| m.header()),
+                    required_until_ns: required,
+                    found_until_ns: found_until,
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_seal_chain(
