@@ -350,3 +350,38 @@ async fn check_retention_reports_objects_locked_for_less_than_the_policy() {
         show(&r)
     );
 }
+
+/// Why sealtrail's lock PUTs carry `x-amz-sdk-checksum-algorithm` and a SHA-256:
+/// the server refuses a lock PUT without a checksum it can check. (boto3 with
+/// its automatic checksums turned off sends exactly such a PUT.)
+#[test]
+fn the_server_refuses_a_lock_put_without_a_checksum() {
+    let python = std::env::var("SEALTRAIL_PYTHON").expect("SEALTRAIL_PYTHON, set by scripts/test");
+    let script = r#"
+import datetime, os
+import boto3, botocore
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"],
+                  config=Config(request_checksum_calculation="when_required"))
+try:
+    s3.put_object(Bucket=os.environ["SEALTRAIL_TEST_S3_BUCKET"], Key="no-checksum", Body=b"x",
+                  ObjectLockMode="COMPLIANCE",
+                  ObjectLockRetainUntilDate=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1))
+    print("accepted")
+except botocore.exceptions.ClientError as e:
+    print(e.response["Error"]["Code"])
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "MissingUploadObjectWithObjectLockHeaders"
+    );
+}

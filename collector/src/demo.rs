@@ -25,6 +25,15 @@ pub(crate) struct DemoArgs {
     /// Agent sessions to simulate.
     #[arg(long, default_value_t = 3)]
     sessions: u32,
+    /// S3 only: lock every object under Object Lock for this long (e.g. 7y, 90d).
+    #[arg(long, env = "SEALTRAIL_RETENTION", value_parser = humantime::parse_duration)]
+    retention: Option<std::time::Duration>,
+    /// The Object Lock mode of --retention.
+    #[arg(long, env = "SEALTRAIL_LOCK_MODE", default_value = "compliance", value_parser = ["compliance", "governance"])]
+    lock_mode: String,
+    /// S3 only: accept a bucket without Object Lock.
+    #[arg(long, env = "SEALTRAIL_ALLOW_UNLOCKED")]
+    allow_unlocked: bool,
 }
 
 fn attrs<const N: usize>(kv: [(&str, Value); N]) -> Attributes {
@@ -136,7 +145,16 @@ fn session_records(session: &str, t0: u64) -> Vec<TraceRecord> {
 
 pub(crate) async fn run(a: &DemoArgs) -> sealtrail::Result<ExitCode> {
     let key = keys::read_signing_key(&a.signing_key)?;
-    let archive = Archive::open(&a.store)?;
+    let mut archive = Archive::open(&a.store)?;
+    if let Some(period) = a.retention {
+        let mode = if a.lock_mode == "governance" {
+            sealtrail::archive::LockMode::Governance
+        } else {
+            sealtrail::archive::LockMode::Compliance
+        };
+        archive = archive.with_retention(sealtrail::archive::Retention { mode, period })?;
+    }
+    archive.check_object_lock(a.allow_unlocked).await?;
     let mut writer = Writer::open(archive, key, &a.writer_id, WriterOptions::default()).await?;
     let t0 = now_ns();
     let run = writer.next_batch_no();

@@ -234,3 +234,69 @@ fn sessions_and_show_read_the_archive() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("no records of session"), "{}", text(&o));
 }
+
+#[test]
+fn demo_and_verify_on_s3_under_object_lock() {
+    let bucket = std::env::var("SEALTRAIL_TEST_S3_BUCKET").unwrap_or_else(|_| {
+        panic!("SEALTRAIL_TEST_S3_BUCKET is not set: run the suite with `bash scripts/test`, which starts the S3 server")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(sealtrail(d, &["keygen"]).status.success());
+    let store = format!("s3://{bucket}/cli-{}", std::process::id());
+    let o = sealtrail(
+        d,
+        &[
+            "demo",
+            "--store",
+            &store,
+            "--retention",
+            "1d",
+            "--sessions",
+            "2",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sealtrail(
+        d,
+        &[
+            "verify",
+            "--store",
+            &store,
+            "--public-key",
+            "audit.key.pub",
+            "--check-retention",
+            "1d",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Governance is not what the demo locked with: every object is reported.
+    let o = sealtrail(
+        d,
+        &[
+            "verify",
+            "--store",
+            &store,
+            "--public-key",
+            "audit.key.pub",
+            "--check-retention",
+            "1d",
+            "--lock-mode",
+            "governance",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("the policy requires GOVERNANCE"),
+        "{}",
+        text(&o)
+    );
+    // A bucket without Object Lock is refused, and how to enable it is said.
+    let o = sealtrail(d, &["demo", "--store", "s3://sealtrail-unlocked/cli"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("--object-lock-enabled-for-bucket"),
+        "{}",
+        text(&o)
+    );
+}
