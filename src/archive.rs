@@ -425,7 +425,7 @@ impl Archive {
         r: Retention,
         key: &str,
         bytes: Bytes,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         use base64::Engine as _;
         use http::{HeaderName, HeaderValue, Method};
         use object_store::signer::{SignedUrlOptions, Signer};
@@ -474,7 +474,11 @@ impl Archive {
         }
         let resp = req.send().await.map_err(|e| store_err(e.to_string()))?;
         match resp.status().as_u16() {
-            200..=299 => Ok(()),
+            200..=299 => Ok(resp
+                .headers()
+                .get("x-amz-version-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)),
             412 => Err(Error::AlreadyExists {
                 key: key.to_owned(),
             }),
@@ -534,8 +538,9 @@ impl Archive {
         }
     }
 
-    /// Writes a new object; [`Error::AlreadyExists`] if `key` exists.
-    pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
+    /// Writes a new object; [`Error::AlreadyExists`] if `key` exists. Returns
+    /// the object's version id where the store has versions (S3).
+    pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<Option<String>> {
         if let (Some(s3), Some(r)) = (&self.s3, self.retention) {
             return self.put_locked(s3, r, key, bytes).await;
         }
@@ -548,7 +553,7 @@ impl Archive {
             .put_opts(&self.path(key), PutPayload::from(bytes), opts)
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(r) => Ok(r.version),
             Err(object_store::Error::AlreadyExists { .. }) => Err(Error::AlreadyExists {
                 key: key.to_owned(),
             }),
@@ -557,6 +562,19 @@ impl Archive {
                 source,
             }),
         }
+    }
+
+    /// The version id of the current version of `key`, where the store has versions.
+    pub async fn version_of(&self, key: &str) -> Result<Option<String>> {
+        let meta = self
+            .store
+            .head(&self.path(key))
+            .await
+            .map_err(|source| Error::Store {
+                key: key.to_owned(),
+                source,
+            })?;
+        Ok(meta.version)
     }
 
     /// Reads a whole object.

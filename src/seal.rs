@@ -32,6 +32,9 @@ pub struct BatchRef {
     pub records: u64,
     /// SHA-256 of the object's bytes.
     pub sha256: Digest,
+    /// The object's version id, where the store has versions (S3); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
 }
 
 /// One session's part of a batch.
@@ -72,6 +75,9 @@ pub struct SealBody {
     pub key_id: String,
     /// Hash of the previous seal of this writer, or [`crate::digest::seal_genesis`] for batch 0.
     pub prev_seal: Digest,
+    /// The previous seal object's version id, where the store has versions (S3); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_seal_version: Option<String>,
     /// Sessions in the batch, sorted by id.
     pub sessions: Vec<SessionSummary>,
     /// The writer id.
@@ -186,6 +192,7 @@ mod tests {
             heartbeat_ns: 60_000_000_000,
             key_id: String::new(),
             prev_seal: seal_genesis("w"),
+            prev_seal_version: None,
             sessions: vec![],
             writer: "w".into(),
         }

@@ -139,6 +139,8 @@ pub struct Writer {
     chain: Chain,
     batch_no: u64,
     prev_seal: Digest,
+    /// The previous seal object's version id, on stores with versions.
+    prev_seal_version: Option<String>,
     last_seal_ns: u64,
     pending: Pending,
     closed: bool,
@@ -179,6 +181,7 @@ impl Writer {
             chain: Chain::new(id),
             batch_no: 0,
             prev_seal: seal_genesis(id),
+            prev_seal_version: None,
             last_seal_ns: 0,
             pending: Pending::default(),
             closed: false,
@@ -197,6 +200,9 @@ impl Writer {
         };
         let listed = self.archive.list(&layout::seals_dir(&self.id)).await?;
         let trusted = [self.key.verifying_key()];
+        if let Some(last) = listed.last() {
+            self.prev_seal_version = self.archive.version_of(&last.key).await?;
+        }
         for obj in listed {
             let Some(layout::Name::Seal { batch_no, .. }) = layout::parse(&obj.key) else {
                 return Err(fail(format!(
@@ -353,22 +359,27 @@ impl Writer {
             heartbeat_ns: self.opts.heartbeat.as_nanos() as u64,
             key_id: String::new(),
             prev_seal: self.prev_seal,
+            prev_seal_version: self.prev_seal_version.clone(),
             sessions: frozen.sessions.clone(),
             writer: self.id.clone(),
         };
         let sealed = seal::seal(body, &self.key)?;
         let seal_key = layout::seal_key(&self.id, self.batch_no);
         let bytes = crate::canonical::to_vec(&sealed)?;
-        if let Err(e) = self.archive.put_new(&seal_key, Bytes::from(bytes)).await {
-            self.pending.frozen = Some(frozen);
-            return Err(match e {
+        let version = match self.archive.put_new(&seal_key, Bytes::from(bytes)).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.pending.frozen = Some(frozen);
+                return Err(match e {
                 Error::AlreadyExists { key } => Error::Recovery {
                     writer: self.id.clone(),
                     reason: format!("{key} was written by someone else: is another process using this writer id?"),
                 },
                 e => e,
             });
-        }
+            }
+        };
+        self.prev_seal_version = version;
         self.pending.lines.drain(..frozen.line_bytes);
         self.pending.hashes.drain(..frozen.records);
         self.batch_no += 1;
@@ -400,7 +411,8 @@ impl Writer {
         let sha256 = Digest::sha256(&compressed);
         let key = layout::batch_key(&self.id, self.batch_no, &sha256);
         let len = compressed.len() as u64;
-        self.put_batch(&key, Bytes::from(compressed), &sha256)
+        let version_id = self
+            .put_batch(&key, Bytes::from(compressed), &sha256)
             .await?;
         Ok(Frozen {
             batch: Some(BatchRef {
@@ -409,6 +421,7 @@ impl Writer {
                 merkle_root: merkle::root(&self.pending.hashes).unwrap_or_default(),
                 records: records as u64,
                 sha256,
+                version_id,
             }),
             records,
             line_bytes: self.pending.lines.len(),
@@ -420,12 +433,12 @@ impl Writer {
 
     /// Writes a batch object; an identical object left by an earlier failed
     /// attempt is accepted, a different one is an error.
-    async fn put_batch(&self, key: &str, bytes: Bytes, sha256: &Digest) -> Result<()> {
+    async fn put_batch(&self, key: &str, bytes: Bytes, sha256: &Digest) -> Result<Option<String>> {
         match self.archive.put_new(key, bytes).await {
             Err(Error::AlreadyExists { key }) => {
                 let existing = self.archive.get(&key).await?;
                 if Digest::sha256(&existing) == *sha256 {
-                    Ok(())
+                    self.archive.version_of(&key).await
                 } else {
                     Err(Error::AlreadyExists { key })
                 }

@@ -385,3 +385,36 @@ except botocore.exceptions.ClientError as e:
         "MissingUploadObjectWithObjectLockHeaders"
     );
 }
+
+#[tokio::test]
+async fn seals_name_the_versions_written_and_verify_reads_those() {
+    use sealtrail::seal::Seal;
+    let url = s3_url("versions");
+    let prefix = url.splitn(4, '/').nth(3).unwrap().to_owned();
+    let f = build_in(Archive::open(&url).unwrap(), "versions-writer", 2, 3, 4).await;
+    let s1: Seal = serde_json::from_slice(&f.get(&f.seal_key(1)).await).unwrap();
+    let batch = s1.body.batch.clone().unwrap();
+    let batch_version = batch
+        .version_id
+        .clone()
+        .expect("the seal names the batch object's version");
+    assert_eq!(
+        s1.body.prev_seal_version,
+        f.archive.version_of(&f.seal_key(0)).await.unwrap(),
+        "the seal names the previous seal's version"
+    );
+    assert!(f.verify().await.is_intact());
+    // Overwriting the batch makes a new version; the seal still names the first,
+    // and verify reads that one.
+    tamper_through_server(&format!("{prefix}/{}", batch.key), "overwrite");
+    assert_ne!(
+        f.archive.version_of(&batch.key).await.unwrap().as_deref(),
+        Some(batch_version.as_str())
+    );
+    let r = f.verify().await;
+    assert_eq!(r.findings.len(), 1, "{}", show(&r));
+    assert_eq!(
+        r.findings[0].problem,
+        sealtrail::verify::Problem::ObjectOverwritten { versions: 2 }
+    );
+}

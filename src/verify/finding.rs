@@ -82,6 +82,12 @@ pub enum Problem {
         /// The object's retain-until, unix ns, if locked.
         found_until_ns: Option<u64>,
     },
+    /// S3: the object version a seal names (the version written) is not there
+    /// any more, or is not the version first written: it was deleted.
+    SealedVersionMissing {
+        /// The version id the seal names.
+        version_id: String,
+    },
     /// S3: the key has newer versions than the one first written (which was verified).
     ObjectOverwritten {
         /// How many versions with data the key has.
@@ -276,6 +282,9 @@ impl fmt::Display for Problem {
         match self {
             UncoveredObject => write!(f, "object not covered by any seal"),
             DeleteMarker => write!(f, "a delete marker hides this object; its version was verified"),
+            SealedVersionMissing { version_id } => {
+                write!(f, "the version the seals name ({version_id}) is not the version found first: it was deleted")
+            }
             RetentionInsufficient {
                 expected_mode,
                 found_mode,

@@ -268,6 +268,7 @@ pub async fn verify(
             grace,
             &mut findings,
         );
+        check_seal_versions(writer, &loaded, &pinned, &mut findings);
         for l in loaded {
             let Some(s) = l.parsed else { continue };
             if let Some(b) = &s.body.batch {
@@ -309,19 +310,48 @@ pub async fn verify(
     let mut stitch = Stitcher::default();
     while jobs.peek().is_some() {
         let chunk: Vec<BatchJob> = jobs.by_ref().take(window).collect();
-        let fetched: Vec<(BatchJob, Option<bytes::Bytes>)> = futures::stream::iter(chunk)
+        type Fetched = (BatchJob, Option<bytes::Bytes>, Option<Finding>);
+        let fetched: Vec<Fetched> = futures::stream::iter(chunk)
             .map(|job| async {
-                let bytes = match &job.seal.batch {
-                    Some(b) if present.contains_key(b.key.as_str()) => {
-                        Some(fetch(b.key.clone()).await?)
+                let (bytes, finding) = match &job.seal.batch {
+                    // The seal names the version written: read that one.
+                    Some(b) if b.version_id.is_some() && archive.is_s3() => {
+                        let v = b.version_id.as_deref().unwrap_or_default();
+                        match archive.get_version(&b.key, v).await {
+                            Ok(bytes) => (Some(bytes), None),
+                            Err(_) => (
+                                None,
+                                Some(Finding {
+                                    at: Location {
+                                        writer: Some(job.writer.clone()),
+                                        batch_no: Some(job.seal.batch_no),
+                                        key: Some(b.key.clone()),
+                                        ..Default::default()
+                                    },
+                                    problem: Problem::SealedVersionMissing {
+                                        version_id: v.to_owned(),
+                                    },
+                                }),
+                            ),
+                        }
                     }
-                    _ => None,
+                    Some(b) if present.contains_key(b.key.as_str()) => {
+                        (Some(fetch(b.key.clone()).await?), None)
+                    }
+                    _ => (None, None),
                 };
-                Ok::<_, Error>((job, bytes))
+                Ok::<_, Error>((job, bytes, finding))
             })
             .buffered(16)
             .try_collect()
             .await?;
+        let fetched: Vec<(BatchJob, Option<bytes::Bytes>)> = fetched
+            .into_iter()
+            .map(|(job, bytes, finding)| {
+                findings.extend(finding);
+                (job, bytes)
+            })
+            .collect();
         let max = opts.max_batch_bytes;
         let p = pool.clone();
         let checked = tokio::task::spawn_blocking(move || {
@@ -490,6 +520,38 @@ async fn check_retention(
         }
     }
     Ok(())
+}
+
+/// On S3: each seal names the version id of the seal before it; that must be
+/// the version verified (the first written).
+fn check_seal_versions(
+    writer: &str,
+    seals: &[LoadedSeal],
+    pinned: &HashMap<String, String>,
+    findings: &mut Vec<Finding>,
+) {
+    for pair in seals.windows(2) {
+        let (prev, this) = (&pair[0], &pair[1]);
+        let Some(s) = &this.parsed else { continue };
+        let (Some(expected), Some(found)) =
+            (s.body.prev_seal_version.as_ref(), pinned.get(&prev.key))
+        else {
+            continue;
+        };
+        if this.batch_no == prev.batch_no + 1 && expected != found {
+            findings.push(Finding {
+                at: Location {
+                    writer: Some(writer.to_owned()),
+                    batch_no: Some(prev.batch_no),
+                    key: Some(prev.key.clone()),
+                    ..Default::default()
+                },
+                problem: Problem::SealedVersionMissing {
+                    version_id: expected.clone(),
+                },
+            });
+        }
+    }
 }
 
 fn check_seal_chain(
