@@ -1,0 +1,474 @@
+//! S3: opening `s3://` archives, Object Lock on every write, and the few S3
+//! calls `object_store` has no method for (bucket lock configuration, object
+//! versions, a version's lock). Those are presigned by `object_store`'s own
+//! signer, with any extra headers folded into the signature, and sent with
+//! the same HTTP library it uses: nothing is signed by hand (docs/S3.md).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method};
+use object_store::aws::{AmazonS3Builder, Checksum};
+use object_store::path::Path;
+use object_store::signer::{SignedUrlOptions, Signer};
+
+use super::Archive;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+/// S3 Object Lock mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// Nobody, the root account included, can delete or shorten retention.
+    Compliance,
+    /// Users with `s3:BypassGovernanceRetention` can.
+    Governance,
+}
+
+impl LockMode {
+    /// `COMPLIANCE` or `GOVERNANCE`, as S3 names them.
+    pub fn header(self) -> &'static str {
+        match self {
+            LockMode::Compliance => "COMPLIANCE",
+            LockMode::Governance => "GOVERNANCE",
+        }
+    }
+}
+
+/// How long every archived object is locked, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// The lock mode.
+    pub mode: LockMode,
+    /// Each object is retained until its write time plus this.
+    pub period: Duration,
+}
+
+/// The Object Lock of one object version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// Lock mode, if the version is locked.
+    pub mode: Option<LockMode>,
+    /// Retained until, if locked.
+    pub retain_until: Option<SystemTime>,
+    /// When the version was written (`Last-Modified`).
+    pub written: Option<SystemTime>,
+}
+
+/// One version of an object, or a delete marker, as S3 lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// Key relative to the archive root.
+    pub key: String,
+    /// The version id.
+    pub version_id: String,
+    /// Whether this is the version a plain GET returns.
+    pub is_latest: bool,
+    /// A delete marker rather than data.
+    pub delete_marker: bool,
+    /// Size in bytes (0 for a delete marker).
+    pub size: u64,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListVersionsResult {
+    #[serde(default)]
+    is_truncated: bool,
+    next_key_marker: Option<String>,
+    next_version_id_marker: Option<String>,
+    #[serde(default, rename = "$value")]
+    entries: Vec<VersionEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+enum VersionEntry {
+    Version(VersionFields),
+    DeleteMarker(VersionFields),
+    #[serde(other)]
+    Other,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct VersionFields {
+    key: String,
+    version_id: String,
+    is_latest: bool,
+    #[serde(default)]
+    size: u64,
+}
+
+/// An error of an S3 call about `what`.
+fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Store {
+        key: what.to_owned(),
+        source: object_store::Error::Generic {
+            store: "S3",
+            source: e.to_string().into(),
+        },
+    }
+}
+
+/// One HTTP client for these calls (connection reuse).
+fn http_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new)
+}
+
+/// The text of the first `<tag>…</tag>` in a small S3 XML answer.
+fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{tag}>"))? + start;
+    Some(xml[start..end].trim())
+}
+
+/// RFC 3339 in UTC with whole seconds, as S3 expects retain-until dates.
+fn rfc3339_seconds(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl Archive {
+    /// `s3://bucket/prefix`, configured from the standard AWS environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+    /// `AWS_REGION`, `AWS_ENDPOINT_URL` for S3-compatible servers,
+    /// `AWS_ALLOW_HTTP` for loopback). Writes are conditional
+    /// (`If-None-Match: *`) and carry an `x-amz-checksum-sha256`.
+    pub(super) fn open_s3(url: &str, rest: &str) -> Result<Self> {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::InvalidStoreUrl {
+                url: url.to_owned(),
+                reason: "no bucket: use s3://bucket or s3://bucket/prefix".into(),
+            });
+        }
+        let store = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_checksum_algorithm(Checksum::SHA256)
+            .build()
+            .map_err(|e| Error::InvalidStoreUrl {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let store = Arc::new(store);
+        let mut archive = Self::from_store(store.clone(), prefix.trim_matches('/'), url);
+        archive.s3 = Some(store);
+        Ok(archive)
+    }
+
+    /// Whether this is an `s3://` archive.
+    pub fn is_s3(&self) -> bool {
+        self.s3.is_some()
+    }
+
+    /// Locks every object this archive writes from now on under S3 Object
+    /// Lock: each PUT carries `x-amz-object-lock-mode`,
+    /// `x-amz-object-lock-retain-until-date` (write time plus `period`, plus
+    /// two seconds) and `x-amz-checksum-sha256` with
+    /// `x-amz-sdk-checksum-algorithm`, signed together with
+    /// `If-None-Match: *` into a presigned URL, because `object_store` has no
+    /// per-request headers. Only for `s3://` archives.
+    pub fn with_retention(mut self, retention: Retention) -> Result<Self> {
+        if self.s3.is_none() {
+            return Err(Error::InvalidStoreUrl {
+                url: self.url.clone(),
+                reason: "Object Lock retention needs an s3:// store".into(),
+            });
+        }
+        self.retention = Some(retention);
+        Ok(self)
+    }
+
+    /// The retention every write carries, if any.
+    pub fn retention(&self) -> Option<Retention> {
+        self.retention
+    }
+
+    /// A request `object_store` has no call for: presigned by its signer with
+    /// `headers` folded into the signature, then sent with them.
+    async fn s3_send(
+        &self,
+        method: Method,
+        path: &Path,
+        query: &[(&str, &str)],
+        headers: &[(&'static str, String)],
+        body: Option<Bytes>,
+        what: &str,
+    ) -> Result<reqwest::Response> {
+        let s3 = self
+            .s3
+            .as_ref()
+            .ok_or_else(|| s3_err(what, "only s3:// archives have this"))?;
+        let mut opts = SignedUrlOptions::default();
+        if !query.is_empty() {
+            opts = opts.with_query(query.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        }
+        for (name, value) in headers {
+            let v = HeaderValue::from_str(value).map_err(|e| s3_err(what, e))?;
+            opts = opts.with_signed_header(HeaderName::from_static(name), v);
+        }
+        let url = s3
+            .signed_url_opts(method.clone(), path, Duration::from_secs(300), &opts)
+            .await
+            .map_err(|e| s3_err(what, e))?;
+        let mut req = http_client().request(method, url.as_str());
+        for (name, value) in headers {
+            req = req.header(*name, value.as_str());
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        req.send().await.map_err(|e| s3_err(what, e))
+    }
+
+    /// The write path with a retention: see [`Archive::with_retention`].
+    pub(super) async fn put_locked(
+        &self,
+        r: Retention,
+        key: &str,
+        bytes: Bytes,
+    ) -> Result<Option<String>> {
+        use base64::Engine as _;
+        // Dates are whole seconds; two more make sure that the lock outlasts
+        // the server's own write time plus the period.
+        let until = rfc3339_seconds(SystemTime::now() + r.period + Duration::from_secs(2));
+        let checksum = base64::engine::general_purpose::STANDARD.encode(Digest::sha256(&bytes).0);
+        // S3 refuses a lock PUT without a checksum it can check: the SHA-256
+        // and the header naming its algorithm, as the AWS SDKs send them.
+        let headers = [
+            ("if-none-match", "*".to_owned()),
+            ("x-amz-checksum-sha256", checksum),
+            ("x-amz-sdk-checksum-algorithm", "SHA256".to_owned()),
+            ("x-amz-object-lock-mode", r.mode.header().to_owned()),
+            ("x-amz-object-lock-retain-until-date", until),
+        ];
+        let resp = self
+            .s3_send(
+                Method::PUT,
+                &self.path(key),
+                &[],
+                &headers,
+                Some(bytes),
+                key,
+            )
+            .await?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(resp
+                .headers()
+                .get("x-amz-version-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)),
+            412 => Err(Error::AlreadyExists {
+                key: key.to_owned(),
+            }),
+            code => {
+                let body = resp.text().await.unwrap_or_default();
+                Err(s3_err(
+                    key,
+                    format!("Object Lock PUT answered {code}: {body}"),
+                ))
+            }
+        }
+    }
+
+    /// Checks that the bucket of an `s3://` archive has Object Lock enabled,
+    /// and returns its default retention, if it has one. A bucket without
+    /// Object Lock is [`Error::ObjectLockDisabled`] (explaining how to enable
+    /// it) unless `allow_unlocked`. Does nothing for other stores.
+    pub async fn check_object_lock(&self, allow_unlocked: bool) -> Result<Option<Retention>> {
+        if self.s3.is_none() {
+            return Ok(None);
+        }
+        let bucket = self
+            .url
+            .trim_start_matches("s3://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let what = format!("{bucket}?object-lock");
+        let resp = self
+            .s3_send(
+                Method::GET,
+                &Path::from(""),
+                &[("object-lock", "")],
+                &[],
+                None,
+                &what,
+            )
+            .await?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        if status != 200 || xml_text(&body, "ObjectLockEnabled") != Some("Enabled") {
+            if status != 200 && status != 404 {
+                return Err(s3_err(
+                    &what,
+                    format!("GetObjectLockConfiguration answered {status}: {body}"),
+                ));
+            }
+            return if allow_unlocked {
+                Ok(None)
+            } else {
+                Err(Error::ObjectLockDisabled { bucket })
+            };
+        }
+        let mode = match xml_text(&body, "Mode") {
+            Some("COMPLIANCE") => LockMode::Compliance,
+            Some("GOVERNANCE") => LockMode::Governance,
+            _ => return Ok(None),
+        };
+        let days: Option<u64> = xml_text(&body, "Days").and_then(|d| d.parse().ok());
+        let years: Option<u64> = xml_text(&body, "Years").and_then(|d| d.parse().ok());
+        let period = days.map(|d| d * 86_400).or(years.map(|y| y * 365 * 86_400));
+        Ok(period.map(|secs| Retention {
+            mode,
+            period: Duration::from_secs(secs),
+        }))
+    }
+
+    /// Every version and delete marker under the archive root, for an `s3://`
+    /// archive (`None` for other stores), newest first per key as S3 lists them.
+    pub async fn list_versions(&self) -> Result<Option<Vec<ObjectVersion>>> {
+        if self.s3.is_none() {
+            return Ok(None);
+        }
+        let what = format!("{}?versions", self.url);
+        let prefix = if self.prefix.as_ref().is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut out = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut query = vec![("versions", ""), ("prefix", prefix.as_str())];
+            if let Some((k, v)) = &markers {
+                query.push(("key-marker", k));
+                query.push(("version-id-marker", v));
+            }
+            let resp = self
+                .s3_send(Method::GET, &Path::from(""), &query, &[], None, &what)
+                .await?;
+            let status = resp.status().as_u16();
+            let body = resp.text().await.map_err(|e| s3_err(&what, e))?;
+            if status != 200 {
+                return Err(s3_err(
+                    &what,
+                    format!("ListObjectVersions answered {status}: {body}"),
+                ));
+            }
+            let page: ListVersionsResult =
+                quick_xml::de::from_str(&body).map_err(|e| s3_err(&what, e))?;
+            for e in page.entries {
+                let (f, delete_marker) = match e {
+                    VersionEntry::Version(f) => (f, false),
+                    VersionEntry::DeleteMarker(f) => (f, true),
+                    VersionEntry::Other => continue,
+                };
+                out.push(ObjectVersion {
+                    key: f.key.strip_prefix(&prefix).unwrap_or(&f.key).to_owned(),
+                    version_id: f.version_id,
+                    is_latest: f.is_latest,
+                    delete_marker,
+                    size: f.size,
+                });
+            }
+            match (
+                page.is_truncated,
+                page.next_key_marker,
+                page.next_version_id_marker,
+            ) {
+                (true, Some(k), Some(v)) => markers = Some((k, v)),
+                _ => break,
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Reads one version of an object of an `s3://` archive.
+    pub async fn get_version(&self, key: &str, version_id: &str) -> Result<Bytes> {
+        let what = format!("{key}?versionId={version_id}");
+        let resp = self
+            .s3_send(
+                Method::GET,
+                &self.path(key),
+                &[("versionId", version_id)],
+                &[],
+                None,
+                &what,
+            )
+            .await?;
+        match resp.status().as_u16() {
+            200 => resp.bytes().await.map_err(|e| s3_err(&what, e)),
+            code => Err(s3_err(&what, format!("GET answered {code}"))),
+        }
+    }
+
+    /// The Object Lock of one object version of an `s3://` archive, as the
+    /// server reports it (HEAD): mode and retain-until if locked, and when the
+    /// version was written.
+    pub async fn object_lock(&self, key: &str, version_id: Option<&str>) -> Result<ObjectLock> {
+        let query: Vec<(&str, &str)> = version_id.map(|v| ("versionId", v)).into_iter().collect();
+        let resp = self
+            .s3_send(Method::HEAD, &self.path(key), &query, &[], None, key)
+            .await?;
+        if resp.status().as_u16() != 200 {
+            return Err(s3_err(
+                key,
+                format!("HEAD answered {}", resp.status().as_u16()),
+            ));
+        }
+        let h = resp.headers();
+        let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mode = match text("x-amz-object-lock-mode").as_deref() {
+            Some("COMPLIANCE") => Some(LockMode::Compliance),
+            Some("GOVERNANCE") => Some(LockMode::Governance),
+            _ => None,
+        };
+        let retain_until = text("x-amz-object-lock-retain-until-date")
+            .and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok());
+        let written = text("last-modified").and_then(|s| httpdate::parse_http_date(&s).ok());
+        Ok(ObjectLock {
+            mode,
+            retain_until,
+            written,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn retain_until_dates_are_rfc3339_utc_seconds() {
+        let t = |s: u64| rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(t(0), "1970-01-01T00:00:00Z");
+        assert_eq!(t(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(t(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(t(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn retention_needs_s3() {
+        let err = Archive::memory()
+            .with_retention(Retention {
+                mode: LockMode::Compliance,
+                period: Duration::from_secs(60),
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("needs an s3:// store"), "{err}");
+    }
+
+    #[test]
+    fn xml_text_reads_the_first_element() {
+        let xml = "<A><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>GOVERNANCE</Mode><Days>1</Days></DefaultRetention></Rule></A>";
+        assert_eq!(xml_text(xml, "ObjectLockEnabled"), Some("Enabled"));
+        assert_eq!(xml_text(xml, "Days"), Some("1"));
+        assert_eq!(xml_text(xml, "Years"), None);
+    }
+}
