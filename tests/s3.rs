@@ -8,6 +8,14 @@ use sealtrail::Archive;
 use tracing::info_span;
 use tracing_subscriber::prelude::*;
 
+/// An archive at `url` that locks every object it writes.
+fn locked(url: &str, mode: sealtrail::archive::LockMode, period: std::time::Duration) -> Archive {
+    Archive::open(url)
+        .unwrap()
+        .with_retention(sealtrail::archive::Retention { mode, period })
+        .unwrap()
+}
+
 fn s3_url(name: &str) -> String {
     let bucket = std::env::var("SEALTRAIL_TEST_S3_BUCKET").unwrap_or_else(|_| {
         panic!(
@@ -110,16 +118,9 @@ print(json.dumps(out))
 
 #[tokio::test]
 async fn every_object_is_locked_for_its_retention_and_cannot_be_deleted() {
-    use sealtrail::archive::{LockMode, Retention};
     let url = s3_url("locked");
     let period = std::time::Duration::from_secs(86_400);
-    let archive = Archive::open(&url)
-        .unwrap()
-        .with_retention(Retention {
-            mode: LockMode::Compliance,
-            period,
-        })
-        .unwrap();
+    let archive = locked(&url, sealtrail::archive::LockMode::Compliance, period);
     let written_from = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -229,13 +230,11 @@ async fn verify_reads_the_first_version_and_reports_overwrites_and_delete_marker
     use sealtrail::verify::Problem;
     let url = s3_url("tampered");
     let prefix = url.splitn(4, '/').nth(3).unwrap().to_owned();
-    let archive = Archive::open(&url)
-        .unwrap()
-        .with_retention(sealtrail::archive::Retention {
-            mode: sealtrail::archive::LockMode::Compliance,
-            period: std::time::Duration::from_secs(3600),
-        })
-        .unwrap();
+    let archive = locked(
+        &url,
+        sealtrail::archive::LockMode::Compliance,
+        std::time::Duration::from_secs(3600),
+    );
     let f = build_in(archive, "tampered-writer", 2, 3, 4).await;
     assert!(f.verify().await.is_intact());
     let batch = f.batch_key(0);
@@ -271,13 +270,7 @@ async fn check_retention_reports_objects_locked_for_less_than_the_policy() {
     use sealtrail::verify::Problem;
     let url = s3_url("retention");
     let hour = std::time::Duration::from_secs(3600);
-    let locked = Archive::open(&url)
-        .unwrap()
-        .with_retention(Retention {
-            mode: LockMode::Compliance,
-            period: hour,
-        })
-        .unwrap();
+    let locked = locked(&url, sealtrail::archive::LockMode::Compliance, hour);
     let f = build_in(locked, "retention-writer", 2, 2, 3).await;
     let check = |policy: Retention| {
         let archive = Archive::open(&url).unwrap();
