@@ -239,8 +239,10 @@ async fn verify_reads_the_first_version_and_reports_overwrites_and_delete_marker
     assert!(f.verify().await.is_intact());
     let batch = f.batch_key(0);
     let seal = f.seal_key(1);
+    let hidden_batch = f.batch_key(3);
     tamper_through_server(&format!("{prefix}/{batch}"), "overwrite");
     tamper_through_server(&format!("{prefix}/{seal}"), "delete");
+    tamper_through_server(&format!("{prefix}/{hidden_batch}"), "delete");
 
     let r = f.verify().await;
     let found: Vec<(Option<&str>, &Problem)> = r
@@ -255,6 +257,7 @@ async fn verify_reads_the_first_version_and_reports_overwrites_and_delete_marker
                 Some(batch.as_str()),
                 &Problem::ObjectOverwritten { versions: 2 }
             ),
+            (Some(hidden_batch.as_str()), &Problem::DeleteMarker),
             (Some(seal.as_str()), &Problem::DeleteMarker),
         ],
         "{}",

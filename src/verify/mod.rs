@@ -404,20 +404,18 @@ pub async fn verify(
         report.sessions = stitch.heads.keys().filter(|(_, s)| s == session).count() as u64;
     }
     findings.sort_by(|a, b| {
-        (
-            &a.at.writer,
-            a.at.batch_no,
-            &a.at.session,
-            a.at.seq,
-            a.at.offset,
-        )
-            .cmp(&(
-                &b.at.writer,
-                b.at.batch_no,
-                &b.at.session,
-                b.at.seq,
-                b.at.offset,
-            ))
+        let key = |f: &Finding| {
+            let l = &f.at;
+            (
+                l.writer.clone(),
+                l.batch_no,
+                l.session.clone(),
+                l.seq,
+                l.offset,
+                l.key.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
     });
     report.findings = findings;
     Ok(report)
