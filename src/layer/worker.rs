@@ -33,6 +33,9 @@ const GROUP: usize = 4096;
 /// How long the worker waits after the first span of a group for more.
 const LINGER: Duration = Duration::from_millis(2);
 
+/// The longest wait between seal attempts while the store fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
 struct Worker {
     cfg: Config,
     rt: tokio::runtime::Runtime,
@@ -116,6 +119,8 @@ pub(crate) fn run(
 impl Worker {
     fn serve(&mut self, rx: Receiver<Msg>) {
         let mut next_flush = Instant::now() + self.cfg.flush_interval;
+        // Consecutive failed seal attempts: retries back off exponentially.
+        let mut failures = 0u32;
         let mut group: Vec<TraceRecord> = Vec::with_capacity(GROUP);
         loop {
             let wait = next_flush.saturating_duration_since(Instant::now());
@@ -176,11 +181,25 @@ impl Worker {
                 }
                 _ => {}
             }
-            if self.full() || Instant::now() >= next_flush {
-                let _ = self.seal(false);
-                next_flush = Instant::now() + self.cfg.flush_interval;
+            if (self.full() && failures == 0) || Instant::now() >= next_flush {
+                failures = match self.seal(false) {
+                    Ok(()) => 0,
+                    Err(_) => failures.saturating_add(1),
+                };
+                next_flush = Instant::now() + self.retry_delay(failures);
             }
         }
+    }
+
+    /// The flush interval, doubled for each consecutive failure, at most [`MAX_BACKOFF`].
+    fn retry_delay(&self, failures: u32) -> Duration {
+        let interval = self.cfg.flush_interval;
+        if failures == 0 {
+            return interval;
+        }
+        interval
+            .saturating_mul(1 << failures.min(16))
+            .min(MAX_BACKOFF.max(interval))
     }
 
     /// Records that fit in the pending batch before it is full (at least one).
