@@ -10,6 +10,7 @@ pub mod keys;
 pub mod layer;
 pub mod map;
 pub mod merkle;
+pub mod pipeline;
 pub mod read;
 pub mod record;
 pub mod seal;

@@ -9,8 +9,18 @@
 //! returns every entry left; [`unsealed`] keeps the records after the last
 //! marker whose seal exists, which the writer chains again.
 //!
+//! The collector also spools records whose session is not known yet
+//! ([`Spool::append_held`], with a hold id) and, once known, the record with
+//! its session together with the hold id it releases ([`Spool::append_released`]),
+//! in one entry, so a crash never loses nor doubles a held record. Held
+//! records still held when a batch is sealed are written again after the
+//! marker ([`Spool::mark_sealing`] callers do this), so deleting the sealed
+//! segments never deletes them; [`held`] returns those not yet released.
+//!
 //! Entry framing: `u32 LE length ‖ first 4 bytes of SHA-256(payload) ‖ payload`,
-//! payload `0x00 ‖ canonical JSON of the record` or `0x01 ‖ u64 LE batch number`.
+//! payload `0x00 ‖ canonical JSON of the record`, `0x01 ‖ u64 LE batch number`,
+//! `0x02 ‖ u64 LE hold id ‖ JSON of the held record` or
+//! `0x03 ‖ u64 LE hold id ‖ canonical JSON of the released record`.
 //! A torn entry at the end of the newest segment (a crash mid-write, never
 //! synced) is cut off; damage anywhere else is an error, never skipped.
 
@@ -31,6 +41,20 @@ pub enum Entry {
     Sealing {
         /// The batch number.
         batch_no: u64,
+    },
+    /// A record whose session is not known yet (its `session` is empty).
+    Held {
+        /// Unique among the spool's held records, increasing in arrival order.
+        id: u64,
+        /// The record.
+        record: Box<TraceRecord>,
+    },
+    /// A held record, now with its session, to be chained like [`Entry::Record`].
+    Released {
+        /// The hold id it releases.
+        id: u64,
+        /// The record.
+        record: Box<TraceRecord>,
     },
 }
 
@@ -156,6 +180,20 @@ impl Spool {
         self.write_entry(0, &body)
     }
 
+    /// Appends a record whose session is not known yet, under hold id `id`.
+    pub fn append_held(&mut self, id: u64, record: &TraceRecord) -> Result<()> {
+        let mut body = id.to_le_bytes().to_vec();
+        crate::canonical::write(record, &mut body)?;
+        self.write_entry(2, &body)
+    }
+
+    /// Appends a held record, now with its session, releasing hold `id`.
+    pub fn append_released(&mut self, id: u64, record: &TraceRecord) -> Result<()> {
+        let mut body = id.to_le_bytes().to_vec();
+        crate::canonical::write(record, &mut body)?;
+        self.write_entry(3, &body)
+    }
+
     /// Makes everything appended so far durable (one `fdatasync` for all of it).
     pub fn sync(&mut self) -> Result<()> {
         if !self.unsynced {
@@ -241,6 +279,18 @@ fn read_segment(path: &Path, newest: bool, out: &mut Vec<Entry>) -> Result<u64> 
             1 if payload.len() == 9 => out.push(Entry::Sealing {
                 batch_no: u64::from_le_bytes(payload[1..9].try_into().unwrap_or_default()),
             }),
+            k @ (2 | 3) if payload.len() > 9 => {
+                let id = u64::from_le_bytes(payload[1..9].try_into().unwrap_or_default());
+                let record = Box::new(
+                    serde_json::from_slice(&payload[9..])
+                        .map_err(|_| damaged(at, "not a record"))?,
+                );
+                out.push(if k == 2 {
+                    Entry::Held { id, record }
+                } else {
+                    Entry::Released { id, record }
+                });
+            }
             _ => return Err(damaged(at, "of an unknown type")),
         }
         at += 8 + len;
@@ -259,10 +309,30 @@ pub fn unsealed(entries: Vec<Entry>, next_batch_no: u64) -> Vec<TraceRecord> {
         .into_iter()
         .skip(cut)
         .filter_map(|e| match e {
-            Entry::Record(r) => Some(*r),
-            Entry::Sealing { .. } => None,
+            Entry::Record(r) | Entry::Released { record: r, .. } => Some(*r),
+            Entry::Sealing { .. } | Entry::Held { .. } => None,
         })
         .collect()
+}
+
+/// The held records of `entries` that no entry releases, once each, by hold id.
+pub fn held(entries: &[Entry]) -> Vec<(u64, TraceRecord)> {
+    let released: std::collections::HashSet<u64> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Released { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    for e in entries {
+        if let Entry::Held { id, record } = e {
+            if !released.contains(id) {
+                out.entry(*id).or_insert_with(|| (**record).clone());
+            }
+        }
+    }
+    out.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -339,6 +409,31 @@ mod tests {
         fs::write(&seg, bytes).unwrap();
         let err = Spool::open(dir.path()).unwrap_err();
         assert!(err.to_string().contains("damaged"), "{err}");
+    }
+
+    #[test]
+    fn held_records_are_returned_until_released_and_released_ones_are_chained() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut s, _) = Spool::open(dir.path()).unwrap();
+            s.append_held(1, &rec(1)).unwrap();
+            s.append_held(2, &rec(2)).unwrap();
+            s.append(&rec(3)).unwrap();
+            s.sync().unwrap();
+            s.mark_sealing(0).unwrap();
+            // Still held at the seal: carried into the new segment.
+            s.append_held(1, &rec(1)).unwrap();
+            s.append_held(2, &rec(2)).unwrap();
+            s.append_released(2, &rec(2)).unwrap();
+            s.sync().unwrap();
+            s.sealed().unwrap();
+        }
+        let (_s, left) = Spool::open(dir.path()).unwrap();
+        let names = |v: Vec<TraceRecord>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        let held = held(&left);
+        assert_eq!(held.len(), 1);
+        assert_eq!((held[0].0, held[0].1.name.as_str()), (1, "r1"));
+        assert_eq!(names(unsealed(left, 1)), ["r2"]);
     }
 
     #[test]

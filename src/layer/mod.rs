@@ -91,27 +91,24 @@ pub struct Stats {
 }
 
 #[derive(Debug, Default)]
-struct Counters {
-    captured: AtomicU64,
-    dropped: AtomicU64,
-    spooled: AtomicU64,
-    sealed: AtomicU64,
-    seals: AtomicU64,
-    store_errors: AtomicU64,
-    spool_errors: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) captured: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) sealer: Arc<crate::pipeline::Counters>,
 }
 
 impl Counters {
     fn snapshot(&self) -> Stats {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let p = &self.sealer;
         Stats {
             captured: g(&self.captured),
             dropped: g(&self.dropped),
-            spooled: g(&self.spooled),
-            sealed: g(&self.sealed),
-            seals: g(&self.seals),
-            store_errors: g(&self.store_errors),
-            spool_errors: g(&self.spool_errors),
+            spooled: g(&p.spooled),
+            sealed: g(&p.sealed),
+            seals: g(&p.seals),
+            store_errors: g(&p.store_errors),
+            spool_errors: g(&p.spool_errors),
         }
     }
 }
@@ -405,16 +402,18 @@ impl AuditLayerBuilder {
         let (tx, rx) = mpsc::sync_channel(self.queue_capacity);
         let (ready_tx, ready_rx) = mpsc::channel();
         let cfg = worker::Config {
-            archive,
-            key,
-            writer_id,
-            flush_interval: self.flush_interval,
-            heartbeat: self.heartbeat,
-            max_batch_records: self.max_batch_records,
-            max_batch_bytes: self.max_batch_bytes,
+            sealer: crate::pipeline::SealerConfig {
+                archive,
+                key,
+                writer_id,
+                flush_interval: self.flush_interval,
+                heartbeat: self.heartbeat,
+                max_batch_records: self.max_batch_records,
+                max_batch_bytes: self.max_batch_bytes,
+                allow_unlocked: self.allow_unlocked,
+            },
             resource: self.resource.clone(),
             counters: counters.clone(),
-            allow_unlocked: self.allow_unlocked,
         };
         let thread = std::thread::Builder::new()
             .name("sealtrail-worker".into())
