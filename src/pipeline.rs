@@ -118,6 +118,8 @@ pub struct Recovered {
     pub held: Vec<(u64, TraceRecord)>,
     /// Every record left in the spool (for callers that rebuild state from them).
     pub records: Vec<TraceRecord>,
+    /// Larger than every hold id in the spool, released ones included.
+    pub next_hold_id: u64,
 }
 
 impl Sealer {
@@ -156,6 +158,14 @@ impl Sealer {
         ))?;
         let mut recovered = Recovered {
             held: spool::held(&left),
+            next_hold_id: left
+                .iter()
+                .filter_map(|e| match e {
+                    Entry::Held { id, .. } | Entry::Released { id, .. } => Some(id + 1),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0),
             ..Recovered::default()
         };
         recovered.records = left

@@ -48,6 +48,46 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Reads `<spool>/writer-id`, or makes one (`<host>-<8 hex digits>`) and keeps
+/// it there, so a restarted writer continues its own chains.
+pub fn persisted_writer_id(spool: &std::path::Path) -> Result<String> {
+    let path = spool.join("writer-id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let id = s.trim().to_owned();
+        return if valid_writer_id(&id) {
+            Ok(id)
+        } else {
+            Err(Error::InvalidWriterId { id })
+        };
+    }
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "sealtrail".into());
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let mut r = [0u8; 4];
+    let _ = getrandom::getrandom(&mut r);
+    let id = format!(
+        "{}-{}",
+        if host.is_empty() { "sealtrail" } else { &host },
+        hex::encode(r)
+    );
+    let id = id.trim_start_matches('.').to_owned();
+    std::fs::write(&path, format!("{id}\n")).map_err(|source| Error::Io { path, source })?;
+    Ok(id)
+}
+
 /// Settings of a [`Writer`].
 #[derive(Clone)]
 pub struct WriterOptions {

@@ -12,8 +12,11 @@ use sealtrail::verify::{verify, VerifyOptions};
 use sealtrail::Archive;
 
 mod demo;
+mod metrics;
+mod pipeline;
 mod read;
 mod receivers;
+mod serve;
 
 /// Tamper-evident audit trails for AI agents.
 #[derive(Debug, Parser)]
@@ -35,6 +38,9 @@ enum Command {
     /// Print one session's records in chain order (seq, time, kind, name, key fields).
     /// Reading proves nothing: use `verify` for that.
     Show(read::ShowArgs),
+    /// Run the OTLP collector (gRPC and HTTP): spans and log records from
+    /// agents in any language, archived like the tracing layer's.
+    Serve(Box<serve::ServeArgs>),
     /// Prove an archive complete and unaltered, or name what is wrong.
     /// Exit status: 0 intact, 1 findings, 2 usage or I/O error.
     Verify(VerifyArgs),
@@ -98,6 +104,11 @@ fn parse_time(s: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        // The collector builds its own runtime (and its logs).
+        Command::Serve(a) => return serve::run(*a),
+        other => Cli { command: other },
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -114,6 +125,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => rt.block_on(run_verify(&a)),
         Command::Sessions(a) => rt.block_on(read::run_sessions(&a)),
         Command::Show(a) => rt.block_on(read::run_show(&a)),
+        Command::Serve(_) => unreachable!("handled above"),
     };
     match result {
         Ok(code) => code,

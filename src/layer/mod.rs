@@ -396,7 +396,7 @@ impl AuditLayerBuilder {
         let writer_id = match &self.writer_id {
             Some(id) if valid_writer_id(id) => id.clone(),
             Some(id) => return Err(Error::InvalidWriterId { id: id.clone() }),
-            None => persisted_writer_id(&self.spool_dir)?,
+            None => crate::writer::persisted_writer_id(&self.spool_dir)?,
         };
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::sync_channel(self.queue_capacity);
@@ -455,45 +455,6 @@ impl AuditLayerBuilder {
         };
         Ok((layer, guard))
     }
-}
-
-/// Reads `<spool>/writer-id`, or makes one (`<host>-<8 hex digits>`) and keeps it there.
-fn persisted_writer_id(spool: &Path) -> Result<String> {
-    let path = spool.join("writer-id");
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        let id = s.trim().to_owned();
-        return if valid_writer_id(&id) {
-            Ok(id)
-        } else {
-            Err(Error::InvalidWriterId { id })
-        };
-    }
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "sealtrail".into());
-    let host: String = host
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(40)
-        .collect();
-    let mut r = [0u8; 4];
-    let _ = getrandom::getrandom(&mut r);
-    let id = format!(
-        "{}-{}",
-        if host.is_empty() { "sealtrail" } else { &host },
-        hex::encode(r)
-    );
-    let id = id.trim_start_matches('.').to_owned();
-    std::fs::write(&path, format!("{id}\n")).map_err(|source| Error::Io { path, source })?;
-    Ok(id)
 }
 
 /// Seals and flushes everything when dropped (waiting at most the shutdown

@@ -8,18 +8,27 @@
 //! `otel.dropped_events_count`, `otel.dropped_links_count`), so that the
 //! trail states its own gaps. Links are not archived yet.
 //!
-//! Input that cannot be represented faithfully is an error naming the span,
-//! and the whole request is rejected before anything is stored.
-#![allow(dead_code)] // The receivers that call this arrive with issue 4.
+//! Log records become items too (`otel.signal` = `log`), named by their
+//! event name, with their body as `log.body` and the span they belong to as
+//! their span id (docs/COLLECTOR.md).
+//!
+//! A span or log record that cannot be represented faithfully is rejected on
+//! its own, with an error naming it; the others are kept (OTLP partial success).
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use prost::Message;
+use sha2::{Digest as _, Sha256};
+
+use crate::pipeline::{span_bytes, Item, SIGNAL};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
 use sealtrail::map::SpanData;
 use sealtrail::{Attributes, Event, Status, StatusCode, Value};
 
 /// Why a request cannot be archived as sent.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ConvertError {
     #[error("span {span:?}: {field} must be {want} bytes, got {got}")]
     IdLength {
@@ -36,6 +45,26 @@ pub(crate) enum ConvertError {
     Strindex { at: String, key: String },
     #[error("{at}: an attribute has an empty key")]
     EmptyKey { at: String },
+    #[error("span {span:?}: {field} is empty")]
+    MissingId { span: String, field: &'static str },
+}
+
+/// The items of a request, and what was rejected.
+#[derive(Debug, Default)]
+pub(crate) struct Converted {
+    pub(crate) items: Vec<Item>,
+    pub(crate) errors: Vec<ConvertError>,
+}
+
+impl Converted {
+    /// The first error's message, for the partial-success answer.
+    pub(crate) fn message(&self) -> Option<String> {
+        let first = self.errors.first()?;
+        Some(match self.errors.len() {
+            1 => first.to_string(),
+            n => format!("{first} (and {} more)", n - 1),
+        })
+    }
 }
 
 fn value(v: Option<&AnyValue>, at: &str, key: &str) -> Result<Option<Value>, ConvertError> {
@@ -173,33 +202,173 @@ fn convert_span(
     })
 }
 
-/// Every span of an export request, in the order sent.
-pub(crate) fn spans(req: &ExportTraceServiceRequest) -> Result<Vec<SpanData>, ConvertError> {
+fn scope_attributes(
+    scope: Option<&opentelemetry_proto::tonic::common::v1::InstrumentationScope>,
+) -> Vec<(String, Value)> {
     let mut out = Vec::new();
+    if let Some(sc) = scope {
+        if !sc.name.is_empty() {
+            out.push(("otel.scope.name".to_owned(), Value::Str(sc.name.clone())));
+        }
+        if !sc.version.is_empty() {
+            out.push((
+                "otel.scope.version".to_owned(),
+                Value::Str(sc.version.clone()),
+            ));
+        }
+    }
+    out
+}
+
+fn resource_attributes(
+    r: Option<&opentelemetry_proto::tonic::resource::v1::Resource>,
+) -> Result<Attributes, ConvertError> {
+    match r {
+        Some(r) => attributes(&r.attributes, "resource"),
+        None => Ok(Attributes::new()),
+    }
+}
+
+/// Every span of an export request, in the order sent.
+pub(crate) fn spans(req: &ExportTraceServiceRequest) -> Converted {
+    let mut out = Converted::default();
     for rs in &req.resource_spans {
-        let resource = match &rs.resource {
-            Some(r) => attributes(&r.attributes, "resource")?,
-            None => Attributes::new(),
+        let resource = match resource_attributes(rs.resource.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                // Every span under this resource is rejected with it.
+                let n = rs
+                    .scope_spans
+                    .iter()
+                    .map(|ss| ss.spans.len())
+                    .sum::<usize>();
+                out.errors.extend(std::iter::repeat_n(e, n));
+                continue;
+            }
         };
         for ss in &rs.scope_spans {
-            let mut scope = Vec::new();
-            if let Some(sc) = &ss.scope {
-                if !sc.name.is_empty() {
-                    scope.push(("otel.scope.name".to_owned(), Value::Str(sc.name.clone())));
-                }
-                if !sc.version.is_empty() {
-                    scope.push((
-                        "otel.scope.version".to_owned(),
-                        Value::Str(sc.version.clone()),
-                    ));
-                }
-            }
+            let scope = scope_attributes(ss.scope.as_ref());
             for s in &ss.spans {
-                out.push(convert_span(s, &resource, &scope)?);
+                match convert_span(s, &resource, &scope).and_then(|span| {
+                    let key = match (&span.trace_id, &span.span_id) {
+                        (None, _) => "trace_id",
+                        (_, None) => "span_id",
+                        (Some(t), Some(id)) => {
+                            let t = u128::from_str_radix(t, 16).unwrap_or_default();
+                            let id = u64::from_str_radix(id, 16).unwrap_or_default();
+                            return Ok(Item {
+                                span,
+                                log: false,
+                                key: span_bytes((t, id)),
+                            });
+                        }
+                    };
+                    Err(ConvertError::MissingId {
+                        span: span.name,
+                        field: key,
+                    })
+                }) {
+                    Ok(item) => out.items.push(item),
+                    Err(e) => out.errors.push(e),
+                }
             }
         }
     }
-    Ok(out)
+    out
+}
+
+fn convert_log(
+    l: &LogRecord,
+    resource: &Attributes,
+    scope: &[(String, Value)],
+) -> Result<Item, ConvertError> {
+    let mut attrs = attributes(&l.attributes, "log record")?;
+    let name = if !l.event_name.is_empty() {
+        l.event_name.clone()
+    } else if let Some(Value::Str(n)) = attrs.get("event.name") {
+        n.clone()
+    } else {
+        "log".to_owned()
+    };
+    let at = format!("log record {name:?}");
+    if let Some(body) = value(l.body.as_ref(), &at, "body")? {
+        attrs.insert("log.body", body);
+    }
+    if !l.severity_text.is_empty() {
+        attrs.insert("log.severity_text", l.severity_text.clone());
+    }
+    if l.severity_number != 0 {
+        attrs.insert("log.severity_number", Value::Int(l.severity_number.into()));
+    }
+    if l.dropped_attributes_count > 0 {
+        attrs.insert(
+            "otel.dropped_attributes_count",
+            Value::Int(l.dropped_attributes_count.into()),
+        );
+    }
+    for (k, v) in scope {
+        if attrs.get(k).is_none() {
+            attrs.insert(k.clone(), v.clone());
+        }
+    }
+    attrs.insert(SIGNAL, "log");
+    let time = if l.time_unix_nano != 0 {
+        l.time_unix_nano
+    } else {
+        l.observed_time_unix_nano
+    };
+    // A retried export sends the same bytes: the record's digest identifies it.
+    let digest = Sha256::new()
+        .chain_update(b"sealtrail.log\0")
+        .chain_update(l.encode_to_vec())
+        .finalize();
+    let mut key = [0u8; 24];
+    key.copy_from_slice(&digest[..24]);
+    Ok(Item {
+        span: SpanData {
+            trace_id: id(&l.trace_id, &name, "trace_id", 16)?,
+            span_id: id(&l.span_id, &name, "span_id", 8)?,
+            parent_span_id: None,
+            name,
+            start_ns: time,
+            end_ns: time,
+            status: Status::default(),
+            attributes: attrs,
+            events: Vec::new(),
+            resource: resource.clone(),
+        },
+        log: true,
+        key,
+    })
+}
+
+/// Every log record of an export request, in the order sent.
+pub(crate) fn logs(req: &ExportLogsServiceRequest) -> Converted {
+    let mut out = Converted::default();
+    for rl in &req.resource_logs {
+        let resource = match resource_attributes(rl.resource.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                let n = rl
+                    .scope_logs
+                    .iter()
+                    .map(|sl| sl.log_records.len())
+                    .sum::<usize>();
+                out.errors.extend(std::iter::repeat_n(e, n));
+                continue;
+            }
+        };
+        for sl in &rl.scope_logs {
+            let scope = scope_attributes(sl.scope.as_ref());
+            for l in &sl.log_records {
+                match convert_log(l, &resource, &scope) {
+                    Ok(item) => out.items.push(item),
+                    Err(e) => out.errors.push(e),
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -290,9 +459,17 @@ mod tests {
         }
     }
 
+    fn one(req: &ExportTraceServiceRequest) -> Result<Vec<SpanData>, ConvertError> {
+        let mut c = spans(req);
+        match c.errors.pop() {
+            Some(e) => Err(e),
+            None => Ok(c.items.into_iter().map(|i| i.span).collect()),
+        }
+    }
+
     #[test]
     fn a_genai_span_keeps_everything_typed() {
-        let got = spans(&request(vec![chat_span()])).unwrap();
+        let got = one(&request(vec![chat_span()])).unwrap();
         assert_eq!(got.len(), 1);
         let s = &got[0];
         assert_eq!(
@@ -354,7 +531,7 @@ mod tests {
         let mut s = chat_span();
         s.trace_id = vec![1; 15];
         assert!(matches!(
-            spans(&request(vec![s])),
+            one(&request(vec![s])),
             Err(ConvertError::IdLength {
                 field: "trace_id",
                 got: 15,
@@ -367,23 +544,89 @@ mod tests {
             "gen_ai.usage.input_tokens",
             any_value::Value::IntValue(1),
         ));
-        let err = spans(&request(vec![s])).unwrap_err();
+        let err = one(&request(vec![s])).unwrap_err();
         assert!(err.to_string().contains("appears twice"), "{err}");
 
         let mut s = chat_span();
         s.attributes
             .push(kv("x", any_value::Value::StringValueStrindex(3)));
         assert!(matches!(
-            spans(&request(vec![s])),
+            one(&request(vec![s])),
             Err(ConvertError::Strindex { .. })
         ));
 
         let mut s = chat_span();
         s.attributes.push(kv("", any_value::Value::BoolValue(true)));
         assert!(matches!(
-            spans(&request(vec![s])),
+            one(&request(vec![s])),
             Err(ConvertError::EmptyKey { .. })
         ));
+
+        let mut s = chat_span();
+        s.span_id.clear();
+        assert!(matches!(
+            one(&request(vec![s])),
+            Err(ConvertError::MissingId {
+                field: "span_id",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn one_bad_span_is_rejected_alone() {
+        let mut bad = chat_span();
+        bad.trace_id = vec![1; 3];
+        let mut good = chat_span();
+        good.span_id = vec![9; 8];
+        let c = spans(&request(vec![bad, good]));
+        assert_eq!((c.items.len(), c.errors.len()), (1, 1));
+        assert_eq!(c.items[0].span.span_id.as_deref(), Some("0909090909090909"));
+        assert!(c.message().unwrap().contains("trace_id must be 16 bytes"));
+    }
+
+    #[test]
+    fn a_genai_log_event_names_its_span() {
+        use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+        let log = LogRecord {
+            time_unix_nano: 7,
+            event_name: "gen_ai.client.inference.operation.details".into(),
+            trace_id: vec![0x4b; 16],
+            span_id: vec![0x01; 8],
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("hello".into())),
+            }),
+            attributes: vec![kv(
+                "gen_ai.operation.name",
+                any_value::Value::StringValue("chat".into()),
+            )],
+            ..Default::default()
+        };
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![log.clone(), log],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let c = logs(&req);
+        assert!(c.errors.is_empty());
+        let i = &c.items[0];
+        assert!(i.log);
+        assert_eq!(i.span.name, "gen_ai.client.inference.operation.details");
+        assert_eq!(i.span.span_id.as_deref(), Some("0101010101010101"));
+        assert_eq!(
+            i.span.attributes.get("log.body"),
+            Some(&Value::Str("hello".into()))
+        );
+        assert_eq!(
+            i.span.attributes.get(SIGNAL),
+            Some(&Value::Str("log".into()))
+        );
+        // The same record sent twice has the same identity.
+        assert_eq!(c.items[0].key, c.items[1].key);
     }
 
     #[test]
@@ -396,7 +639,7 @@ mod tests {
           "attributes":[{"key":"gen_ai.operation.name","value":{"stringValue":"execute_tool"}},
                         {"key":"n","value":{"intValue":"42"}}],"status":{}}]}]}]}"#;
         let req: ExportTraceServiceRequest = serde_json::from_str(json).unwrap();
-        let got = spans(&req).unwrap();
+        let got = one(&req).unwrap();
         assert_eq!(
             got[0].trace_id.as_deref(),
             Some("5b8efff798038103d269b633813fc60c")

@@ -1,4 +1,6 @@
-//! OTLP: conversion of the protocol's messages into sealtrail spans. The gRPC
-//! and HTTP receivers (issue 4) will sit beside this module.
+//! OTLP: conversion of the protocol's messages into sealtrail items, and the
+//! gRPC and HTTP receivers.
 
 pub(crate) mod convert;
+pub(crate) mod grpc;
+pub(crate) mod http;

@@ -1,0 +1,650 @@
+//! The collector's pipeline: received spans and log records → the shared
+//! mapping → spool (durable, then acknowledged) → chain → seal → archive.
+//!
+//! One thread owns the spool and the writer. Receivers [`Pipeline::submit`]
+//! exports; the thread takes every export queued (group commit), spools all
+//! of their records with one `fdatasync`, answers them, then chains them.
+//!
+//! **Sessions across spans.** A span whose own attributes name no session and
+//! whose parent's session is not known yet is *held*: spooled (so it is
+//! durable and acknowledged) under a hold id, until a span of the same trace
+//! resolves its parent's session, or until the hold wait passes (default
+//! 30 s), after which its session is the trace id. A root span without a
+//! session attribute is in its trace id's session at once. A log record is
+//! in the session of the span it names (held the same way), else in its
+//! trace's, else in [`LOG_SESSION`]. Released records are chained in their
+//! order of arrival, before the span that released them. See docs/COLLECTOR.md.
+//!
+//! **Duplicates.** A span whose (trace id, span id) was received before is
+//! acknowledged and not archived again. The window is the last
+//! [`DEDUPE_WINDOW`] records received (and, after a restart, the records
+//! still in the spool).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealtrail::chain::MAX_SESSION_LEN;
+use sealtrail::map::{self, SpanData};
+use sealtrail::pipeline::{self, Sealer, SealerConfig};
+use sealtrail::spool::Spool;
+use sealtrail::writer::now_ns;
+use sealtrail::TraceRecord;
+use tokio::sync::oneshot;
+
+/// The session of log records that name neither a span, a trace nor a session.
+pub(crate) const LOG_SESSION: &str = "sealtrail.logs";
+
+/// The attribute that marks a record made from an OTLP log record.
+pub(crate) const SIGNAL: &str = "otel.signal";
+
+/// How many received records the duplicate check remembers.
+pub(crate) const DEDUPE_WINDOW: usize = 1_000_000;
+
+/// How many span → session entries are remembered for children that arrive
+/// later (oldest forgotten first; also forgotten after [`SESSION_MEMORY`]).
+const SESSION_ENTRIES: usize = 1_000_000;
+
+/// How long a span's session is remembered for its late children.
+const SESSION_MEMORY: Duration = Duration::from_secs(300);
+
+/// Exports taken from the queue in one group (one fsync).
+const GROUP_EXPORTS: usize = 1024;
+
+/// Records taken in one group, at most.
+const GROUP_RECORDS: usize = 65_536;
+
+/// A span or log record, converted, on its way to the pipeline.
+#[derive(Debug)]
+pub(crate) struct Item {
+    pub(crate) span: SpanData,
+    /// A log record: `span.span_id` names the span it belongs to.
+    pub(crate) log: bool,
+    /// Identity for the duplicate check.
+    pub(crate) key: [u8; 24],
+}
+
+/// The pipeline's answer to an export.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Accepted {
+    /// Records spooled (durable).
+    pub(crate) new: usize,
+    /// Records received before: acknowledged, not archived again.
+    pub(crate) duplicates: usize,
+    /// Records rejected, with the first reason.
+    pub(crate) rejected: usize,
+    pub(crate) message: Option<String>,
+}
+
+/// Why an export could not be taken: the client should retry later.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unavailable {
+    #[error("the spool could not be written: {0}")]
+    Spool(String),
+    #[error("the collector is shutting down")]
+    ShuttingDown,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    /// False once shutdown began (`/readyz`).
+    pub(crate) ready: std::sync::atomic::AtomicBool,
+    pub(crate) spans_received: AtomicU64,
+    pub(crate) logs_received: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) held: AtomicU64,
+    pub(crate) released_by_ancestor: AtomicU64,
+    pub(crate) released_by_timeout: AtomicU64,
+    /// Rejections by reason (decode, content_type, too_large, unauthenticated, invalid).
+    pub(crate) rejected: Rejected,
+    pub(crate) sealer: Arc<pipeline::Counters>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Rejected {
+    pub(crate) decode: AtomicU64,
+    pub(crate) content_type: AtomicU64,
+    pub(crate) too_large: AtomicU64,
+    pub(crate) unauthenticated: AtomicU64,
+    pub(crate) invalid: AtomicU64,
+}
+
+enum Msg {
+    Export {
+        items: Vec<Item>,
+        ack: oneshot::Sender<Result<Accepted, Unavailable>>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The receivers' handle on the pipeline thread.
+#[derive(Clone, Debug)]
+pub(crate) struct Pipeline {
+    tx: flume::Sender<Msg>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// How the pipeline runs.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) sealer: SealerConfig,
+    pub(crate) spool_dir: PathBuf,
+    pub(crate) hold_wait: Duration,
+    pub(crate) session_keys: Vec<String>,
+}
+
+impl Pipeline {
+    /// Opens the spool and the writer, recovers what an earlier run left, and
+    /// starts the pipeline thread.
+    pub(crate) fn start(cfg: Config) -> sealtrail::Result<(Pipeline, std::thread::JoinHandle<()>)> {
+        let (spool, left) = Spool::open(&cfg.spool_dir)?;
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = flume::bounded(256);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let m = metrics.clone();
+        let thread = std::thread::Builder::new()
+            .name("sealtrail-pipeline".into())
+            .spawn(move || {
+                let (sealer, recovered) =
+                    match Sealer::open(cfg.sealer, spool, left, m.sealer.clone()) {
+                        Ok(x) => x,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                let mut state = State::new(sealer, m, cfg.hold_wait, cfg.session_keys);
+                if let Err(e) = state.recover(recovered) {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+                let _ = ready_tx.send(Ok(()));
+                state.serve(rx);
+            })
+            .map_err(|source| sealtrail::Error::Io {
+                path: "sealtrail-pipeline thread".into(),
+                source,
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok((Pipeline { tx, metrics }, thread)),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(sealtrail::Error::Io {
+                    path: "sealtrail-pipeline thread".into(),
+                    source: std::io::Error::other("the pipeline stopped during start-up"),
+                })
+            }
+        }
+    }
+
+    /// Hands `items` to the pipeline; answers once they are durable in the spool.
+    pub(crate) async fn submit(&self, items: Vec<Item>) -> Result<Accepted, Unavailable> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send_async(Msg::Export { items, ack })
+            .await
+            .map_err(|_| Unavailable::ShuttingDown)?;
+        done.await.map_err(|_| Unavailable::ShuttingDown)?
+    }
+
+    /// Seals everything (held records stay in the spool) and stops the thread.
+    pub(crate) async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send_async(Msg::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+type SpanKey = (u128, u64);
+
+fn span_key(trace: Option<&str>, span: Option<&str>) -> Option<SpanKey> {
+    Some((
+        u128::from_str_radix(trace?, 16).ok()?,
+        u64::from_str_radix(span?, 16).ok()?,
+    ))
+}
+
+struct Held {
+    record: TraceRecord,
+    /// The span whose session this record waits for.
+    anchor: SpanKey,
+    /// For a held span: its own key, which its children may be waiting on.
+    own: Option<SpanKey>,
+}
+
+/// One spool operation of a group, in order.
+enum Op {
+    Record(TraceRecord),
+    Hold(u64),
+    Release(u64, TraceRecord),
+}
+
+struct State {
+    sealer: Sealer,
+    metrics: Arc<Metrics>,
+    hold_wait: Duration,
+    session_keys: Vec<String>,
+    seen: HashSet<[u8; 24]>,
+    seen_order: VecDeque<[u8; 24]>,
+    sessions: HashMap<SpanKey, Arc<str>>,
+    session_order: VecDeque<(SpanKey, Instant)>,
+    waiting: HashMap<SpanKey, Vec<u64>>,
+    held: BTreeMap<u64, Held>,
+    next_hold_id: u64,
+}
+
+impl State {
+    fn new(
+        sealer: Sealer,
+        metrics: Arc<Metrics>,
+        hold_wait: Duration,
+        session_keys: Vec<String>,
+    ) -> State {
+        State {
+            sealer,
+            metrics,
+            hold_wait,
+            session_keys,
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
+            sessions: HashMap::new(),
+            session_order: VecDeque::new(),
+            waiting: HashMap::new(),
+            held: BTreeMap::new(),
+            next_hold_id: 0,
+        }
+    }
+
+    /// Rebuilds the duplicate check, the known sessions and the held records
+    /// from what the spool still holds.
+    fn recover(&mut self, rec: pipeline::Recovered) -> sealtrail::Result<()> {
+        self.next_hold_id = rec.next_hold_id;
+        for r in &rec.records {
+            if let Some(k) = span_key(r.trace_id.as_deref(), r.span_id.as_deref()) {
+                if r.attributes.get(SIGNAL).is_none() {
+                    self.remember(span_bytes(k));
+                    self.learn(k, r.session.as_str().into());
+                }
+            }
+        }
+        let mut ops = Vec::new();
+        for (id, record) in rec.held {
+            self.remember_record(&record);
+            let is_log = record.attributes.get(SIGNAL).is_some();
+            // Already spooled as held: if its ancestor is known by now, release it.
+            if let Some(r) = self.place(id, record, is_log, &mut ops) {
+                ops.push(Op::Release(id, r));
+            }
+        }
+        self.commit(ops, Vec::new());
+        self.metrics
+            .held
+            .store(self.held.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn remember_record(&mut self, r: &TraceRecord) {
+        if r.attributes.get(SIGNAL).is_none() {
+            if let Some(k) = span_key(r.trace_id.as_deref(), r.span_id.as_deref()) {
+                self.remember(span_bytes(k));
+            }
+        }
+    }
+
+    /// Adds `key` to the duplicate check; false if it was there.
+    fn remember(&mut self, key: [u8; 24]) -> bool {
+        if !self.seen.insert(key) {
+            return false;
+        }
+        self.seen_order.push_back(key);
+        if self.seen_order.len() > DEDUPE_WINDOW {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Remembers the session of span `k`, forgetting the oldest entries.
+    fn learn(&mut self, k: SpanKey, session: Arc<str>) {
+        let now = Instant::now();
+        if self.sessions.insert(k, session).is_none() {
+            self.session_order.push_back((k, now));
+        }
+        while let Some((old, at)) = self.session_order.front() {
+            if self.session_order.len() > SESSION_ENTRIES
+                || now.duration_since(*at) > SESSION_MEMORY
+            {
+                self.sessions.remove(old);
+                self.session_order.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn serve(&mut self, rx: flume::Receiver<Msg>) {
+        loop {
+            let next = self
+                .next_expiry()
+                .map_or(self.sealer.next_seal(), |e| e.min(self.sealer.next_seal()));
+            let wait = next.saturating_duration_since(Instant::now());
+            let first = match rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(flume::RecvTimeoutError::Timeout) => None,
+                Err(flume::RecvTimeoutError::Disconnected) => {
+                    self.close();
+                    return;
+                }
+            };
+            let mut exports = Vec::new();
+            let mut shutdown = None;
+            let mut n = 0;
+            let mut next_msg = first;
+            while let Some(m) = next_msg.take() {
+                match m {
+                    Msg::Export { items, ack } => {
+                        n += items.len();
+                        exports.push((items, ack));
+                    }
+                    Msg::Shutdown(reply) => {
+                        shutdown = Some(reply);
+                        break;
+                    }
+                }
+                if exports.len() >= GROUP_EXPORTS || n >= GROUP_RECORDS {
+                    break;
+                }
+                next_msg = rx.try_recv().ok();
+            }
+            let mut ops = Vec::new();
+            let mut answers = Vec::with_capacity(exports.len());
+            for (items, ack) in exports {
+                let accepted = self.take(items, &mut ops);
+                answers.push((ack, accepted));
+            }
+            self.expire(&mut ops);
+            self.commit(ops, answers);
+            if let Some(reply) = shutdown {
+                // Exports queued behind the shutdown are answered "unavailable":
+                // the client retries them against the next start.
+                self.close();
+                let _ = reply.send(());
+                return;
+            }
+            let held: Vec<(u64, &TraceRecord)> =
+                if self.sealer.full() || Instant::now() >= self.sealer.next_seal() {
+                    self.held.iter().map(|(id, h)| (*id, &h.record)).collect()
+                } else {
+                    Vec::new()
+                };
+            self.sealer.tick(held);
+        }
+    }
+
+    fn next_expiry(&self) -> Option<Instant> {
+        let (_, h) = self.held.first_key_value()?;
+        let arrived = h.record.received_ns;
+        let due = arrived.saturating_add(self.hold_wait.as_nanos() as u64);
+        let now = now_ns();
+        Some(Instant::now() + Duration::from_nanos(due.saturating_sub(now)))
+    }
+
+    /// Maps and places one export's items; returns its answer.
+    fn take(&mut self, items: Vec<Item>, ops: &mut Vec<Op>) -> Accepted {
+        let mut a = Accepted::default();
+        let received = now_ns();
+        for item in items {
+            if !self.remember(item.key) {
+                a.duplicates += 1;
+                continue;
+            }
+            if let Some(s) = map::session_of(&item.span.attributes, &self.session_keys) {
+                if s.len() > MAX_SESSION_LEN {
+                    // Not archived: forget it, so a corrected retry is taken.
+                    self.seen.remove(&item.key);
+                    a.rejected += 1;
+                    a.message.get_or_insert_with(|| {
+                        format!(
+                            "span {:?}: the session id is {} bytes long; the limit is {MAX_SESSION_LEN}",
+                            item.span.name,
+                            s.len()
+                        )
+                    });
+                    continue;
+                }
+            }
+            let record = map::to_record(item.span, String::new(), "otlp", received);
+            let id = self.next_hold_id;
+            self.next_hold_id += 1;
+            match self.place(id, record, item.log, ops) {
+                Some(r) => ops.push(Op::Record(r)),
+                None => ops.push(Op::Hold(id)),
+            }
+            a.new += 1;
+        }
+        a
+    }
+
+    /// Resolves `record`'s session (releasing what waited for it, into
+    /// `ops`) and returns it, or holds it under `id` and returns `None`.
+    fn place(
+        &mut self,
+        id: u64,
+        mut record: TraceRecord,
+        is_log: bool,
+        ops: &mut Vec<Op>,
+    ) -> Option<TraceRecord> {
+        let own = if is_log {
+            None
+        } else {
+            span_key(record.trace_id.as_deref(), record.span_id.as_deref())
+        };
+        let anchor = if is_log {
+            span_key(record.trace_id.as_deref(), record.span_id.as_deref())
+        } else {
+            span_key(record.trace_id.as_deref(), record.parent_span_id.as_deref())
+        };
+        let session: Option<Arc<str>> =
+            match map::session_of(&record.attributes, &self.session_keys) {
+                Some(s) => Some(s.into()),
+                None => match anchor {
+                    None => Some(
+                        record
+                            .trace_id
+                            .clone()
+                            .unwrap_or_else(|| LOG_SESSION.to_owned())
+                            .into(),
+                    ),
+                    Some(a) => self.sessions.get(&a).cloned(),
+                },
+            };
+        match (session, anchor) {
+            (Some(s), _) => {
+                record.session = s.to_string();
+                if let Some(k) = own {
+                    // What waited for this span arrived before it: chained first.
+                    self.resolve(k, s, ops);
+                }
+                Some(record)
+            }
+            (None, Some(anchor)) => {
+                self.waiting.entry(anchor).or_default().push(id);
+                self.held.insert(
+                    id,
+                    Held {
+                        record,
+                        anchor,
+                        own,
+                    },
+                );
+                self.metrics.held.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            (None, None) => unreachable!("a record without an anchor has a session"),
+        }
+    }
+
+    /// Span `k` is in `session`: release what waits for it, and for them.
+    fn resolve(&mut self, k: SpanKey, session: Arc<str>, ops: &mut Vec<Op>) {
+        self.learn(k, session.clone());
+        let mut released = Vec::new();
+        let mut queue = vec![k];
+        while let Some(k) = queue.pop() {
+            for id in self.waiting.remove(&k).unwrap_or_default() {
+                if let Some(h) = self.held.remove(&id) {
+                    if let Some(own) = h.own {
+                        self.learn(own, session.clone());
+                        queue.push(own);
+                    }
+                    released.push((id, h.record));
+                }
+            }
+        }
+        if released.is_empty() {
+            return;
+        }
+        self.metrics
+            .released_by_ancestor
+            .fetch_add(released.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .held
+            .fetch_sub(released.len() as u64, Ordering::Relaxed);
+        released.sort_by_key(|(id, _)| *id);
+        for (id, mut r) in released {
+            r.session = session.to_string();
+            ops.push(Op::Release(id, r));
+        }
+    }
+
+    /// Releases held records whose wait has passed into their trace's session.
+    fn expire(&mut self, ops: &mut Vec<Op>) {
+        let now = now_ns();
+        let wait = self.hold_wait.as_nanos() as u64;
+        while let Some((&id, h)) = self.held.first_key_value() {
+            if h.record.received_ns.saturating_add(wait) > now {
+                break;
+            }
+            let Some(mut h) = self.held.remove(&id) else {
+                break;
+            };
+            if let Some(w) = self.waiting.get_mut(&h.anchor) {
+                w.retain(|x| *x != id);
+                if w.is_empty() {
+                    self.waiting.remove(&h.anchor);
+                }
+            }
+            self.metrics.held.fetch_sub(1, Ordering::Relaxed);
+            self.metrics
+                .released_by_timeout
+                .fetch_add(1, Ordering::Relaxed);
+            let session: Arc<str> = h
+                .record
+                .trace_id
+                .clone()
+                .unwrap_or_else(|| LOG_SESSION.to_owned())
+                .into();
+            h.record.session = session.to_string();
+            ops.push(Op::Release(id, h.record));
+            if let Some(own) = h.own {
+                self.resolve(own, session, ops);
+            }
+        }
+    }
+
+    /// Spools the group with one fsync, answers the exports, chains the records.
+    fn commit(
+        &mut self,
+        ops: Vec<Op>,
+        answers: Vec<(oneshot::Sender<Result<Accepted, Unavailable>>, Accepted)>,
+    ) {
+        let spool = self.sealer.spool();
+        let mut written = Ok(());
+        for op in &ops {
+            written = match op {
+                Op::Record(r) => spool.append(r),
+                Op::Hold(id) => match self.held.get(id) {
+                    Some(h) => spool.append_held(*id, &h.record),
+                    // Released within this group: its Release entry follows.
+                    None => Ok(()),
+                },
+                Op::Release(id, r) => spool.append_released(*id, r),
+            };
+            if written.is_err() {
+                break;
+            }
+        }
+        let written = written.and_then(|()| self.sealer.sync(ops.len()));
+        if let Err(e) = &written {
+            tracing::error!(error = %e, "the spool could not be written; exports are refused until it can");
+        }
+        for (ack, accepted) in answers {
+            let _ = ack.send(match &written {
+                Ok(()) => Ok(accepted),
+                Err(e) => Err(Unavailable::Spool(e.to_string())),
+            });
+        }
+        if written.is_err() {
+            // Nothing was acknowledged; the records of this group are not
+            // chained (the client retries them). Forget them so the retry is taken.
+            for op in ops {
+                match op {
+                    Op::Record(r) | Op::Release(_, r) => self.remember_undo(&r),
+                    Op::Hold(id) => {
+                        if let Some(h) = self.held.remove(&id) {
+                            if let Some(w) = self.waiting.get_mut(&h.anchor) {
+                                w.retain(|x| *x != id);
+                            }
+                            self.metrics.held.fetch_sub(1, Ordering::Relaxed);
+                            self.remember_undo(&h.record);
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        for op in ops {
+            if let Op::Record(r) | Op::Release(_, r) = op {
+                if let Err(e) = self.sealer.chain(r) {
+                    tracing::error!(error = %e, "a spooled record was refused by the chain");
+                }
+            }
+        }
+    }
+
+    fn remember_undo(&mut self, r: &TraceRecord) {
+        if r.attributes.get(SIGNAL).is_some() {
+            return;
+        }
+        if let Some(k) = span_key(r.trace_id.as_deref(), r.span_id.as_deref()) {
+            self.seen.remove(&span_bytes(k));
+        }
+    }
+
+    fn close(&mut self) {
+        let mut ops = Vec::new();
+        self.expire(&mut ops);
+        self.commit(ops, Vec::new());
+        let held: Vec<(u64, &TraceRecord)> =
+            self.held.iter().map(|(id, h)| (*id, &h.record)).collect();
+        if let Err(e) = self.sealer.close(held) {
+            tracing::error!(error = %e, "the final seal failed; the records stay in the spool for the next start");
+        }
+    }
+}
+
+/// The duplicate-check key of a span.
+pub(crate) fn span_bytes((trace, span): SpanKey) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&trace.to_be_bytes());
+    k[16..].copy_from_slice(&span.to_be_bytes());
+    k
+}
