@@ -186,11 +186,9 @@ fn read_token(path: &Path) -> Result<Arc<str>, String> {
     Ok(t.into())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
+async fn shutdown_signal(term: Option<tokio::signal::unix::Signal>) {
+    let Some(mut term) = term else {
+        return std::future::pending().await;
     };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: sealing and stopping"),
@@ -298,6 +296,8 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async move {
+        // From here on SIGTERM is ours: it seals before exiting.
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         // Bind first: a port in use is an error before anything else starts.
         let grpc = tokio::net::TcpListener::bind(&grpc_addr)
             .await
@@ -329,7 +329,7 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
             stopped(stop_rx.clone()),
         ));
         let h = tokio::spawn(otlp::http::serve(shared, http, stopped(stop_rx)));
-        shutdown_signal().await;
+        shutdown_signal(term).await;
         pipeline.metrics.ready.store(false, Ordering::Relaxed);
         let _ = stop_tx.send(true);
         // In-flight requests finish (and are acknowledged) before the final seal.

@@ -1,0 +1,792 @@
+//! `sealtrail serve` with real OTLP clients: the Rust OpenTelemetry SDK's
+//! exporters (gRPC, HTTP protobuf, HTTP JSON), raw OTLP requests for the
+//! orderings and bad input the SDKs never send, SIGTERM and SIGKILL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_intact, records, session, workdir, Collector};
+use opentelemetry::trace::{TraceContextExt, Tracer, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithTonicConfig};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue as PKeyValue};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use prost::Message;
+use sealtrail::{Kind, Value};
+use serde_json::json;
+
+/// One agent turn as GenAI instrumentation emits it: only the `invoke_agent`
+/// span around the others carries the conversation id, and it ends last.
+fn agent_turn(tracer: &opentelemetry_sdk::trace::SdkTracer, conversation: &str) {
+    tracer.in_span("invoke_agent support-bot", |cx| {
+        let span = cx.span();
+        span.set_attribute(KeyValue::new("gen_ai.operation.name", "invoke_agent"));
+        span.set_attribute(KeyValue::new(
+            "gen_ai.conversation.id",
+            conversation.to_owned(),
+        ));
+        tracer.in_span("chat gpt-4o", |cx| {
+            let s = cx.span();
+            s.set_attribute(KeyValue::new("gen_ai.operation.name", "chat"));
+            s.set_attribute(KeyValue::new("gen_ai.request.model", "gpt-4o"));
+            s.set_attribute(KeyValue::new("gen_ai.usage.input_tokens", 42i64));
+            s.set_attribute(KeyValue::new("gen_ai.usage.output_tokens", 7i64));
+        });
+        tracer.in_span("execute_tool lookup_order", |cx| {
+            let s = cx.span();
+            s.set_attribute(KeyValue::new("gen_ai.operation.name", "execute_tool"));
+            s.set_attribute(KeyValue::new("gen_ai.tool.name", "lookup_order"));
+        });
+        tracer.in_span("apply_guardrail pii", |cx| {
+            let s = cx.span();
+            s.set_attribute(KeyValue::new("gen_ai.operation.name", "apply_guardrail"));
+            s.set_attribute(KeyValue::new("policy.decision", "deny"));
+        });
+    });
+}
+
+fn resource(service: &'static str) -> Resource {
+    Resource::builder().with_service_name(service).build()
+}
+
+#[test]
+fn rust_sdk_exporters_over_grpc_and_http_land_in_their_sessions() {
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &[]);
+
+    // gRPC, gzip-compressed.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let grpc = rt.block_on(async {
+        let e = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(format!("http://{}", c.grpc))
+            .with_compression(opentelemetry_otlp::Compression::Gzip)
+            .build()
+            .unwrap();
+        SdkTracerProvider::builder()
+            .with_resource(resource("agent-grpc"))
+            .with_batch_exporter(e)
+            .build()
+    });
+    agent_turn(&grpc.tracer("test"), "conv-grpc");
+    grpc.shutdown().unwrap();
+
+    // HTTP, binary protobuf and JSON.
+    for (protocol, conv, service) in [
+        (Protocol::HttpBinary, "conv-http-proto", "agent-http-proto"),
+        (Protocol::HttpJson, "conv-http-json", "agent-http-json"),
+    ] {
+        let e = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(protocol)
+            .with_endpoint(c.url("/v1/traces"))
+            .build()
+            .unwrap();
+        let p = SdkTracerProvider::builder()
+            .with_resource(resource(service))
+            .with_batch_exporter(e)
+            .build();
+        agent_turn(&p.tracer("test"), conv);
+        p.shutdown().unwrap();
+    }
+
+    let status = c.stop();
+    assert!(status.success(), "SIGTERM: exit {status:?}");
+    let all = records(dir.path());
+    assert_eq!(all.len(), 12, "{all:#?}");
+    for (conv, service) in [
+        ("conv-grpc", "agent-grpc"),
+        ("conv-http-proto", "agent-http-proto"),
+        ("conv-http-json", "agent-http-json"),
+    ] {
+        let s = session(&all, conv);
+        let kinds: Vec<Kind> = s.iter().map(|r| r.kind).collect();
+        // Children end (and are exported) first; the agent span last.
+        assert_eq!(
+            kinds,
+            [
+                Kind::LlmCall,
+                Kind::ToolCall,
+                Kind::PolicyCheck,
+                Kind::Agent
+            ],
+            "{conv}"
+        );
+        assert_eq!(
+            s[0].attributes.get("gen_ai.usage.input_tokens"),
+            Some(&Value::Int(42))
+        );
+        assert_eq!(
+            s[1].attributes.get("gen_ai.tool.name"),
+            Some(&Value::Str("lookup_order".into()))
+        );
+        for r in &s {
+            assert_eq!(
+                r.resource.get("service.name"),
+                Some(&Value::Str(service.into())),
+                "{conv}"
+            );
+            assert_eq!(r.source, "otlp");
+        }
+    }
+    assert_intact(dir.path());
+}
+
+// --- raw OTLP requests ---------------------------------------------------
+
+fn attr(k: &str, v: &str) -> serde_json::Value {
+    json!({"key": k, "value": {"stringValue": v}})
+}
+
+/// An OTLP/JSON trace request with one span.
+fn span_json(
+    trace: &str,
+    span: &str,
+    parent: Option<&str>,
+    name: &str,
+    attrs: Vec<serde_json::Value>,
+) -> serde_json::Value {
+    let mut s = json!({
+        "traceId": trace, "spanId": span, "name": name, "kind": 1,
+        "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000",
+        "attributes": attrs, "status": {}
+    });
+    if let Some(p) = parent {
+        s["parentSpanId"] = json!(p);
+    }
+    json!({"resourceSpans": [{"resource": {"attributes": [attr("service.name", "raw")]},
+        "scopeSpans": [{"scope": {"name": "raw"}, "spans": [s]}]}]})
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn post(
+    c: &Collector,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut req = client()
+        .post(c.url(path))
+        .header("content-type", content_type)
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().unwrap();
+    let status = resp.status().as_u16();
+    (
+        status,
+        String::from_utf8_lossy(&resp.bytes().unwrap()).into_owned(),
+    )
+}
+
+fn post_json(c: &Collector, body: &serde_json::Value) -> (u16, String) {
+    post(
+        c,
+        "/v1/traces",
+        "application/json",
+        serde_json::to_vec(body).unwrap(),
+        &[],
+    )
+}
+
+const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+
+#[test]
+fn a_child_exported_before_its_session_carrying_parent_joins_the_parents_session() {
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &["--hold-wait", "60s"]);
+    // Request 1: a grandchild, whose parent and grandparent are not known yet.
+    let (s, _) = post_json(
+        &c,
+        &span_json(
+            TRACE,
+            "00000000000000c2",
+            Some("00000000000000c1"),
+            "chat gpt-4o",
+            vec![attr("gen_ai.operation.name", "chat")],
+        ),
+    );
+    assert_eq!(s, 200);
+    // Request 2: its parent, still without a session.
+    let (s, _) = post_json(
+        &c,
+        &span_json(
+            TRACE,
+            "00000000000000c1",
+            Some("00000000000000a1"),
+            "execute_tool search",
+            vec![attr("gen_ai.operation.name", "execute_tool")],
+        ),
+    );
+    assert_eq!(s, 200);
+    // Both are acknowledged and held, durably: a SIGKILL now loses nothing.
+    let metrics = client()
+        .get(c.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("\nsealtrail_records_held 2\n"),
+        "{metrics}"
+    );
+    c.kill();
+    let c = Collector::start(dir.path(), &["--hold-wait", "60s"]);
+    // Request 3, after the restart: the session-carrying root, over gRPC.
+    let root = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: hex(TRACE),
+                    span_id: hex("00000000000000a1"),
+                    name: "invoke_agent".into(),
+                    start_time_unix_nano: 1_700_000_000_000_000_000,
+                    end_time_unix_nano: 1_700_000_002_000_000_000,
+                    attributes: vec![
+                        pkv("gen_ai.operation.name", "invoke_agent"),
+                        pkv("gen_ai.conversation.id", "conv-late-parent"),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    grpc_export(&c, root).unwrap();
+    // A span of another trace whose parent never comes: after the hold wait,
+    // its trace id is its session (tested with a short wait below).
+    c.stop_ok();
+    let all = records(dir.path());
+    let s = session(&all, "conv-late-parent");
+    let names: Vec<&str> = s.iter().map(|r| r.name.as_str()).collect();
+    // In order of arrival: grandchild, child, then the root that resolved them.
+    assert_eq!(
+        names,
+        ["chat gpt-4o", "execute_tool search", "invoke_agent"]
+    );
+    assert_eq!(all.len(), 3);
+    assert_intact(dir.path());
+}
+
+#[test]
+fn a_span_whose_ancestor_never_comes_is_archived_under_its_trace_id_after_the_wait() {
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &["--hold-wait", "1s"]);
+    let (s, _) = post_json(
+        &c,
+        &span_json(
+            TRACE,
+            "00000000000000c2",
+            Some("00000000000000ff"),
+            "orphan",
+            vec![attr("gen_ai.operation.name", "chat")],
+        ),
+    );
+    assert_eq!(s, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = client()
+            .get(c.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        if m.contains("sealtrail_records_released_total{by=\"timeout\"} 1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.stop_ok();
+    let all = records(dir.path());
+    assert_eq!(session(&all, TRACE).len(), 1);
+    assert_intact(dir.path());
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn pkv(k: &str, v: &str) -> PKeyValue {
+    PKeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn grpc_export(c: &Collector, req: ExportTraceServiceRequest) -> Result<(), tonic::Status> {
+    grpc_export_with(c, req, None)
+}
+
+fn grpc_export_with(
+    c: &Collector,
+    req: ExportTraceServiceRequest,
+    token: Option<&str>,
+) -> Result<(), tonic::Status> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut client = TraceServiceClient::connect(format!("http://{}", c.grpc))
+            .await
+            .unwrap()
+            .max_encoding_message_size(64 << 20);
+        let mut r = tonic::Request::new(req);
+        if let Some(t) = token {
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        client.export(r).await.map(|_| ())
+    })
+}
+
+fn named(trace_hex: &str, span_hex: &str, name: &str, pad: usize) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: hex(trace_hex),
+                    span_id: hex(span_hex),
+                    name: name.into(),
+                    attributes: vec![
+                        pkv("audit.session_id", "bad-input"),
+                        pkv("padding", &"x".repeat(pad)),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// A message whose field 1 has the wrong wire type for an export request.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotAnExport {
+    #[prost(uint64, tag = "1")]
+    x: u64,
+}
+
+fn grpc_raw_garbage(c: &Collector, token: &str) -> tonic::Status {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ch = tonic::transport::Endpoint::new(format!("http://{}", c.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut g = tonic::client::Grpc::new(ch);
+        g.ready().await.unwrap();
+        let mut r = tonic::Request::new(NotAnExport { x: 7 });
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let codec: tonic_prost::ProstCodec<NotAnExport, NotAnExport> = Default::default();
+        g.unary(
+            r,
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+                .parse()
+                .unwrap(),
+            codec,
+        )
+        .await
+        .unwrap_err()
+    })
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn bad_requests_are_refused_with_the_right_status_and_change_nothing() {
+    let dir = workdir();
+    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+    let c = Collector::start(
+        dir.path(),
+        &["--auth-token-file", "token", "--max-body", "64KiB"],
+    );
+    let auth = [("authorization", "Bearer s3cret")];
+    let good = |n: u8| {
+        named(
+            TRACE,
+            &format!("00000000000000{n:02x}"),
+            &format!("good-{n}"),
+            10,
+        )
+    };
+    let pb = |r: &ExportTraceServiceRequest| r.encode_to_vec();
+
+    // Before: accepted.
+    assert_eq!(
+        post(
+            &c,
+            "/v1/traces",
+            "application/x-protobuf",
+            pb(&good(1)),
+            &auth
+        )
+        .0,
+        200
+    );
+
+    // HTTP refusals.
+    let (s, body) = post(
+        &c,
+        "/v1/traces",
+        "application/x-protobuf",
+        vec![0x0a, 0xff, 0x01],
+        &auth,
+    );
+    assert_eq!(s, 400, "{body}");
+    // The body is a google.rpc.Status in the request's encoding.
+    assert!(
+        String::from_utf8_lossy(body.as_bytes()).contains("malformed OTLP protobuf"),
+        "{body}"
+    );
+    let (s, body) = post(
+        &c,
+        "/v1/traces",
+        "application/json",
+        b"{\"resourceSpans\": [".to_vec(),
+        &auth,
+    );
+    assert_eq!(s, 400);
+    assert!(body.contains("malformed OTLP JSON"), "{body}");
+    let (s, body) = post(&c, "/v1/traces", "text/plain", pb(&good(9)), &auth);
+    assert_eq!(s, 415);
+    assert!(body.contains("Content-Type must be"), "{body}");
+    let big = named(TRACE, "00000000000000e1", "too-big", 100 << 10);
+    let (s, _) = post(&c, "/v1/traces", "application/x-protobuf", pb(&big), &auth);
+    assert_eq!(s, 413);
+    // Small when compressed, too large once decompressed.
+    let (s, body) = post(
+        &c,
+        "/v1/traces",
+        "application/x-protobuf",
+        gzip(&pb(&big)),
+        &[auth[0], ("content-encoding", "gzip")],
+    );
+    assert_eq!(s, 413, "{body}");
+    assert!(body.contains("once decompressed"), "{body}");
+    let (s, _) = post(
+        &c,
+        "/v1/traces",
+        "application/x-protobuf",
+        pb(&good(9)),
+        &[],
+    );
+    assert_eq!(s, 401);
+    let (s, _) = post(
+        &c,
+        "/v1/traces",
+        "application/x-protobuf",
+        pb(&good(9)),
+        &[("authorization", "Bearer wrong")],
+    );
+    assert_eq!(s, 401);
+
+    // gRPC refusals.
+    let st = grpc_raw_garbage(&c, "s3cret");
+    assert_eq!(st.code(), tonic::Code::InvalidArgument, "{st:?}");
+    assert!(st.message().contains("decode"), "{st:?}");
+    let st = grpc_export_with(&c, big.clone(), Some("s3cret")).unwrap_err();
+    assert_eq!(st.code(), tonic::Code::ResourceExhausted, "{st:?}");
+    let st = grpc_export_with(&c, good(9), None).unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Unauthenticated, "{st:?}");
+    let st = grpc_export_with(&c, good(9), Some("wrong")).unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Unauthenticated, "{st:?}");
+
+    // After: accepted, gzip too.
+    let (s, _) = post(
+        &c,
+        "/v1/traces",
+        "application/x-protobuf",
+        gzip(&pb(&good(2))),
+        &[auth[0], ("content-encoding", "gzip")],
+    );
+    assert_eq!(s, 200);
+    grpc_export_with(&c, good(3), Some("s3cret")).unwrap();
+
+    let m = client()
+        .get(c.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for line in [
+        "sealtrail_requests_rejected_total{reason=\"decode\"} 3",
+        "sealtrail_requests_rejected_total{reason=\"content_type\"} 1",
+        "sealtrail_requests_rejected_total{reason=\"too_large\"} 3",
+        "sealtrail_requests_rejected_total{reason=\"unauthenticated\"} 4",
+        "sealtrail_spans_received_total 3",
+    ] {
+        assert!(m.contains(line), "{line} not in\n{m}");
+    }
+    c.stop_ok();
+    let all = records(dir.path());
+    let names: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["good-1", "good-2", "good-3"]);
+    assert_intact(dir.path());
+}
+
+#[test]
+fn retries_are_archived_once_and_bad_spans_are_rejected_alone() {
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &[]);
+    let req = span_json(
+        TRACE,
+        "0000000000000001",
+        None,
+        "once",
+        vec![attr("audit.session_id", "retries")],
+    );
+    for _ in 0..3 {
+        assert_eq!(post_json(&c, &req).0, 200);
+    }
+    grpc_export(&c, named(TRACE, "0000000000000001", "once", 0)).unwrap();
+    // One span with a bad id beside a good one: partial success.
+    let mut two = span_json(
+        TRACE,
+        "0000000000000002",
+        None,
+        "kept",
+        vec![attr("audit.session_id", "retries")],
+    );
+    let mut bad = two["resourceSpans"][0]["scopeSpans"][0]["spans"][0].clone();
+    bad["spanId"] = json!("00ff");
+    bad["name"] = json!("bad-id");
+    two["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        .as_array_mut()
+        .unwrap()
+        .push(bad);
+    let (s, body) = post_json(&c, &two);
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // int64: a string in OTLP/JSON, which clients also accept as a number.
+    assert_eq!(
+        v["partialSuccess"]["rejectedSpans"]
+            .to_string()
+            .trim_matches('"'),
+        "1",
+        "{body}"
+    );
+    assert!(
+        v["partialSuccess"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("span_id must be 8 bytes"),
+        "{body}"
+    );
+    let m = client()
+        .get(c.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(m.contains("sealtrail_duplicates_total 3"), "{m}");
+    c.stop_ok();
+    let all = records(dir.path());
+    let names: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["once", "kept"]);
+    assert_intact(dir.path());
+}
+
+#[test]
+fn a_genai_log_event_is_archived_in_the_session_of_its_span() {
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &[]);
+    let log = |span: Option<&str>, name: &str| {
+        let mut l = json!({"timeUnixNano": "1700000000500000000", "eventName": name,
+            "body": {"kvlistValue": {"values": [attr("content", "What is my order status?")]}},
+            "attributes": [attr("gen_ai.system", "openai")]});
+        if let Some(s) = span {
+            l["traceId"] = json!(TRACE);
+            l["spanId"] = json!(s);
+        }
+        json!({"resourceLogs": [{"resource": {"attributes": [attr("service.name", "py")]},
+            "scopeLogs": [{"scope": {"name": "openai_v2"}, "logRecords": [l]}]}]})
+    };
+    // The log arrives before its span, which arrives before its parent.
+    let (s, body) = post(
+        &c,
+        "/v1/logs",
+        "application/json",
+        serde_json::to_vec(&log(Some("00000000000000c1"), "gen_ai.user.message")).unwrap(),
+        &[],
+    );
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = post(
+        &c,
+        "/v1/logs",
+        "application/json",
+        serde_json::to_vec(&log(None, "gen_ai.choice")).unwrap(),
+        &[],
+    );
+    assert_eq!(s, 200);
+    assert_eq!(
+        post_json(
+            &c,
+            &span_json(
+                TRACE,
+                "00000000000000c1",
+                Some("00000000000000a1"),
+                "chat gpt-4o",
+                vec![attr("gen_ai.operation.name", "chat")]
+            )
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        post_json(
+            &c,
+            &span_json(
+                TRACE,
+                "00000000000000a1",
+                None,
+                "invoke_agent",
+                vec![attr("gen_ai.conversation.id", "conv-logs")]
+            )
+        )
+        .0,
+        200
+    );
+    c.stop_ok();
+    let all = records(dir.path());
+    let s = session(&all, "conv-logs");
+    let names: Vec<&str> = s.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["gen_ai.user.message", "chat gpt-4o", "invoke_agent"]
+    );
+    assert_eq!(s[0].span_id.as_deref(), Some("00000000000000c1"));
+    assert!(matches!(
+        s[0].attributes.get("log.body"),
+        Some(Value::Map(_))
+    ));
+    let orphan = session(&all, "sealtrail.logs");
+    assert_eq!(orphan.len(), 1);
+    assert_eq!(orphan[0].name, "gen_ai.choice");
+    assert_intact(dir.path());
+}
+
+#[test]
+fn health_readiness_and_metrics() {
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &[]);
+    let get = |p: &str| {
+        let r = client().get(c.url(p)).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    assert_eq!(get("/healthz").0, 200);
+    assert_eq!(get("/readyz").0, 200);
+    let (s, m) = get("/metrics");
+    assert_eq!(s, 200);
+    for name in [
+        "sealtrail_spans_received_total",
+        "sealtrail_records_sealed_total",
+        "sealtrail_batches_total",
+        "sealtrail_spool_bytes",
+        "sealtrail_seal_latency_seconds_bucket{le=\"+Inf\"}",
+    ] {
+        assert!(m.contains(name), "{name} missing from\n{m}");
+    }
+    c.stop_ok();
+}
+
+#[test]
+fn sigkill_while_a_client_streams_loses_nothing_acknowledged() {
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &[]);
+    let url = c.url("/v1/traces");
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let a = acked.clone();
+    let sender = std::thread::spawn(move || {
+        let http = client();
+        for batch in 0u64.. {
+            let spans: Vec<Span> = (0..50u64)
+                .map(|i| Span {
+                    trace_id: (batch as u128 + 1).to_be_bytes().to_vec(),
+                    span_id: (batch * 100 + i + 1).to_be_bytes().to_vec(),
+                    name: format!("s{}", batch * 100 + i + 1),
+                    attributes: vec![pkv("audit.session_id", &format!("stream-{}", batch % 4))],
+                    ..Default::default()
+                })
+                .collect();
+            let names: Vec<String> = spans.iter().map(|s| s.name.clone()).collect();
+            let req = ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            match http
+                .post(&url)
+                .header("content-type", "application/x-protobuf")
+                .body(req.encode_to_vec())
+                .send()
+            {
+                Ok(r) if r.status().is_success() => a.lock().unwrap().extend(names),
+                _ => return batch,
+            }
+        }
+        unreachable!()
+    });
+    // Let it stream, then kill the collector mid-flight.
+    while acked.lock().unwrap().len() < 2_000 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.kill();
+    let batches = sender.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(batches > 0 && !acked.is_empty());
+    // Restart: the spool is recovered and the chains continue.
+    let c = Collector::start(dir.path(), &[]);
+    c.stop_ok();
+    let all = records(dir.path());
+    let archived: std::collections::HashSet<&str> = all.iter().map(|r| r.name.as_str()).collect();
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|n| !archived.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged spans missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    // Nothing twice.
+    assert_eq!(archived.len(), all.len());
+    assert_intact(dir.path());
+}
