@@ -2,11 +2,12 @@
 //! spool, chain, seal, archive (DESIGN.md). A [`Sealer`] runs on one thread,
 //! with its own runtime for the store, so it never blocks the caller's.
 //!
-//! The caller spools a group of records ([`Sealer::spool`], then
-//! [`Spool::sync`] once for the group), acknowledges them, chains them
-//! ([`Sealer::chain`]), and calls [`Sealer::tick`] between groups, which seals
-//! when the batch is full or the flush interval has passed, and backs off
-//! exponentially (up to 10 s) while the store fails.
+//! The caller appends a group of records ([`Sealer::append`]: each is
+//! chained, and its chained line spooled), makes the group durable with one
+//! `fdatasync` ([`Sealer::sync`]), acknowledges it, and calls
+//! [`Sealer::tick`] between groups, which seals when the batch is full or
+//! the flush interval has passed, and backs off exponentially (up to 10 s)
+//! while the store fails.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::archive::Archive;
 use crate::error::Result;
 use crate::keys::SigningKey;
 use crate::record::TraceRecord;
-use crate::spool::{self, Entry, Spool};
+use crate::spool::{self, Entry, Spool, Unsealed};
 use crate::writer::{Writer, WriterOptions};
 
 /// The longest wait between seal attempts while the store fails.
@@ -107,6 +108,8 @@ pub struct Sealer {
     next_seal: Instant,
     /// When the oldest record not yet sealed was spooled.
     pending_since: Option<Instant>,
+    /// A spool write that failed since the last sync.
+    spool_failed: Option<crate::Error>,
 }
 
 /// What [`Sealer::open`] found in the spool from an earlier run.
@@ -161,7 +164,10 @@ impl Sealer {
             next_hold_id: left
                 .iter()
                 .filter_map(|e| match e {
-                    Entry::Held { id, .. } | Entry::Released { id, .. } => Some(id + 1),
+                    Entry::Held { id, .. }
+                    | Entry::Line {
+                        released: Some(id), ..
+                    } => Some(id + 1),
                     _ => None,
                 })
                 .max()
@@ -171,7 +177,12 @@ impl Sealer {
         recovered.records = left
             .iter()
             .filter_map(|e| match e {
-                Entry::Record(r) | Entry::Released { record: r, .. } => Some((**r).clone()),
+                Entry::Record(r) => Some((**r).clone()),
+                Entry::Line { line, .. } => {
+                    serde_json::from_slice::<crate::record::StoredRecord>(line)
+                        .ok()
+                        .map(|s| s.record)
+                }
                 _ => None,
             })
             .collect();
@@ -186,9 +197,13 @@ impl Sealer {
             failures: 0,
             next_seal,
             pending_since: None,
+            spool_failed: None,
         };
-        for r in spool::unsealed(left, s.writer.next_batch_no()) {
-            s.writer.append(r)?;
+        for u in spool::unsealed(left, s.writer.next_batch_no()) {
+            match u {
+                Unsealed::Record(r) => s.writer.append(*r)?,
+                Unsealed::Line(l) => s.writer.adopt(&l)?,
+            };
             recovered.chained += 1;
         }
         if recovered.chained > 0 {
@@ -197,14 +212,35 @@ impl Sealer {
         Ok((s, recovered))
     }
 
-    /// The spool, to append a group of records to (then [`Spool::sync`] once).
+    /// The spool, for records held outside the chain ([`Spool::append_held`]).
     pub fn spool(&mut self) -> &mut Spool {
         &mut self.spool
     }
 
+    /// Chains `record` into the pending batch and spools its chained line
+    /// (durable at the next [`Sealer::sync`]); `released` is the hold it
+    /// releases. A record the chain refuses (an empty or over-long session
+    /// id) is an error, counted, and neither chained nor spooled.
+    pub fn append(&mut self, record: TraceRecord, released: Option<u64>) -> Result<()> {
+        if let Err(e) = self.writer.append(record) {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        self.pending_since.get_or_insert_with(Instant::now);
+        if let Err(e) = self.spool.append_line(self.writer.last_line(), released) {
+            // Still chained, so still sealed; but not durable until then,
+            // which the next sync reports.
+            self.spool_failed.get_or_insert(e);
+        }
+        Ok(())
+    }
+
     /// Makes the group durable: one `fdatasync` for all of it. Counts `n` records spooled.
     pub fn sync(&mut self, n: usize) -> Result<()> {
-        let r = self.spool.sync();
+        let r = match self.spool_failed.take() {
+            Some(e) => Err(e),
+            None => self.spool.sync(),
+        };
         match &r {
             Ok(()) => {
                 self.counters.spooled.fetch_add(n as u64, Ordering::Relaxed);
@@ -216,20 +252,6 @@ impl Sealer {
         self.counters
             .spool_bytes
             .store(self.spool.bytes(), Ordering::Relaxed);
-        r
-    }
-
-    /// Chains a spooled record into the pending batch.
-    pub fn chain(&mut self, record: TraceRecord) -> Result<()> {
-        let r = self.writer.append(record).map(|_| ());
-        match &r {
-            Ok(()) => {
-                self.pending_since.get_or_insert_with(Instant::now);
-            }
-            Err(_) => {
-                self.counters.refused.fetch_add(1, Ordering::Relaxed);
-            }
-        }
         r
     }
 

@@ -1,28 +1,37 @@
 //! The spool: a local, append-only, fsynced log of records between their
 //! arrival and their seal (DESIGN.md, "spool").
 //!
-//! Records are appended to the active segment and made durable together by
-//! [`Spool::sync`] (group commit). Before a writer seals, [`Spool::mark_sealing`]
-//! appends a marker naming the batch number and starts a new segment; once the
-//! seal is written, [`Spool::sealed`] deletes the segments before the active
-//! one, whose records the seal now covers. After a crash, [`Spool::open`]
-//! returns every entry left; [`unsealed`] keeps the records after the last
-//! marker whose seal exists, which the writer chains again.
+//! A record is chained first, and its chained line (the exact bytes the
+//! batch object will hold, `{"hash":…,"record":…}`) is what the spool keeps:
+//! one encoding serves both. Lines are appended to the active segment and
+//! made durable together by [`Spool::sync`] (group commit). Before a writer
+//! seals, [`Spool::mark_sealing`] appends a marker naming the batch number
+//! and starts a new segment; once the seal is written, [`Spool::sealed`]
+//! deletes the segments before the active one, whose lines the seal now
+//! covers. After a crash, [`Spool::open`] returns every entry left;
+//! [`unsealed`] keeps those after the last marker whose seal exists, which
+//! the writer adopts again ([`crate::Writer::adopt`]), continuing its chains.
 //!
 //! The collector also spools records whose session is not known yet
-//! ([`Spool::append_held`], with a hold id) and, once known, the record with
-//! its session together with the hold id it releases ([`Spool::append_released`]),
-//! in one entry, so a crash never loses nor doubles a held record. Held
-//! records still held when a batch is sealed are written again after the
-//! marker ([`Spool::mark_sealing`] callers do this), so deleting the sealed
-//! segments never deletes them; [`held`] returns those not yet released.
+//! ([`Spool::append_held`], with a hold id, not chained) and, once known,
+//! the chained line together with the hold id it releases
+//! ([`Spool::append_line`] with `Some(id)`), in one entry, so a crash never
+//! loses nor doubles a held record. Records still held when a batch is
+//! sealed are written again after the marker (by the [`crate::pipeline::Sealer`]),
+//! so deleting sealed segments never deletes them; [`held`] returns those
+//! not yet released.
 //!
-//! Entry framing: `u32 LE length ‖ first 4 bytes of SHA-256(payload) ‖ payload`,
-//! payload `0x00 ‖ canonical JSON of the record`, `0x01 ‖ u64 LE batch number`,
-//! `0x02 ‖ u64 LE hold id ‖ JSON of the held record` or
-//! `0x03 ‖ u64 LE hold id ‖ canonical JSON of the released record`.
-//! A torn entry at the end of the newest segment (a crash mid-write, never
-//! synced) is cut off; damage anywhere else is an error, never skipped.
+//! Entry framing: `u32 LE length ‖ CRC-32 of the payload (LE) ‖ payload`, payload
+//! - `0x00 ‖ canonical JSON of a record` (not chained; written by earlier versions),
+//! - `0x01 ‖ u64 LE batch number` (a marker),
+//! - `0x02 ‖ u64 LE hold id ‖ JSON of the held record`,
+//! - `0x03 ‖ u64 LE hold id ‖ chained line` (a line that releases a hold),
+//! - `0x04 ‖ chained line`.
+//!
+//! Earlier versions framed entries with the first 4 bytes of SHA-256 instead
+//! of CRC-32; both are accepted. A torn entry at the end of the newest
+//! segment (a crash mid-write, never synced) is cut off; damage anywhere
+//! else is an error, never skipped.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
@@ -35,8 +44,15 @@ use crate::record::TraceRecord;
 /// One spooled entry.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Entry {
-    /// A record, not yet chained.
+    /// A record, not chained (spools of earlier versions).
     Record(Box<TraceRecord>),
+    /// A chained line, as the batch object will hold it.
+    Line {
+        /// The line, without its newline.
+        line: Vec<u8>,
+        /// The hold id it releases, if it was held.
+        released: Option<u64>,
+    },
     /// The records before this marker are being sealed as batch `batch_no`.
     Sealing {
         /// The batch number.
@@ -49,13 +65,15 @@ pub enum Entry {
         /// The record.
         record: Box<TraceRecord>,
     },
-    /// A held record, now with its session, to be chained like [`Entry::Record`].
-    Released {
-        /// The hold id it releases.
-        id: u64,
-        /// The record.
-        record: Box<TraceRecord>,
-    },
+}
+
+/// What [`unsealed`] returns: entries to put back into the writer's pending batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Unsealed {
+    /// A record to chain (from spools of earlier versions).
+    Record(Box<TraceRecord>),
+    /// A chained line to adopt.
+    Line(Vec<u8>),
 }
 
 /// The spool directory, locked by this process.
@@ -158,40 +176,43 @@ impl Spool {
         self.bytes
     }
 
-    fn write_entry(&mut self, kind: u8, body: &[u8]) -> Result<()> {
-        let mut payload = Vec::with_capacity(body.len() + 1);
-        payload.push(kind);
-        payload.extend_from_slice(body);
-        let check = Digest::sha256(&payload);
+    /// Writes one entry: `kind`, then `parts` in order.
+    fn write_entry(&mut self, kind: u8, parts: &[&[u8]]) -> Result<()> {
+        let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&[kind]);
+        for p in parts {
+            crc.update(p);
+        }
         let path = self.dir.join(segment_name(self.active_no));
         let w = &mut self.active;
-        w.write_all(&(payload.len() as u32).to_le_bytes())
-            .map_err(io_err(&path))?;
-        w.write_all(&check.0[..4]).map_err(io_err(&path))?;
-        w.write_all(&payload).map_err(io_err(&path))?;
-        self.bytes += 8 + payload.len() as u64;
+        let mut head = [0u8; 9];
+        head[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        head[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+        head[8] = kind;
+        w.write_all(&head).map_err(io_err(&path))?;
+        for p in parts {
+            w.write_all(p).map_err(io_err(&path))?;
+        }
+        self.bytes += 8 + len as u64;
         self.unsynced = true;
         Ok(())
     }
 
-    /// Appends a record (durable after the next [`Spool::sync`]).
-    pub fn append(&mut self, record: &TraceRecord) -> Result<()> {
-        let body = crate::canonical::to_vec(record)?;
-        self.write_entry(0, &body)
+    /// Appends a chained line (durable after the next [`Spool::sync`]);
+    /// `released` names the hold it releases, if it was held.
+    pub fn append_line(&mut self, line: &[u8], released: Option<u64>) -> Result<()> {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        match released {
+            None => self.write_entry(4, &[line]),
+            Some(id) => self.write_entry(3, &[&id.to_le_bytes(), line]),
+        }
     }
 
     /// Appends a record whose session is not known yet, under hold id `id`.
     pub fn append_held(&mut self, id: u64, record: &TraceRecord) -> Result<()> {
-        let mut body = id.to_le_bytes().to_vec();
-        crate::canonical::write(record, &mut body)?;
-        self.write_entry(2, &body)
-    }
-
-    /// Appends a held record, now with its session, releasing hold `id`.
-    pub fn append_released(&mut self, id: u64, record: &TraceRecord) -> Result<()> {
-        let mut body = id.to_le_bytes().to_vec();
-        crate::canonical::write(record, &mut body)?;
-        self.write_entry(3, &body)
+        let body = crate::canonical::to_vec(record)?;
+        self.write_entry(2, &[&id.to_le_bytes(), &body])
     }
 
     /// Makes everything appended so far durable (one `fdatasync` for all of it).
@@ -209,7 +230,7 @@ impl Spool {
     /// Marks that the records so far are being sealed as `batch_no`, makes
     /// that durable, and starts a new segment.
     pub fn mark_sealing(&mut self, batch_no: u64) -> Result<()> {
-        self.write_entry(1, &batch_no.to_le_bytes())?;
+        self.write_entry(1, &[&batch_no.to_le_bytes()])?;
         self.sync()?;
         self.active_no += 1;
         self.active = Self::create_segment(&self.dir, self.active_no)?;
@@ -265,7 +286,8 @@ fn read_segment(path: &Path, newest: bool, out: &mut Vec<Entry>) -> Result<u64> 
         let Some(payload) = data.get(at + 8..at + 8 + len) else {
             return torn(at);
         };
-        if Digest::sha256(payload).0[..4] != head[4..8] || payload.is_empty() {
+        let crc_ok = crc32fast::hash(payload).to_le_bytes() == head[4..8];
+        if payload.is_empty() || !(crc_ok || Digest::sha256(payload).0[..4] == head[4..8]) {
             return if newest && at + 8 + len == data.len() {
                 torn(at)
             } else {
@@ -279,18 +301,23 @@ fn read_segment(path: &Path, newest: bool, out: &mut Vec<Entry>) -> Result<u64> 
             1 if payload.len() == 9 => out.push(Entry::Sealing {
                 batch_no: u64::from_le_bytes(payload[1..9].try_into().unwrap_or_default()),
             }),
-            k @ (2 | 3) if payload.len() > 9 => {
-                let id = u64::from_le_bytes(payload[1..9].try_into().unwrap_or_default());
-                let record = Box::new(
+            2 if payload.len() > 9 => out.push(Entry::Held {
+                id: u64::from_le_bytes(payload[1..9].try_into().unwrap_or_default()),
+                record: Box::new(
                     serde_json::from_slice(&payload[9..])
                         .map_err(|_| damaged(at, "not a record"))?,
-                );
-                out.push(if k == 2 {
-                    Entry::Held { id, record }
-                } else {
-                    Entry::Released { id, record }
-                });
-            }
+                ),
+            }),
+            3 if payload.len() > 9 => out.push(Entry::Line {
+                released: Some(u64::from_le_bytes(
+                    payload[1..9].try_into().unwrap_or_default(),
+                )),
+                line: payload[9..].to_vec(),
+            }),
+            4 => out.push(Entry::Line {
+                released: None,
+                line: payload[1..].to_vec(),
+            }),
             _ => return Err(damaged(at, "of an unknown type")),
         }
         at += 8 + len;
@@ -300,7 +327,7 @@ fn read_segment(path: &Path, newest: bool, out: &mut Vec<Entry>) -> Result<u64> 
 
 /// The records of `entries` that no seal covers yet, given the writer's next
 /// batch number: those after the last marker whose seal exists.
-pub fn unsealed(entries: Vec<Entry>, next_batch_no: u64) -> Vec<TraceRecord> {
+pub fn unsealed(entries: Vec<Entry>, next_batch_no: u64) -> Vec<Unsealed> {
     let cut = entries
         .iter()
         .rposition(|e| matches!(e, Entry::Sealing { batch_no } if *batch_no < next_batch_no))
@@ -309,7 +336,8 @@ pub fn unsealed(entries: Vec<Entry>, next_batch_no: u64) -> Vec<TraceRecord> {
         .into_iter()
         .skip(cut)
         .filter_map(|e| match e {
-            Entry::Record(r) | Entry::Released { record: r, .. } => Some(*r),
+            Entry::Record(r) => Some(Unsealed::Record(r)),
+            Entry::Line { line, .. } => Some(Unsealed::Line(line)),
             Entry::Sealing { .. } | Entry::Held { .. } => None,
         })
         .collect()
@@ -320,7 +348,9 @@ pub fn held(entries: &[Entry]) -> Vec<(u64, TraceRecord)> {
     let released: std::collections::HashSet<u64> = entries
         .iter()
         .filter_map(|e| match e {
-            Entry::Released { id, .. } => Some(*id),
+            Entry::Line {
+                released: Some(id), ..
+            } => Some(*id),
             _ => None,
         })
         .collect();
@@ -338,7 +368,7 @@ pub fn held(entries: &[Entry]) -> Vec<(u64, TraceRecord)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Kind;
+    use crate::record::{Kind, StoredRecord};
 
     fn rec(i: u64) -> TraceRecord {
         let mut r = TraceRecord::new("s", Kind::Span, format!("r{i}"));
@@ -346,23 +376,43 @@ mod tests {
         r
     }
 
+    fn line(i: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::chain::encode_line(&rec(i), &mut out).unwrap();
+        out.pop(); // the newline
+        out
+    }
+
+    fn names(v: Vec<Unsealed>) -> Vec<String> {
+        v.into_iter()
+            .map(|u| match u {
+                Unsealed::Record(r) => r.name.clone(),
+                Unsealed::Line(l) => {
+                    serde_json::from_slice::<StoredRecord>(&l)
+                        .unwrap()
+                        .record
+                        .name
+                }
+            })
+            .collect()
+    }
+
     #[test]
-    fn records_survive_reopen_and_markers_split_sealed_from_unsealed() {
+    fn lines_survive_reopen_and_markers_split_sealed_from_unsealed() {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut s, left) = Spool::open(dir.path()).unwrap();
             assert!(left.is_empty());
-            s.append(&rec(1)).unwrap();
-            s.append(&rec(2)).unwrap();
+            s.append_line(&line(1), None).unwrap();
+            s.append_line(&line(2), None).unwrap();
             s.sync().unwrap();
             s.mark_sealing(0).unwrap();
-            s.append(&rec(3)).unwrap();
+            s.append_line(&line(3), None).unwrap();
             s.sync().unwrap();
             // Crash: the seal of batch 0 may or may not have been written.
         }
         let (s, left) = Spool::open(dir.path()).unwrap();
         assert_eq!(left.len(), 4);
-        let names = |v: Vec<TraceRecord>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
         // Seal 0 was written (next batch is 1): only r3 is unsealed.
         assert_eq!(names(unsealed(left.clone(), 1)), ["r3"]);
         // Seal 0 was not written: all three.
@@ -371,25 +421,44 @@ mod tests {
     }
 
     #[test]
+    fn unchained_records_of_earlier_versions_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut s, _) = Spool::open(dir.path()).unwrap();
+            let body = crate::canonical::to_vec(&rec(7)).unwrap();
+            s.write_entry(0, &[&body]).unwrap();
+            s.sync().unwrap();
+        }
+        let (_s, left) = Spool::open(dir.path()).unwrap();
+        assert_eq!(unsealed(left, 0), vec![Unsealed::Record(Box::new(rec(7)))]);
+    }
+
+    #[test]
     fn sealed_deletes_older_segments() {
         let dir = tempfile::tempdir().unwrap();
         let (mut s, _) = Spool::open(dir.path()).unwrap();
-        s.append(&rec(1)).unwrap();
+        s.append_line(&line(1), None).unwrap();
         s.mark_sealing(0).unwrap();
-        s.append(&rec(2)).unwrap();
+        s.append_line(&line(2), None).unwrap();
         s.sync().unwrap();
         s.sealed().unwrap();
         drop(s);
         let (_, left) = Spool::open(dir.path()).unwrap();
-        assert_eq!(left, vec![Entry::Record(Box::new(rec(2)))]);
+        assert_eq!(
+            left,
+            vec![Entry::Line {
+                line: line(2),
+                released: None
+            }]
+        );
     }
 
     #[test]
     fn a_torn_tail_is_cut_but_damage_elsewhere_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let (mut s, _) = Spool::open(dir.path()).unwrap();
-        s.append(&rec(1)).unwrap();
-        s.append(&rec(2)).unwrap();
+        s.append_line(&line(1), None).unwrap();
+        s.append_line(&line(2), None).unwrap();
         s.sync().unwrap();
         drop(s);
         let seg = dir.path().join(segment_name(0));
@@ -401,7 +470,7 @@ mod tests {
             .set_len(len - 3)
             .unwrap();
         let (s, left) = Spool::open(dir.path()).unwrap();
-        assert_eq!(left, vec![Entry::Record(Box::new(rec(1)))]);
+        assert_eq!(names(unsealed(left, 0)), ["r1"]);
         drop(s);
         // Now segment 0 is no longer the newest; flip a byte in its first entry.
         let mut bytes = fs::read(&seg).unwrap();
@@ -412,24 +481,23 @@ mod tests {
     }
 
     #[test]
-    fn held_records_are_returned_until_released_and_released_ones_are_chained() {
+    fn held_records_are_returned_until_released() {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut s, _) = Spool::open(dir.path()).unwrap();
             s.append_held(1, &rec(1)).unwrap();
             s.append_held(2, &rec(2)).unwrap();
-            s.append(&rec(3)).unwrap();
+            s.append_line(&line(3), None).unwrap();
             s.sync().unwrap();
             s.mark_sealing(0).unwrap();
             // Still held at the seal: carried into the new segment.
             s.append_held(1, &rec(1)).unwrap();
             s.append_held(2, &rec(2)).unwrap();
-            s.append_released(2, &rec(2)).unwrap();
+            s.append_line(&line(2), Some(2)).unwrap();
             s.sync().unwrap();
             s.sealed().unwrap();
         }
         let (_s, left) = Spool::open(dir.path()).unwrap();
-        let names = |v: Vec<TraceRecord>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
         let held = held(&left);
         assert_eq!(held.len(), 1);
         assert_eq!((held[0].0, held[0].1.name.as_str()), (1, "r1"));

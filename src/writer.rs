@@ -183,6 +183,8 @@ pub struct Writer {
     prev_seal_version: Option<String>,
     last_seal_ns: u64,
     pending: Pending,
+    /// Where the line of the record appended last starts in `pending.lines`.
+    last_line: usize,
     closed: bool,
 }
 
@@ -224,6 +226,7 @@ impl Writer {
             prev_seal_version: None,
             last_seal_ns: 0,
             pending: Pending::default(),
+            last_line: 0,
             closed: false,
         };
         w.recover().await?;
@@ -315,7 +318,9 @@ impl Writer {
                 writer: self.id.clone(),
             });
         }
+        let start = self.pending.lines.len();
         let hash = self.chain.append(&mut record, &mut self.pending.lines)?;
+        self.last_line = start;
         self.pending.hashes.push(hash);
         match self.pending.sessions.get_mut(&record.session) {
             Some(s) => {
@@ -335,6 +340,37 @@ impl Writer {
                     },
                 );
             }
+        }
+        Ok(hash)
+    }
+
+    /// The line (`{"hash":…,"record":…}\n`) of the record appended last, as
+    /// the batch object will hold it. Valid right after [`Writer::append`].
+    pub fn last_line(&self) -> &[u8] {
+        self.pending.lines.get(self.last_line..).unwrap_or_default()
+    }
+
+    /// Puts back a line this writer chained before a crash (from its spool):
+    /// it must continue its session's chain exactly, or it is refused.
+    pub fn adopt(&mut self, line: &[u8]) -> Result<Digest> {
+        let stored: crate::record::StoredRecord =
+            serde_json::from_slice(line).map_err(|e| Error::InvalidRecord {
+                reason: format!("a spooled line is not a chained record: {e}"),
+            })?;
+        let (seq, prev) = (stored.record.seq, stored.record.prev);
+        let session = stored.record.session.clone();
+        let start = self.pending.lines.len();
+        let head = self.chain.head(&session);
+        let hash = self.append(stored.record)?;
+        if hash != stored.hash || self.pending.lines[start..self.pending.lines.len() - 1] != *line {
+            return Err(Error::Recovery {
+                writer: self.id.clone(),
+                reason: format!(
+                    "the spool's record {seq} of session {session:?} (prev {prev}) does not continue \
+                     the chain the archive's seals end with (head {head:?}): \
+                     was the spool copied from another writer?"
+                ),
+            });
         }
         Ok(hash)
     }
@@ -501,6 +537,40 @@ mod tests {
         for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(65), "é"] {
             assert!(!valid_writer_id(bad), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn spooled_lines_are_adopted_only_where_they_continue_the_chain() {
+        let archive = Archive::memory();
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let open = || Writer::open(archive.clone(), key.clone(), "w", WriterOptions::default());
+        let mut w = open().await.unwrap();
+        w.append(TraceRecord::new("s", Kind::Span, "a")).unwrap();
+        w.flush().await.unwrap();
+        let hash = w.append(TraceRecord::new("s", Kind::Span, "b")).unwrap();
+        let line = w.last_line().strip_suffix(b"\n").unwrap().to_vec();
+        drop(w); // A crash: "b" was spooled, not sealed.
+
+        let mut w = open().await.unwrap();
+        assert_eq!(w.adopt(&line).unwrap(), hash);
+        assert_eq!(w.chain().head("s").unwrap().next_seq, 2);
+        // The same line again does not continue the chain.
+        assert!(matches!(w.adopt(&line), Err(Error::Recovery { .. })));
+        // Nor does a line another writer chained.
+        let mut other = Writer::open(
+            Archive::memory(),
+            key.clone(),
+            "x",
+            WriterOptions::default(),
+        )
+        .await
+        .unwrap();
+        other
+            .append(TraceRecord::new("t", Kind::Span, "z"))
+            .unwrap();
+        let foreign = other.last_line().strip_suffix(b"\n").unwrap().to_vec();
+        let mut w = open().await.unwrap();
+        assert!(matches!(w.adopt(&foreign), Err(Error::Recovery { .. })));
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ use sealtrail::keys;
 use sealtrail::verify::{verify, VerifyOptions};
 use sealtrail::Archive;
 
+mod bench_load;
 mod demo;
 mod metrics;
 mod pipeline;
@@ -38,6 +39,9 @@ enum Command {
     /// Print one session's records in chain order (seq, time, kind, name, key fields).
     /// Reading proves nothing: use `verify` for that.
     Show(read::ShowArgs),
+    /// Measure the collector: start it, send it GenAI spans over OTLP/gRPC
+    /// and OTLP/HTTP, report spans/s acknowledged, CPU per span, peak memory.
+    BenchLoad(bench_load::BenchLoadArgs),
     /// Run the OTLP collector (gRPC and HTTP): spans and log records from
     /// agents in any language, archived like the tracing layer's.
     Serve(Box<serve::ServeArgs>),
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
     let cli = match cli.command {
         // The collector builds its own runtime (and its logs).
         Command::Serve(a) => return serve::run(*a),
+        Command::BenchLoad(a) => return bench_load::run(&a),
         other => Cli { command: other },
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -125,7 +130,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => rt.block_on(run_verify(&a)),
         Command::Sessions(a) => rt.block_on(read::run_sessions(&a)),
         Command::Show(a) => rt.block_on(read::run_show(&a)),
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::BenchLoad(_) => unreachable!("handled above"),
     };
     match result {
         Ok(code) => code,

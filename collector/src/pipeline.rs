@@ -560,29 +560,45 @@ impl State {
         }
     }
 
-    /// Spools the group with one fsync, answers the exports, chains the records.
+    /// Chains and spools the group with one fsync, then answers the exports.
     fn commit(
         &mut self,
         ops: Vec<Op>,
         answers: Vec<(oneshot::Sender<Result<Accepted, Unavailable>>, Accepted)>,
     ) {
-        let spool = self.sealer.spool();
-        let mut written = Ok(());
-        for op in &ops {
-            written = match op {
-                Op::Record(r) => spool.append(r),
-                Op::Hold(id) => match self.held.get(id) {
-                    Some(h) => spool.append_held(*id, &h.record),
-                    // Released within this group: its Release entry follows.
-                    None => Ok(()),
-                },
-                Op::Release(id, r) => spool.append_released(*id, r),
+        let n = ops.len();
+        let mut held_failed = None;
+        // This group's duplicate-check keys and holds, undone if it is not durable.
+        let mut keys = Vec::new();
+        let mut holds = Vec::new();
+        for op in ops {
+            let (r, released) = match op {
+                Op::Hold(id) => {
+                    // Released within this group: its line follows.
+                    if let Some(h) = self.held.get(&id) {
+                        if let Err(e) = self.sealer.spool().append_held(id, &h.record) {
+                            held_failed.get_or_insert(e);
+                        }
+                        holds.push(id);
+                    }
+                    continue;
+                }
+                Op::Record(r) => (r, None),
+                Op::Release(id, r) => (r, Some(id)),
             };
-            if written.is_err() {
-                break;
+            if r.attributes.get(SIGNAL).is_none() {
+                if let Some(k) = span_key(r.trace_id.as_deref(), r.span_id.as_deref()) {
+                    keys.push(span_bytes(k));
+                }
+            }
+            if let Err(e) = self.sealer.append(r, released) {
+                tracing::error!(error = %e, "a record was refused by the chain");
             }
         }
-        let written = written.and_then(|()| self.sealer.sync(ops.len()));
+        let written = match held_failed {
+            Some(e) => Err(e),
+            None => self.sealer.sync(n),
+        };
         if let Err(e) = &written {
             tracing::error!(error = %e, "the spool could not be written; exports are refused until it can");
         }
@@ -593,28 +609,19 @@ impl State {
             });
         }
         if written.is_err() {
-            // Nothing was acknowledged; the records of this group are not
-            // chained (the client retries them). Forget them so the retry is taken.
-            for op in ops {
-                match op {
-                    Op::Record(r) | Op::Release(_, r) => self.remember_undo(&r),
-                    Op::Hold(id) => {
-                        if let Some(h) = self.held.remove(&id) {
-                            if let Some(w) = self.waiting.get_mut(&h.anchor) {
-                                w.retain(|x| *x != id);
-                            }
-                            self.metrics.held.fetch_sub(1, Ordering::Relaxed);
-                            self.remember_undo(&h.record);
-                        }
-                    }
-                }
+            // Nothing was acknowledged. The chained records will still be
+            // sealed, but a client's retry must not be taken for a
+            // duplicate of a record that was never durable: forget them.
+            for k in keys {
+                self.seen.remove(&k);
             }
-            return;
-        }
-        for op in ops {
-            if let Op::Record(r) | Op::Release(_, r) = op {
-                if let Err(e) = self.sealer.chain(r) {
-                    tracing::error!(error = %e, "a spooled record was refused by the chain");
+            for id in holds {
+                if let Some(h) = self.held.remove(&id) {
+                    if let Some(w) = self.waiting.get_mut(&h.anchor) {
+                        w.retain(|x| *x != id);
+                    }
+                    self.metrics.held.fetch_sub(1, Ordering::Relaxed);
+                    self.remember_undo(&h.record);
                 }
             }
         }

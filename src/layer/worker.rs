@@ -137,28 +137,21 @@ impl Worker {
         map::to_record(span, session, "tracing", now_ns())
     }
 
-    /// Spools a group of records with one fsync, then chains them.
+    /// Chains and spools a group of records, with one fsync.
     fn take(&mut self, group: &mut Vec<TraceRecord>) {
         self.gap_record(group);
         if group.is_empty() {
             return;
         }
-        let spool = self.sealer.spool();
-        let appended = group.iter().try_for_each(|r| spool.append(r));
-        if appended.is_err() {
-            self.counters
-                .sealer
-                .spool_errors
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        let _ = self.sealer.sync(group.len());
+        let n = group.len();
         for r in group.drain(..) {
             // A record the chain refuses (e.g. an over-long session id) is
             // dropped, counted, and stated in the next gap record.
-            if self.sealer.chain(r).is_err() {
+            if self.sealer.append(r, None).is_err() {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+        let _ = self.sealer.sync(n);
     }
 
     /// Adds a `gap` record when spans were dropped since the last one.

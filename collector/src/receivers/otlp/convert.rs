@@ -67,26 +67,29 @@ impl Converted {
     }
 }
 
-fn value(v: Option<&AnyValue>, at: &str, key: &str) -> Result<Option<Value>, ConvertError> {
-    let Some(v) = v.and_then(|v| v.value.as_ref()) else {
+/// Where an error is, computed only when there is one.
+type At<'a> = &'a dyn Fn() -> String;
+
+fn value(v: Option<AnyValue>, at: At<'_>, key: &str) -> Result<Option<Value>, ConvertError> {
+    let Some(v) = v.and_then(|v| v.value) else {
         return Ok(None); // An empty AnyValue: the attribute has no value.
     };
     Ok(Some(match v {
-        any_value::Value::StringValue(s) => Value::Str(s.clone()),
-        any_value::Value::BoolValue(b) => Value::Bool(*b),
-        any_value::Value::IntValue(i) => Value::Int(*i),
-        any_value::Value::DoubleValue(d) => Value::Float(*d),
-        any_value::Value::BytesValue(b) => Value::Bytes(b.clone()),
+        any_value::Value::StringValue(s) => Value::Str(s),
+        any_value::Value::BoolValue(b) => Value::Bool(b),
+        any_value::Value::IntValue(i) => Value::Int(i),
+        any_value::Value::DoubleValue(d) => Value::Float(d),
+        any_value::Value::BytesValue(b) => Value::Bytes(b),
         any_value::Value::ArrayValue(a) => Value::Array(
             a.values
-                .iter()
+                .into_iter()
                 .map(|v| value(Some(v), at, key).map(|v| v.unwrap_or(Value::Str(String::new()))))
                 .collect::<Result<_, _>>()?,
         ),
-        any_value::Value::KvlistValue(kv) => Value::Map(attributes(&kv.values, at)?),
+        any_value::Value::KvlistValue(kv) => Value::Map(attributes(kv.values, at)?),
         any_value::Value::StringValueStrindex(_) => {
             return Err(ConvertError::Strindex {
-                at: at.to_owned(),
+                at: at(),
                 key: key.to_owned(),
             })
         }
@@ -94,20 +97,25 @@ fn value(v: Option<&AnyValue>, at: &str, key: &str) -> Result<Option<Value>, Con
 }
 
 /// OTLP key-values as attributes; `at` names the place for errors.
-pub(crate) fn attributes(kvs: &[KeyValue], at: &str) -> Result<Attributes, ConvertError> {
+pub(crate) fn attributes(kvs: Vec<KeyValue>, at: At<'_>) -> Result<Attributes, ConvertError> {
     let mut out = Attributes::new();
     for kv in kvs {
         if kv.key.is_empty() {
-            return Err(ConvertError::EmptyKey { at: at.to_owned() });
+            return Err(ConvertError::EmptyKey { at: at() });
         }
-        if out.get(&kv.key).is_some() {
-            return Err(ConvertError::DuplicateKey {
-                at: at.to_owned(),
-                key: kv.key.clone(),
-            });
-        }
-        if let Some(v) = value(kv.value.as_ref(), at, &kv.key)? {
-            out.insert(kv.key.clone(), v);
+        let v = value(kv.value, at, &kv.key)?;
+        match out.0.entry(kv.key) {
+            std::collections::btree_map::Entry::Occupied(e) => {
+                return Err(ConvertError::DuplicateKey {
+                    at: at(),
+                    key: e.key().clone(),
+                })
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                if let Some(v) = v {
+                    e.insert(v);
+                }
+            }
         }
     }
     Ok(out)
@@ -143,12 +151,13 @@ fn kind_name(kind: i32) -> Option<&'static str> {
 }
 
 fn convert_span(
-    s: &Span,
+    s: Span,
     resource: &Attributes,
     scope: &[(String, Value)],
 ) -> Result<SpanData, ConvertError> {
-    let at = format!("span {:?} ({})", s.name, hex::encode(&s.span_id));
-    let mut attrs = attributes(&s.attributes, &at)?;
+    let (name, span_id) = (&s.name, &s.span_id);
+    let at = || format!("span {:?} ({})", name, hex::encode(span_id));
+    let mut attrs = attributes(s.attributes, &at)?;
     for (k, v) in scope {
         if attrs.get(k).is_none() {
             attrs.insert(k.clone(), v.clone());
@@ -168,31 +177,32 @@ fn convert_span(
     }
     let events = s
         .events
-        .iter()
+        .into_iter()
         .map(|e| {
+            let ename = e.name;
             Ok(Event {
-                attributes: attributes(&e.attributes, &format!("{at} event {:?}", e.name))?,
-                name: e.name.clone(),
+                attributes: attributes(e.attributes, &|| format!("{} event {ename:?}", at()))?,
+                name: ename.clone(),
                 time_ns: e.time_unix_nano,
             })
         })
         .collect::<Result<Vec<_>, ConvertError>>()?;
-    let status = match &s.status {
+    let status = match s.status {
         Some(st) => Status {
             code: match status::StatusCode::try_from(st.code) {
                 Ok(status::StatusCode::Ok) => StatusCode::Ok,
                 Ok(status::StatusCode::Error) => StatusCode::Error,
                 _ => StatusCode::Unset,
             },
-            message: (!st.message.is_empty()).then(|| st.message.clone()),
+            message: (!st.message.is_empty()).then_some(st.message),
         },
         None => Status::default(),
     };
     Ok(SpanData {
-        name: s.name.clone(),
         trace_id: id(&s.trace_id, &s.name, "trace_id", 16)?,
         span_id: id(&s.span_id, &s.name, "span_id", 8)?,
         parent_span_id: id(&s.parent_span_id, &s.name, "parent_span_id", 8)?,
+        name: s.name,
         start_ns: s.start_time_unix_nano,
         end_ns: s.end_time_unix_nano,
         status,
@@ -203,37 +213,54 @@ fn convert_span(
 }
 
 fn scope_attributes(
-    scope: Option<&opentelemetry_proto::tonic::common::v1::InstrumentationScope>,
+    scope: Option<opentelemetry_proto::tonic::common::v1::InstrumentationScope>,
 ) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     if let Some(sc) = scope {
         if !sc.name.is_empty() {
-            out.push(("otel.scope.name".to_owned(), Value::Str(sc.name.clone())));
+            out.push(("otel.scope.name".to_owned(), Value::Str(sc.name)));
         }
         if !sc.version.is_empty() {
-            out.push((
-                "otel.scope.version".to_owned(),
-                Value::Str(sc.version.clone()),
-            ));
+            out.push(("otel.scope.version".to_owned(), Value::Str(sc.version)));
         }
     }
     out
 }
 
 fn resource_attributes(
-    r: Option<&opentelemetry_proto::tonic::resource::v1::Resource>,
+    r: Option<opentelemetry_proto::tonic::resource::v1::Resource>,
 ) -> Result<Attributes, ConvertError> {
     match r {
-        Some(r) => attributes(&r.attributes, "resource"),
+        Some(r) => attributes(r.attributes, &|| "resource".to_owned()),
         None => Ok(Attributes::new()),
     }
 }
 
+fn span_item(span: SpanData) -> Result<Item, ConvertError> {
+    let field = match (&span.trace_id, &span.span_id) {
+        (None, _) => "trace_id",
+        (_, None) => "span_id",
+        (Some(t), Some(id)) => {
+            let t = u128::from_str_radix(t, 16).unwrap_or_default();
+            let id = u64::from_str_radix(id, 16).unwrap_or_default();
+            return Ok(Item {
+                span,
+                log: false,
+                key: span_bytes((t, id)),
+            });
+        }
+    };
+    Err(ConvertError::MissingId {
+        span: span.name,
+        field,
+    })
+}
+
 /// Every span of an export request, in the order sent.
-pub(crate) fn spans(req: &ExportTraceServiceRequest) -> Converted {
+pub(crate) fn spans(req: ExportTraceServiceRequest) -> Converted {
     let mut out = Converted::default();
-    for rs in &req.resource_spans {
-        let resource = match resource_attributes(rs.resource.as_ref()) {
+    for rs in req.resource_spans {
+        let resource = match resource_attributes(rs.resource) {
             Ok(r) => r,
             Err(e) => {
                 // Every span under this resource is rejected with it.
@@ -246,28 +273,10 @@ pub(crate) fn spans(req: &ExportTraceServiceRequest) -> Converted {
                 continue;
             }
         };
-        for ss in &rs.scope_spans {
-            let scope = scope_attributes(ss.scope.as_ref());
-            for s in &ss.spans {
-                match convert_span(s, &resource, &scope).and_then(|span| {
-                    let key = match (&span.trace_id, &span.span_id) {
-                        (None, _) => "trace_id",
-                        (_, None) => "span_id",
-                        (Some(t), Some(id)) => {
-                            let t = u128::from_str_radix(t, 16).unwrap_or_default();
-                            let id = u64::from_str_radix(id, 16).unwrap_or_default();
-                            return Ok(Item {
-                                span,
-                                log: false,
-                                key: span_bytes((t, id)),
-                            });
-                        }
-                    };
-                    Err(ConvertError::MissingId {
-                        span: span.name,
-                        field: key,
-                    })
-                }) {
+        for ss in rs.scope_spans {
+            let scope = scope_attributes(ss.scope);
+            for s in ss.spans {
+                match convert_span(s, &resource, &scope).and_then(span_item) {
                     Ok(item) => out.items.push(item),
                     Err(e) => out.errors.push(e),
                 }
@@ -278,24 +287,31 @@ pub(crate) fn spans(req: &ExportTraceServiceRequest) -> Converted {
 }
 
 fn convert_log(
-    l: &LogRecord,
+    l: LogRecord,
     resource: &Attributes,
     scope: &[(String, Value)],
 ) -> Result<Item, ConvertError> {
-    let mut attrs = attributes(&l.attributes, "log record")?;
+    // A retried export sends the same bytes: the record's digest identifies it.
+    let digest = Sha256::new()
+        .chain_update(b"sealtrail.log\0")
+        .chain_update(l.encode_to_vec())
+        .finalize();
+    let mut key = [0u8; 24];
+    key.copy_from_slice(&digest[..24]);
+    let mut attrs = attributes(l.attributes, &|| "log record".to_owned())?;
     let name = if !l.event_name.is_empty() {
-        l.event_name.clone()
+        l.event_name
     } else if let Some(Value::Str(n)) = attrs.get("event.name") {
         n.clone()
     } else {
         "log".to_owned()
     };
-    let at = format!("log record {name:?}");
-    if let Some(body) = value(l.body.as_ref(), &at, "body")? {
+    let at = || format!("log record {name:?}");
+    if let Some(body) = value(l.body, &at, "body")? {
         attrs.insert("log.body", body);
     }
     if !l.severity_text.is_empty() {
-        attrs.insert("log.severity_text", l.severity_text.clone());
+        attrs.insert("log.severity_text", l.severity_text);
     }
     if l.severity_number != 0 {
         attrs.insert("log.severity_number", Value::Int(l.severity_number.into()));
@@ -317,13 +333,6 @@ fn convert_log(
     } else {
         l.observed_time_unix_nano
     };
-    // A retried export sends the same bytes: the record's digest identifies it.
-    let digest = Sha256::new()
-        .chain_update(b"sealtrail.log\0")
-        .chain_update(l.encode_to_vec())
-        .finalize();
-    let mut key = [0u8; 24];
-    key.copy_from_slice(&digest[..24]);
     Ok(Item {
         span: SpanData {
             trace_id: id(&l.trace_id, &name, "trace_id", 16)?,
@@ -343,10 +352,10 @@ fn convert_log(
 }
 
 /// Every log record of an export request, in the order sent.
-pub(crate) fn logs(req: &ExportLogsServiceRequest) -> Converted {
+pub(crate) fn logs(req: ExportLogsServiceRequest) -> Converted {
     let mut out = Converted::default();
-    for rl in &req.resource_logs {
-        let resource = match resource_attributes(rl.resource.as_ref()) {
+    for rl in req.resource_logs {
+        let resource = match resource_attributes(rl.resource) {
             Ok(r) => r,
             Err(e) => {
                 let n = rl
@@ -358,9 +367,9 @@ pub(crate) fn logs(req: &ExportLogsServiceRequest) -> Converted {
                 continue;
             }
         };
-        for sl in &rl.scope_logs {
-            let scope = scope_attributes(sl.scope.as_ref());
-            for l in &sl.log_records {
+        for sl in rl.scope_logs {
+            let scope = scope_attributes(sl.scope);
+            for l in sl.log_records {
                 match convert_log(l, &resource, &scope) {
                     Ok(item) => out.items.push(item),
                     Err(e) => out.errors.push(e),
@@ -460,7 +469,7 @@ mod tests {
     }
 
     fn one(req: &ExportTraceServiceRequest) -> Result<Vec<SpanData>, ConvertError> {
-        let mut c = spans(req);
+        let mut c = spans(req.clone());
         match c.errors.pop() {
             Some(e) => Err(e),
             None => Ok(c.items.into_iter().map(|i| i.span).collect()),
@@ -579,7 +588,7 @@ mod tests {
         bad.trace_id = vec![1; 3];
         let mut good = chat_span();
         good.span_id = vec![9; 8];
-        let c = spans(&request(vec![bad, good]));
+        let c = spans(request(vec![bad, good]));
         assert_eq!((c.items.len(), c.errors.len()), (1, 1));
         assert_eq!(c.items[0].span.span_id.as_deref(), Some("0909090909090909"));
         assert!(c.message().unwrap().contains("trace_id must be 16 bytes"));
@@ -611,7 +620,7 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let c = logs(&req);
+        let c = logs(req);
         assert!(c.errors.is_empty());
         let i = &c.items[0];
         assert!(i.log);

@@ -58,7 +58,7 @@ impl TraceService for Otlp {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         self.check(&request)?;
-        let c = convert::spans(request.get_ref());
+        let c = convert::spans(request.into_inner());
         let o = self.take(Signal::Traces, c).await?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: (o.rejected > 0).then_some(ExportTracePartialSuccess {
@@ -76,7 +76,7 @@ impl LogsService for Otlp {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         self.check(&request)?;
-        let c = convert::logs(request.get_ref());
+        let c = convert::logs(request.into_inner());
         let o = self.take(Signal::Logs, c).await?;
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: (o.rejected > 0).then_some(ExportLogsPartialSuccess {

@@ -241,18 +241,18 @@ async fn export(s: &Shared, signal: Signal, req: Request) -> Response {
     };
     let converted = match (signal, enc) {
         (Signal::Traces, Encoding::Protobuf) => ExportTraceServiceRequest::decode(body)
-            .map(|r| convert::spans(&r))
+            .map(convert::spans)
             .map_err(|e| e.to_string()),
         (Signal::Traces, Encoding::Json) => {
             serde_json::from_slice::<ExportTraceServiceRequest>(&body)
-                .map(|r| convert::spans(&r))
+                .map(convert::spans)
                 .map_err(|e| e.to_string())
         }
         (Signal::Logs, Encoding::Protobuf) => ExportLogsServiceRequest::decode(body)
-            .map(|r| convert::logs(&r))
+            .map(convert::logs)
             .map_err(|e| e.to_string()),
         (Signal::Logs, Encoding::Json) => serde_json::from_slice::<ExportLogsServiceRequest>(&body)
-            .map(|r| convert::logs(&r))
+            .map(convert::logs)
             .map_err(|e| e.to_string()),
     };
     let converted = match converted {

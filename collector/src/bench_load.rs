@@ -1,0 +1,477 @@
+//! `sealtrail bench-load`: a load generator for the collector.
+//!
+//! Starts `sealtrail serve` (this executable) in a scratch directory, sends
+//! it realistic GenAI spans (10 attributes, about 1 KiB each) over OTLP/gRPC
+//! and then over OTLP/HTTP from concurrent clients, and reports per protocol:
+//! spans acknowledged per second (acknowledged = durable in the spool), the
+//! collector's CPU time per span (from /proc, the generator's own CPU
+//! excluded), spans/s per collector CPU-second, and the collector's peak
+//! memory. Requests are encoded before the clock starts, so the generator
+//! spends its time sending.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes};
+use clap::Args;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchLoadArgs {
+    /// Spans to send per protocol.
+    #[arg(long, default_value_t = 200_000)]
+    spans: usize,
+    /// Spans per export request.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Concurrent clients (connections).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Protocols to measure: grpc, http, or both.
+    #[arg(long, default_value = "both", value_parser = ["grpc", "http", "both"])]
+    protocol: String,
+    /// Scratch directory for the collector's key, spool and archive
+    /// (default: a new directory under the current one, removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Archive URL for the collector (default: <dir>/data).
+    #[arg(long)]
+    store: Option<String>,
+    /// Verify the archive afterwards (reads it all back).
+    #[arg(long)]
+    verify: bool,
+}
+
+/// One span as the OpenTelemetry GenAI instrumentation sends it: 10
+/// attributes, about 1 KiB encoded.
+fn genai_span(n: u64) -> Span {
+    let s = |k: &str, v: String| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
+        ..Default::default()
+    };
+    let i = |k: &str, v: i64| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(v)),
+        }),
+        ..Default::default()
+    };
+    let content = format!(
+        "[{{\"role\":\"assistant\",\"parts\":[{{\"type\":\"text\",\"content\":\"Order A-{n} was shipped on Tuesday by ground freight and should arrive within three business days. The tracking number is 1Z999AA1{n:010}. If the parcel does not arrive by Friday, the customer may request a replacement or a refund under policy R-7, which the claims team reviews within two working days. Refunds are paid to the original payment method; store credit is offered as an alternative, and the customer is told both options in writing.\"}}],\"finish_reason\":\"stop\"}}]"
+    );
+    let start = 1_700_000_000_000_000_000 + n * 1_000_000;
+    Span {
+        trace_id: (u128::from(n) << 64 | 0x5ea1).to_be_bytes().to_vec(),
+        span_id: (n + 1).to_be_bytes().to_vec(),
+        parent_span_id: Vec::new(),
+        name: "chat gpt-4o".into(),
+        kind: span::SpanKind::Client as i32,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 850_000_000,
+        attributes: vec![
+            s("gen_ai.operation.name", "chat".into()),
+            s("gen_ai.provider.name", "openai".into()),
+            s("gen_ai.request.model", "gpt-4o".into()),
+            s("gen_ai.response.model", "gpt-4o-2024-08-06".into()),
+            s("gen_ai.response.id", format!("chatcmpl-{n:024}")),
+            s("gen_ai.conversation.id", format!("conv-{:04}", n % 1000)),
+            i("gen_ai.usage.input_tokens", 1200 + (n % 100) as i64),
+            i("gen_ai.usage.output_tokens", 80 + (n % 20) as i64),
+            KeyValue {
+                key: "gen_ai.response.finish_reasons".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::ArrayValue(ArrayValue {
+                        values: vec![AnyValue {
+                            value: Some(any_value::Value::StringValue("stop".into())),
+                        }],
+                    })),
+                }),
+                ..Default::default()
+            },
+            s("gen_ai.output.messages", content),
+        ],
+        status: Some(Status::default()),
+        ..Default::default()
+    }
+}
+
+fn requests(first: u64, spans: usize, batch: usize) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut n = first;
+    let end = first + spans as u64;
+    while n < end {
+        let k = (end - n).min(batch as u64);
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue("claims-agent".into())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: (n..n + k).map(genai_span).collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        out.push(Bytes::from(req.encode_to_vec()));
+        n += k;
+    }
+    out
+}
+
+/// Sends pre-encoded protobuf bytes as a gRPC message.
+#[derive(Clone, Copy, Debug, Default)]
+struct RawCodec;
+
+#[derive(Debug)]
+struct RawEncoder;
+
+#[derive(Debug)]
+struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = ();
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ();
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+struct Collector {
+    child: Child,
+    grpc: String,
+    http: String,
+}
+
+impl Collector {
+    fn start(dir: &Path, store: &str) -> Result<Collector, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .args([
+                "serve",
+                "--signing-key",
+                "bench.key",
+                "--store",
+                store,
+                "--spool-dir",
+                "spool",
+                "--otlp-grpc",
+                "127.0.0.1:0",
+                "--otlp-http",
+                "127.0.0.1:0",
+                "--max-body",
+                "64MiB",
+            ])
+            .current_dir(dir)
+            .env("SEALTRAIL_LOG", "info")
+            .env("SEALTRAIL_LOG_FORMAT", "text")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the collector: {e}"))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let line = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains(" listening ") => break l,
+                Some(Ok(l)) => eprintln!("collector: {l}"),
+                _ => return Err("the collector stopped during start-up".into()),
+            }
+        };
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                if l.contains("ERROR") || l.contains("WARN") {
+                    eprintln!("collector: {l}");
+                }
+            }
+        });
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no {name}= in {line:?}"))
+        };
+        Ok(Collector {
+            grpc: field("grpc")?,
+            http: field("http")?,
+            child,
+        })
+    }
+
+    /// User plus system CPU time of the collector so far.
+    fn cpu(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_nanos(ticks * 1_000_000_000 / hz)
+    }
+
+    /// Peak resident memory (VmHWM), bytes.
+    fn peak_rss(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    fn stop(mut self) -> Result<Duration, String> {
+        let t = Instant::now();
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let s = self.child.wait().map_err(|e| e.to_string())?;
+        if !s.success() {
+            return Err(format!("the collector exited with {s}"));
+        }
+        Ok(t.elapsed())
+    }
+}
+
+struct Phase {
+    name: &'static str,
+    spans: usize,
+    wall: Duration,
+    cpu: Duration,
+}
+
+async fn send_grpc(addr: &str, reqs: Vec<Bytes>, concurrency: usize) -> Result<(), String> {
+    let ch = tonic::transport::Endpoint::new(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let queue = Arc::new(std::sync::Mutex::new(reqs));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let q = queue.clone();
+        let mut g = tonic::client::Grpc::new(ch.clone()).max_encoding_message_size(64 << 20);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(body) = q.lock().map_err(|e| e.to_string())?.pop() else {
+                    return Ok::<(), String>(());
+                };
+                g.ready().await.map_err(|e| e.to_string())?;
+                g.unary(
+                    tonic::Request::new(body),
+                    http::uri::PathAndQuery::from_static(
+                        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                    ),
+                    RawCodec,
+                )
+                .await
+                .map_err(|e| format!("gRPC export failed: {e}"))?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+async fn send_http(addr: &str, reqs: Vec<Bytes>, concurrency: usize) -> Result<(), String> {
+    let url = format!("http://{addr}/v1/traces");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let queue = Arc::new(std::sync::Mutex::new(reqs));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let q = queue.clone();
+        let client = client.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(body) = q.lock().map_err(|e| e.to_string())?.pop() else {
+                    return Ok::<(), String>(());
+                };
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/x-protobuf")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !r.status().is_success() {
+                    return Err(format!("HTTP export failed: {}", r.status()));
+                }
+                r.bytes().await.map_err(|e| e.to_string())?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+pub(crate) fn run(a: &BenchLoadArgs) -> ExitCode {
+    match bench(a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-load: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn bench(a: &BenchLoadArgs) -> Result<(), String> {
+    let (dir, remove) = match &a.dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::current_dir()
+                .map_err(|e| e.to_string())?
+                .join(format!("sealtrail-bench-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    if !dir.join("bench.key").exists() {
+        let key = sealtrail::keys::generate().map_err(|e| e.to_string())?;
+        sealtrail::keys::write_key_pair(&dir.join("bench.key"), &key).map_err(|e| e.to_string())?;
+    }
+    let store = a.store.clone().unwrap_or_else(|| "data".into());
+    let result = measure(a, &dir, &store);
+    if remove {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn measure(a: &BenchLoadArgs, dir: &Path, store: &str) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let protocols: &[&'static str] = match a.protocol.as_str() {
+        "grpc" => &["grpc"],
+        "http" => &["http"],
+        _ => &["grpc", "http"],
+    };
+    let sample = requests(0, a.batch.min(a.spans).max(1), a.batch.max(1));
+    let per_span = sample[0].len() / a.batch.min(a.spans).max(1);
+    println!(
+        "bench-load: {} spans per protocol, {} per request, {} clients, ~{} bytes per span (protobuf)",
+        a.spans, a.batch, a.concurrency, per_span
+    );
+    let c = Collector::start(dir, store)?;
+    let mut phases = Vec::new();
+    for (i, p) in protocols.iter().enumerate() {
+        let reqs = requests((i * a.spans) as u64, a.spans, a.batch.max(1));
+        let cpu0 = c.cpu();
+        let t = Instant::now();
+        rt.block_on(async {
+            match *p {
+                "grpc" => send_grpc(&c.grpc, reqs, a.concurrency.max(1)).await,
+                _ => send_http(&c.http, reqs, a.concurrency.max(1)).await,
+            }
+        })?;
+        phases.push(Phase {
+            name: p,
+            spans: a.spans,
+            wall: t.elapsed(),
+            cpu: c.cpu() - cpu0,
+        });
+    }
+    let peak = c.peak_rss();
+    let stop = c.stop()?;
+    for ph in &phases {
+        let rate = ph.spans as f64 / ph.wall.as_secs_f64();
+        let cpu_per_span = ph.cpu.as_secs_f64() / ph.spans as f64;
+        println!(
+            "{:<5} {:>9.0} spans/s acknowledged   {:>6.2} µs collector CPU/span   {:>9.0} spans per collector CPU-second   ({:.2} s wall, {:.2} s CPU)",
+            ph.name,
+            rate,
+            cpu_per_span * 1e6,
+            1.0 / cpu_per_span,
+            ph.wall.as_secs_f64(),
+            ph.cpu.as_secs_f64()
+        );
+    }
+    println!(
+        "collector peak memory (VmHWM) {:.1} MiB; final seal and exit on SIGTERM {:.2} s",
+        peak as f64 / (1 << 20) as f64,
+        stop.as_secs_f64()
+    );
+    if a.verify {
+        let archive = sealtrail::Archive::open(&if store == "data" {
+            dir.join("data").display().to_string()
+        } else {
+            store.to_owned()
+        })
+        .map_err(|e| e.to_string())?;
+        let key = sealtrail::keys::read_verifying_key(&dir.join("bench.key.pub"))
+            .map_err(|e| e.to_string())?;
+        let report = rt
+            .block_on(sealtrail::verify(
+                &archive,
+                &[key],
+                &sealtrail::VerifyOptions::default(),
+            ))
+            .map_err(|e| e.to_string())?;
+        println!(
+            "verify: {} record(s), {} finding(s)",
+            report.records,
+            report.findings.len()
+        );
+        if !report.findings.is_empty() || report.records != (phases.len() * a.spans) as u64 {
+            return Err("the archive does not hold every span intact".into());
+        }
+    }
+    Ok(())
+}
