@@ -11,6 +11,9 @@ use sealtrail::keys;
 use sealtrail::verify::{verify, VerifyOptions};
 use sealtrail::Archive;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench_load;
 mod demo;
 mod metrics;
