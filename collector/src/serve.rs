@@ -23,6 +23,8 @@ use crate::receivers::{otlp, Shared};
 const DEFAULT_GRPC: &str = "127.0.0.1:4317";
 const DEFAULT_HTTP: &str = "127.0.0.1:4318";
 const DEFAULT_MAX_BODY: usize = 16 << 20;
+/// How long a shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -332,12 +334,22 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
         shutdown_signal(term).await;
         pipeline.metrics.ready.store(false, Ordering::Relaxed);
         let _ = stop_tx.send(true);
-        // In-flight requests finish (and are acknowledged) before the final seal.
-        if let Ok(Err(e)) = g.await {
-            tracing::error!(error = %e, "the gRPC receiver failed");
-        }
-        if let Ok(Err(e)) = h.await {
-            tracing::error!(error = %e, "the HTTP receiver failed");
+        // In-flight requests finish (and are acknowledged) before the final
+        // seal; connections that stay open do not hold the shutdown past
+        // SHUTDOWN_GRACE.
+        let receivers = async {
+            if let Ok(Err(e)) = g.await {
+                tracing::error!(error = %e, "the gRPC receiver failed");
+            }
+            if let Ok(Err(e)) = h.await {
+                tracing::error!(error = %e, "the HTTP receiver failed");
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, receivers)
+            .await
+            .is_err()
+        {
+            tracing::warn!("clients kept connections open; sealing without waiting for them");
         }
         pipeline.shutdown().await;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;

@@ -790,3 +790,55 @@ fn sigkill_while_a_client_streams_loses_nothing_acknowledged() {
     assert_eq!(archived.len(), all.len());
     assert_intact(dir.path());
 }
+
+#[test]
+fn serve_refuses_to_start_on_bad_settings_with_a_clear_error() {
+    let dir = workdir();
+    let serve = |args: &[&str]| {
+        let o = std::process::Command::new(common::bin())
+            .arg("serve")
+            .args(["--otlp-grpc", "127.0.0.1:0"])
+            .args(if args.contains(&"--otlp-http") {
+                &[][..]
+            } else {
+                &["--otlp-http", "127.0.0.1:0"][..]
+            })
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("SEALTRAIL_SIGNING_KEY_FILE")
+            .env_remove("SEALTRAIL_STORE")
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = serve(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("a signing key is required"), "{err}");
+    let (code, err) = serve(&["--signing-key", "k.key", "--max-body", "12 parsecs"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown unit"), "{err}");
+    std::fs::write(dir.path().join("bad.toml"), "max_body = 1\n").unwrap();
+    let (code, err) = serve(&["--signing-key", "k.key", "--config", "bad.toml"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown field"), "{err}");
+    let (code, err) = serve(&["--signing-key", "k.key", "--store", "ftp://nope"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("ftp"), "{err}");
+    // A port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, err) = serve(&["--signing-key", "k.key", "--otlp-http", &addr]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cannot listen on --otlp-http"), "{err}");
+    // A second collector on the same spool.
+    let c = Collector::start(dir.path(), &[]);
+    let (code, err) = serve(&["--signing-key", "k.key", "--spool-dir", "spool"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("locked by another process"), "{err}");
+    c.stop_ok();
+    // None of this wrote a record.
+    assert!(records(dir.path()).is_empty());
+}

@@ -45,8 +45,13 @@ impl Shared {
         given.ct_eq(token.as_bytes()).into()
     }
 
-    /// Counts a request rejected before anything was taken from it.
-    pub(crate) fn count_rejected(&self, reason: Reason) {
+    /// Counts (and logs) a request rejected before anything was taken from it.
+    pub(crate) fn count_rejected(&self, reason: Reason, message: &str) {
+        tracing::warn!(
+            ?reason,
+            message,
+            "an export was refused; nothing of it was stored"
+        );
         let r = &self.pipeline.metrics.rejected;
         match reason {
             Reason::Decode => &r.decode,

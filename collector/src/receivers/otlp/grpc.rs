@@ -36,10 +36,9 @@ impl Otlp {
         if self.0.authorized(auth) {
             Ok(())
         } else {
-            self.0.count_rejected(Reason::Unauthenticated);
-            Err(Status::unauthenticated(
-                "a valid bearer token is required (authorization: Bearer <token>)",
-            ))
+            let msg = "a valid bearer token is required (authorization: Bearer <token>)";
+            self.0.count_rejected(Reason::Unauthenticated, msg);
+            Err(Status::unauthenticated(msg))
         }
     }
 
@@ -141,8 +140,8 @@ where
         let shared = self.1.clone();
         Box::pin(async move {
             let mut resp = fut.await?;
-            if let Some(reason) = fix_status(resp.headers_mut()) {
-                shared.count_rejected(reason);
+            if let Some((reason, msg)) = fix_status(resp.headers_mut()) {
+                shared.count_rejected(reason, &msg);
             }
             Ok(resp)
         })
@@ -150,7 +149,7 @@ where
 }
 
 /// Rewrites the status of a request tonic refused; returns why, if it did.
-fn fix_status(h: &mut http::HeaderMap) -> Option<Reason> {
+fn fix_status(h: &mut http::HeaderMap) -> Option<(Reason, String)> {
     let code = h.get("grpc-status")?.as_bytes();
     let msg = percent_decode(h.get("grpc-message")?.as_bytes());
     let (code, reason) = match code {
@@ -159,7 +158,7 @@ fn fix_status(h: &mut http::HeaderMap) -> Option<Reason> {
         _ => return None,
     };
     h.insert("grpc-status", http::HeaderValue::from_static(code));
-    Some(reason)
+    Some((reason, msg))
 }
 
 fn percent_decode(b: &[u8]) -> String {
@@ -198,14 +197,14 @@ mod tests {
                 "failed%20to%20decode%20Protobuf%20message:%20buffer%20underflow",
             ),
         );
-        assert!(matches!(fix_status(&mut h), Some(Reason::Decode)));
+        assert!(matches!(fix_status(&mut h), Some((Reason::Decode, _))));
         assert_eq!(h["grpc-status"], "3");
         h.insert("grpc-status", http::HeaderValue::from_static("11"));
         h.insert(
             "grpc-message",
             http::HeaderValue::from_static("Error,%20decoded%20message%20length%20too%20large"),
         );
-        assert!(matches!(fix_status(&mut h), Some(Reason::TooLarge)));
+        assert!(matches!(fix_status(&mut h), Some((Reason::TooLarge, _))));
         assert_eq!(h["grpc-status"], "8");
         h.insert("grpc-status", http::HeaderValue::from_static("13"));
         h.insert("grpc-message", http::HeaderValue::from_static("other"));

@@ -142,7 +142,7 @@ async fn export(s: &Shared, signal: Signal, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let enc = encoding(&parts.headers).ok();
     let reject = |reason: Reason, status: StatusCode, msg: String| {
-        s.count_rejected(reason);
+        s.count_rejected(reason, &msg);
         error(enc, status, msg)
     };
     let auth = parts
