@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use tracing::field::{Field, Visit};
+use tracing::field::{Field, FieldSet, Visit};
 
 use crate::record::{Attributes, StatusCode, Value};
 
@@ -17,27 +17,101 @@ pub const OTEL_KIND: &str = "otel.kind";
 /// The field `tracing` uses for an event's message.
 pub(crate) const MESSAGE: &str = "message";
 
-/// Where captured fields go: a span's list (names are `&'static`, so the hot
-/// path copies only values), or an event's attribute map.
+/// Where captured fields go: a span's compact list of slots, or an event's
+/// attribute map.
 pub(crate) trait Sink {
-    fn put(&mut self, name: &'static str, value: Value);
+    fn put(&mut self, field: &Field, value: Value);
 }
 
-/// A span's fields, in the order first recorded; a later value replaces an earlier one.
-pub(crate) type Fields = Vec<(&'static str, Value)>;
+/// One captured span field in 24 bytes: the field's index in its span's
+/// field set (names are in the span's `&'static` metadata, so the hot path
+/// copies only values) and its value. Strings are boxed exactly; the rare
+/// values (bytes) are boxed whole.
+#[derive(Debug)]
+pub(crate) enum Slot {
+    Str(u16, Box<str>),
+    Int(u16, i64),
+    Float(u16, f64),
+    Bool(u16, bool),
+    Other(u16, Box<Value>),
+}
 
-impl Sink for Fields {
-    fn put(&mut self, name: &'static str, value: Value) {
-        match self.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = value,
-            None => self.push((name, value)),
+impl Slot {
+    fn new(index: u16, v: Value) -> Slot {
+        match v {
+            Value::Str(s) => Slot::Str(index, s.into_boxed_str()),
+            Value::Int(i) => Slot::Int(index, i),
+            Value::Float(f) => Slot::Float(index, f),
+            Value::Bool(b) => Slot::Bool(index, b),
+            other => Slot::Other(index, Box::new(other)),
+        }
+    }
+
+    pub(crate) fn index(&self) -> usize {
+        match self {
+            Slot::Str(i, _)
+            | Slot::Int(i, _)
+            | Slot::Float(i, _)
+            | Slot::Bool(i, _)
+            | Slot::Other(i, _) => *i as usize,
+        }
+    }
+
+    /// The value as a session id, as [`crate::map::session_from`] reads one.
+    pub(crate) fn as_session(&self) -> Option<String> {
+        match self {
+            Slot::Str(_, s) if !s.is_empty() => Some(s.to_string()),
+            Slot::Int(_, i) => Some(i.to_string()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            Slot::Str(_, s) => Value::Str(s.into_string()),
+            Slot::Int(_, i) => Value::Int(i),
+            Slot::Float(_, f) => Value::Float(f),
+            Slot::Bool(_, b) => Value::Bool(b),
+            Slot::Other(_, v) => *v,
         }
     }
 }
 
+/// A span's fields, in the order first recorded; a later value replaces an earlier one.
+pub(crate) type Fields = Vec<Slot>;
+
+impl Sink for Fields {
+    fn put(&mut self, field: &Field, value: Value) {
+        // tracing allows 32 fields per callsite; an index beyond u16 cannot occur.
+        let Ok(index) = u16::try_from(field.index()) else {
+            return;
+        };
+        let slot = Slot::new(index, value);
+        match self.iter_mut().find(|s| s.index() == field.index()) {
+            Some(old) => *old = slot,
+            None => self.push(slot),
+        }
+    }
+}
+
+/// The value of the field named `name` among `fields`, as a session id.
+pub(crate) fn session_field(fields: &Fields, set: &FieldSet, name: &str) -> Option<String> {
+    let index = set.field(name)?.index();
+    fields.iter().find(|s| s.index() == index)?.as_session()
+}
+
+/// The fields with their names, in the order first recorded.
+pub(crate) fn named(fields: Fields, set: &FieldSet) -> impl Iterator<Item = (String, Value)> + '_ {
+    let names: Vec<&'static str> = set.iter().map(|f| f.name()).collect();
+    fields.into_iter().filter_map(move |s| {
+        let name = names.get(s.index())?;
+        Some(((*name).to_owned(), s.into_value()))
+    })
+}
+
 impl Sink for Attributes {
-    fn put(&mut self, name: &'static str, value: Value) {
-        self.0.insert(name.to_owned(), value);
+    fn put(&mut self, field: &Field, value: Value) {
+        self.0.insert(field.name().to_owned(), value);
     }
 }
 
@@ -77,7 +151,7 @@ impl<T: Sink> Capture<'_, T> {
                     *m = Some(s);
                 }
             }
-            name => self.attributes.put(name, value),
+            _ => self.attributes.put(field, value),
         }
     }
 }

@@ -116,7 +116,7 @@ impl Counters {
 /// A closed span on its way to the worker, which formats and maps it.
 pub(crate) struct Closed {
     state: SpanState,
-    name: &'static str,
+    metadata: &'static tracing::Metadata<'static>,
     /// `None`: no session on the span or its ancestors; the trace id is used.
     session: Option<String>,
     end_ns: u64,
@@ -125,21 +125,22 @@ pub(crate) struct Closed {
 impl Closed {
     pub(crate) fn into_span(self) -> (SpanData, String) {
         let s = self.state;
-        let trace_id = format!("{:032x}", s.trace_id);
+        let trace_id = format!("{:016x}{:016x}", s.trace_id[0], s.trace_id[1]);
         let session = self.session.unwrap_or_else(|| trace_id.clone());
+        let rare = s.rare.map(|r| *r).unwrap_or_default();
         let span = SpanData {
-            name: s.name.unwrap_or_else(|| self.name.to_owned()),
+            name: rare.name.unwrap_or_else(|| self.metadata.name().to_owned()),
             trace_id: Some(trace_id),
             span_id: Some(format!("{:016x}", s.span_id)),
-            parent_span_id: s.parent_span_id.map(|p| format!("{p:016x}")),
+            parent_span_id: (s.parent_span_id != 0).then(|| format!("{:016x}", s.parent_span_id)),
             start_ns: s.start_ns,
             end_ns: self.end_ns,
             status: Status {
-                code: s.status.0,
-                message: s.status.1,
+                code: s.status,
+                message: rare.status_message,
             },
-            attributes: s.fields.into_iter().collect(),
-            events: s.events,
+            attributes: fields::named(s.fields, self.metadata.fields()).collect(),
+            events: rare.events,
             resource: Attributes::new(),
         };
         (span, session)
@@ -513,24 +514,55 @@ impl Drop for FlushGuard {
     }
 }
 
-/// Per-span state, kept in the span's extensions from creation to close.
+/// Per-span state, kept in the span's extensions from creation to close:
+/// 80 bytes, plus 24 per field, plus what is rare (a renamed span, a status
+/// message, events) in a box of its own.
 struct SpanState {
     fields: fields::Fields,
-    events: Vec<Event>,
-    name: Option<String>,
-    status: (StatusCode, Option<String>),
+    rare: Option<Box<Rare>>,
+    status: StatusCode,
     start_ns: u64,
-    trace_id: u128,
+    /// High and low halves (u64s, not a u128, to keep the state 8-aligned).
+    trace_id: [u64; 2],
     span_id: u64,
-    parent_span_id: Option<u64>,
+    /// 0: none (span ids are never 0).
+    parent_span_id: u64,
+}
+
+/// The parts of a span's state that most spans never have.
+#[derive(Default)]
+struct Rare {
+    name: Option<String>,
+    status_message: Option<String>,
+    events: Vec<Event>,
 }
 
 impl SpanState {
-    fn session(&self, keys: &[String]) -> Option<String> {
-        map::session_from(
-            |k| self.fields.iter().find(|(n, _)| *n == k).map(|(_, v)| v),
-            keys,
-        )
+    fn session(&self, set: &tracing::field::FieldSet, keys: &[String]) -> Option<String> {
+        keys.iter()
+            .find_map(|k| fields::session_field(&self.fields, set, k))
+    }
+
+    /// Records `values` (span fields or a `Span::record`), sending `otel.*`
+    /// control fields to their slots.
+    fn record(&mut self, values: impl FnOnce(&mut FieldCapture<'_, fields::Fields>)) {
+        let rare = self.rare.take().map(|r| *r).unwrap_or_default();
+        let mut name = rare.name;
+        let mut status = (self.status, rare.status_message);
+        values(&mut FieldCapture {
+            attributes: &mut self.fields,
+            name: &mut name,
+            status: &mut status,
+            message: None,
+        });
+        self.status = status.0;
+        if name.is_some() || status.1.is_some() || !rare.events.is_empty() {
+            self.rare = Some(Box::new(Rare {
+                name,
+                status_message: status.1,
+                events: rare.events,
+            }));
+        }
     }
 }
 
@@ -554,8 +586,11 @@ impl AuditLayer {
         self.new_id()
     }
 
-    fn new_trace_id(&self) -> u128 {
-        ((self.new_id() as u128) << 64) | mix(self.id_base ^ self.new_id().rotate_left(17)) as u128
+    fn new_trace_id(&self) -> [u64; 2] {
+        [
+            self.new_id(),
+            mix(self.id_base ^ self.new_id().rotate_left(17)),
+        ]
     }
 
     fn enqueue(&self, closed: Closed) {
@@ -602,21 +637,16 @@ where
             .map(|(t, _)| t)
             .unwrap_or_else(|| self.new_trace_id());
         let mut state = SpanState {
+            // Every field a span can have is declared: this never grows.
             fields: Vec::with_capacity(attrs.metadata().fields().len()),
-            events: Vec::new(),
-            name: None,
-            status: (StatusCode::Unset, None),
+            rare: None,
+            status: StatusCode::Unset,
             start_ns: now_ns(),
             trace_id,
             span_id: self.new_span_id(),
-            parent_span_id: parent_ids.map(|(_, s)| s),
+            parent_span_id: parent_ids.map_or(0, |(_, s)| s),
         };
-        attrs.record(&mut FieldCapture {
-            attributes: &mut state.fields,
-            name: &mut state.name,
-            status: &mut state.status,
-            message: None,
-        });
+        state.record(|c| attrs.record(c));
         span.extensions_mut().insert(state);
     }
 
@@ -624,12 +654,7 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut ext = span.extensions_mut();
         if let Some(state) = ext.get_mut::<SpanState>() {
-            values.record(&mut FieldCapture {
-                attributes: &mut state.fields,
-                name: &mut state.name,
-                status: &mut state.status,
-                message: None,
-            });
+            state.record(|c| values.record(c));
         }
     }
 
@@ -644,7 +669,8 @@ where
         let mut attributes = Attributes::new();
         let mut message = None;
         let mut ignored_name = None;
-        let mut status = state.status.clone();
+        let mut rare = state.rare.take().map(|r| *r).unwrap_or_default();
+        let mut status = (state.status, rare.status_message.take());
         event.record(&mut FieldCapture {
             attributes: &mut attributes,
             name: &mut ignored_name,
@@ -653,18 +679,20 @@ where
         });
         let level = *event.metadata().level();
         attributes.insert("level", level.as_str());
-        if level == Level::ERROR && state.status.0 != StatusCode::Ok {
+        if level == Level::ERROR && state.status != StatusCode::Ok {
             status.0 = StatusCode::Error;
             if status.1.is_none() {
                 status.1 = message.clone();
             }
         }
-        state.status = status;
-        state.events.push(Event {
+        state.status = status.0;
+        rare.status_message = status.1;
+        rare.events.push(Event {
             attributes,
             name: message.unwrap_or_else(|| event.metadata().name().to_owned()),
             time_ns: now_ns(),
         });
+        state.rare = Some(Box::new(rare));
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
@@ -672,11 +700,11 @@ where
         let Some(state) = span.extensions_mut().remove::<SpanState>() else {
             return;
         };
-        let mut session = state.session(&self.session_keys);
+        let mut session = state.session(span.metadata().fields(), &self.session_keys);
         if session.is_none() {
             for ancestor in span.scope().skip(1) {
                 if let Some(s) = ancestor.extensions().get::<SpanState>() {
-                    session = s.session(&self.session_keys);
+                    session = s.session(ancestor.metadata().fields(), &self.session_keys);
                     if session.is_some() {
                         break;
                     }
@@ -684,7 +712,7 @@ where
             }
         }
         let closed = Closed {
-            name: span.metadata().name(),
+            metadata: span.metadata(),
             session,
             end_ns: now_ns(),
             state,
