@@ -110,6 +110,9 @@ pub struct Sealer {
     pending_since: Option<Instant>,
     /// A spool write that failed since the last sync.
     spool_failed: Option<crate::Error>,
+    /// A spool write or sync failed at some point: what was chained since
+    /// may not be durable. The collector stops on this; the layer counts it.
+    spool_broken: bool,
 }
 
 /// What [`Sealer::open`] found in the spool from an earlier run.
@@ -198,6 +201,7 @@ impl Sealer {
             next_seal,
             pending_since: None,
             spool_failed: None,
+            spool_broken: false,
         };
         for u in spool::unsealed(left, s.writer.next_batch_no()) {
             match u {
@@ -241,6 +245,7 @@ impl Sealer {
             Some(e) => Err(e),
             None => self.spool.sync(),
         };
+        self.spool_broken |= r.is_err();
         match &r {
             Ok(()) => {
                 self.counters.spooled.fetch_add(n as u64, Ordering::Relaxed);
@@ -253,6 +258,11 @@ impl Sealer {
             .spool_bytes
             .store(self.spool.bytes(), Ordering::Relaxed);
         r
+    }
+
+    /// Whether a spool write or sync ever failed (see [`Counters::spool_errors`]).
+    pub fn spool_broken(&self) -> bool {
+        self.spool_broken
     }
 
     /// Records that fit in the pending batch before it is full (at least one, at most `cap`).
@@ -321,19 +331,24 @@ impl Sealer {
     ) -> Result<()> {
         let c = self.counters.clone();
         let pending = self.writer.pending_records();
-        let mut marked = Ok(());
-        if pending > 0 {
-            marked = self
+        // The marker names the batch that will hold the last pending record,
+        // and the records still held are written again after it: only then
+        // may the segments before it go once the seal is written.
+        let marking = pending > 0;
+        if marking {
+            let marked = self
                 .spool
-                .mark_sealing(self.writer.next_batch_no())
+                .mark_sealing(self.writer.last_pending_batch_no())
                 .and_then(|()| {
                     for (id, r) in held {
                         self.spool.append_held(id, r)?;
                     }
                     self.spool.sync()
                 });
-            if marked.is_err() {
+            if let Err(e) = marked {
                 c.spool_errors.fetch_add(1, Ordering::Relaxed);
+                self.spool_broken = true;
+                return Err(e);
             }
         }
         let result = if closing {
@@ -351,9 +366,7 @@ impl Sealer {
                         c.seal_latency.observe(t.elapsed());
                     }
                 }
-                // Without a complete marker (and the held records after
-                // it), the older segments must stay: recovery needs them.
-                if marked.is_err() || self.spool.sealed().is_err() {
+                if marking && self.writer.pending_records() == 0 && self.spool.sealed().is_err() {
                     c.spool_errors.fetch_add(1, Ordering::Relaxed);
                 }
                 c.spool_bytes.store(self.spool.bytes(), Ordering::Relaxed);
@@ -382,5 +395,102 @@ impl Sealer {
             std::thread::sleep(Duration::from_millis(100 << attempt));
         }
         last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Kind;
+    use crate::writer::tests::FailSeals;
+    use std::sync::atomic::AtomicUsize;
+
+    fn config(archive: &Archive) -> SealerConfig {
+        SealerConfig {
+            archive: archive.clone(),
+            key: SigningKey::from_bytes(&[3; 32]),
+            writer_id: "w".into(),
+            flush_interval: Duration::from_millis(1),
+            heartbeat: Duration::from_secs(60),
+            max_batch_records: 100,
+            max_batch_bytes: 1 << 20,
+            allow_unlocked: true,
+        }
+    }
+
+    const NONE: [(u64, &TraceRecord); 0] = [];
+
+    #[test]
+    fn records_after_a_failed_seal_survive_a_crash_while_the_next_seal_fails() {
+        let store = Arc::new(FailSeals {
+            inner: object_store::memory::InMemory::new(),
+            fail: AtomicUsize::new(1),
+            pass: AtomicUsize::new(0),
+        });
+        let archive = Archive::from_store(store.clone(), "", "memory://fail-seals");
+        let dir = tempfile::tempdir().unwrap();
+        let counters = Arc::new(Counters::default());
+        {
+            let (spool, left) = Spool::open(dir.path()).unwrap();
+            let (mut s, _) = Sealer::open(config(&archive), spool, left, counters.clone()).unwrap();
+            s.append(TraceRecord::new("s", Kind::Span, "a"), None)
+                .unwrap();
+            s.sync(1).unwrap();
+            // Batch 0's object is written, its seal is not.
+            assert!(s.flush(NONE).is_err());
+            s.append(TraceRecord::new("s", Kind::Span, "b"), None)
+                .unwrap();
+            s.sync(1).unwrap();
+            // Now seal 0 is written (as it was) but the seal of batch 1, with "b", fails.
+            store.pass.store(1, Ordering::SeqCst);
+            store.fail.store(1, Ordering::SeqCst);
+            assert!(s.flush(NONE).is_err());
+            // A crash: nothing more is written.
+        }
+        let (spool, left) = Spool::open(dir.path()).unwrap();
+        let (mut s, rec) = Sealer::open(config(&archive), spool, left, counters).unwrap();
+        assert_eq!(
+            rec.chained, 1,
+            "the acknowledged record \"b\" is adopted again"
+        );
+        s.close(NONE).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let key = SigningKey::from_bytes(&[3; 32]).verifying_key();
+        let report = rt
+            .block_on(crate::verify(
+                &archive,
+                &[key],
+                &crate::VerifyOptions::default(),
+            ))
+            .unwrap();
+        assert!(report.is_intact(), "{:?}", report.findings);
+        assert_eq!(report.records, 2);
+    }
+
+    #[test]
+    fn held_records_outlive_seals_without_a_marker() {
+        let archive = Archive::memory();
+        let dir = tempfile::tempdir().unwrap();
+        let counters = Arc::new(Counters::default());
+        let held = TraceRecord::new("", Kind::Span, "held");
+        {
+            let (mut spool, left) = Spool::open(dir.path()).unwrap();
+            spool.append_held(7, &held).unwrap();
+            spool.sync().unwrap();
+            let (_s, _) = Sealer::open(config(&archive), spool, left, counters.clone()).unwrap();
+        }
+        // A start with nothing pending, closed at once: the final seal has no
+        // marker, so the segment holding the held record must stay.
+        {
+            let (spool, left) = Spool::open(dir.path()).unwrap();
+            let (mut s, rec) =
+                Sealer::open(config(&archive), spool, left, counters.clone()).unwrap();
+            assert_eq!(rec.held.len(), 1);
+            s.close(rec.held.iter().map(|(id, r)| (*id, r))).unwrap();
+        }
+        let (spool, left) = Spool::open(dir.path()).unwrap();
+        let (_s, rec) = Sealer::open(config(&archive), spool, left, counters).unwrap();
+        assert_eq!(rec.held.len(), 1, "the held record is still in the spool");
+        assert_eq!(rec.held[0].0, 7);
     }
 }

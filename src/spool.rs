@@ -232,8 +232,8 @@ impl Spool {
     pub fn mark_sealing(&mut self, batch_no: u64) -> Result<()> {
         self.write_entry(1, &[&batch_no.to_le_bytes()])?;
         self.sync()?;
+        self.active = Self::create_segment(&self.dir, self.active_no + 1)?;
         self.active_no += 1;
-        self.active = Self::create_segment(&self.dir, self.active_no)?;
         Ok(())
     }
 
@@ -246,6 +246,11 @@ impl Spool {
                 self.bytes = self.bytes.saturating_sub(len);
             }
         }
+        // Make the deletions durable: a segment that came back after a
+        // power loss would hold held records whose release it no longer sees.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir))?;
         Ok(())
     }
 }
@@ -288,7 +293,11 @@ fn read_segment(path: &Path, newest: bool, out: &mut Vec<Entry>) -> Result<u64> 
         };
         let crc_ok = crc32fast::hash(payload).to_le_bytes() == head[4..8];
         if payload.is_empty() || !(crc_ok || Digest::sha256(payload).0[..4] == head[4..8]) {
-            return if newest && at + 8 + len == data.len() {
+            // In the newest segment, an entry that ends the file, or is
+            // followed only by zeros (blocks allocated but never written
+            // before a power loss), was never synced: it is a torn write.
+            let rest_zero = data[at..].iter().all(|b| *b == 0);
+            return if newest && (at + 8 + len == data.len() || rest_zero) {
                 torn(at)
             } else {
                 Err(damaged(at, "corrupt"))
@@ -478,6 +487,21 @@ mod tests {
         fs::write(&seg, bytes).unwrap();
         let err = Spool::open(dir.path()).unwrap_err();
         assert!(err.to_string().contains("damaged"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_filled_tail_after_a_power_loss_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(dir.path()).unwrap();
+        s.append_line(&line(1), None).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let seg = dir.path().join(segment_name(0));
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes.extend_from_slice(&[0; 4096]);
+        fs::write(&seg, bytes).unwrap();
+        let (_s, left) = Spool::open(dir.path()).unwrap();
+        assert_eq!(names(unsealed(left, 0)), ["r1"]);
     }
 
     #[test]

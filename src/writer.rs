@@ -295,6 +295,17 @@ impl Writer {
         self.batch_no
     }
 
+    /// The batch number that will hold the record appended last when the
+    /// pending records are sealed: one more than [`Writer::next_batch_no`]
+    /// when a batch whose seal failed is still to be sealed as it was and
+    /// records came after it.
+    pub fn last_pending_batch_no(&self) -> u64 {
+        match &self.pending.frozen {
+            Some(f) if self.pending.hashes.len() > f.records => self.batch_no + 1,
+            _ => self.batch_no,
+        }
+    }
+
     /// Records appended but not yet sealed.
     pub fn pending_records(&self) -> usize {
         self.pending.hashes.len()
@@ -525,7 +536,7 @@ impl Writer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::record::Kind;
 
@@ -611,11 +622,13 @@ mod tests {
         assert!(matches!(err, Error::Recovery { .. }), "{err}");
     }
 
-    /// A store whose seal writes fail while `fail` is above zero.
+    /// A store whose seal writes fail while `fail` is above zero, after
+    /// letting `pass` of them through.
     #[derive(Debug)]
-    struct FailSeals {
-        inner: object_store::memory::InMemory,
-        fail: std::sync::atomic::AtomicUsize,
+    pub(crate) struct FailSeals {
+        pub(crate) inner: object_store::memory::InMemory,
+        pub(crate) fail: std::sync::atomic::AtomicUsize,
+        pub(crate) pass: std::sync::atomic::AtomicUsize,
     }
 
     impl std::fmt::Display for FailSeals {
@@ -633,7 +646,13 @@ mod tests {
             opts: object_store::PutOptions,
         ) -> object_store::Result<object_store::PutResult> {
             use std::sync::atomic::Ordering;
-            if p.as_ref().contains("/seals/") && self.fail.load(Ordering::SeqCst) > 0 {
+            if p.as_ref().contains("/seals/")
+                && self
+                    .pass
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_err()
+                && self.fail.load(Ordering::SeqCst) > 0
+            {
                 self.fail.fetch_sub(1, Ordering::SeqCst);
                 return Err(object_store::Error::Generic {
                     store: "FailSeals",
@@ -694,6 +713,7 @@ mod tests {
         let store = Arc::new(FailSeals {
             inner: object_store::memory::InMemory::new(),
             fail: std::sync::atomic::AtomicUsize::new(1),
+            pass: std::sync::atomic::AtomicUsize::new(0),
         });
         let archive = Archive::from_store(store, "", "memory://fail-seals");
         let key = SigningKey::from_bytes(&[3; 32]);

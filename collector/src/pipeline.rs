@@ -156,6 +156,9 @@ impl Pipeline {
                             return;
                         }
                     };
+                // However the thread ends (a panic included), the collector
+                // is no longer ready.
+                let _not_ready = NotReadyOnExit(m.clone());
                 let mut state = State::new(sealer, m, cfg.hold_wait, cfg.session_keys);
                 if let Err(e) = state.recover(recovered) {
                     let _ = ready_tx.send(Err(e));
@@ -200,6 +203,14 @@ impl Pipeline {
         if self.tx.send_async(Msg::Shutdown(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+struct NotReadyOnExit(Arc<Metrics>);
+
+impl Drop for NotReadyOnExit {
+    fn drop(&mut self) {
+        self.0.ready.store(false, Ordering::Relaxed);
     }
 }
 
@@ -380,13 +391,9 @@ impl State {
                 let _ = reply.send(());
                 return;
             }
-            let held: Vec<(u64, &TraceRecord)> =
-                if self.sealer.full() || Instant::now() >= self.sealer.next_seal() {
-                    self.held.iter().map(|(id, h)| (*id, &h.record)).collect()
-                } else {
-                    Vec::new()
-                };
-            self.sealer.tick(held);
+            self.sealer
+                .tick(self.held.iter().map(|(id, h)| (*id, &h.record)));
+            self.stop_if_spool_broken();
         }
     }
 
@@ -568,9 +575,6 @@ impl State {
     ) {
         let n = ops.len();
         let mut held_failed = None;
-        // This group's duplicate-check keys and holds, undone if it is not durable.
-        let mut keys = Vec::new();
-        let mut holds = Vec::new();
         for op in ops {
             let (r, released) = match op {
                 Op::Hold(id) => {
@@ -579,18 +583,12 @@ impl State {
                         if let Err(e) = self.sealer.spool().append_held(id, &h.record) {
                             held_failed.get_or_insert(e);
                         }
-                        holds.push(id);
                     }
                     continue;
                 }
                 Op::Record(r) => (r, None),
                 Op::Release(id, r) => (r, Some(id)),
             };
-            if r.attributes.get(SIGNAL).is_none() {
-                if let Some(k) = span_key(r.trace_id.as_deref(), r.span_id.as_deref()) {
-                    keys.push(span_bytes(k));
-                }
-            }
             if let Err(e) = self.sealer.append(r, released) {
                 tracing::error!(error = %e, "a record was refused by the chain");
             }
@@ -609,40 +607,38 @@ impl State {
             });
         }
         if written.is_err() {
-            // Nothing was acknowledged. The chained records will still be
-            // sealed, but a client's retry must not be taken for a
-            // duplicate of a record that was never durable: forget them.
-            for k in keys {
-                self.seen.remove(&k);
-            }
-            for id in holds {
-                if let Some(h) = self.held.remove(&id) {
-                    if let Some(w) = self.waiting.get_mut(&h.anchor) {
-                        w.retain(|x| *x != id);
-                    }
-                    self.metrics.held.fetch_sub(1, Ordering::Relaxed);
-                    self.remember_undo(&h.record);
-                }
-            }
+            // Nothing of this group was acknowledged; what was chained may
+            // not be durable. Stop: the next start recovers from the spool.
+            self.stop_for_spool();
         }
     }
 
-    fn remember_undo(&mut self, r: &TraceRecord) {
-        if r.attributes.get(SIGNAL).is_some() {
-            return;
+    /// A spool that failed to write or sync leaves records chained that
+    /// may not be durable, and may hold a torn entry mid-segment. The
+    /// collector stops at once (exit status 1) rather than acknowledge
+    /// anything more; the next start recovers from what the spool holds.
+    fn stop_if_spool_broken(&self) {
+        if self.sealer.spool_broken() {
+            self.stop_for_spool();
         }
-        if let Some(k) = span_key(r.trace_id.as_deref(), r.span_id.as_deref()) {
-            self.seen.remove(&span_bytes(k));
-        }
+    }
+
+    fn stop_for_spool(&self) -> ! {
+        self.metrics.ready.store(false, Ordering::Relaxed);
+        tracing::error!(
+            "the spool could not be written: stopping; restart once the disk is writable, and the spool is recovered"
+        );
+        std::process::exit(1);
     }
 
     fn close(&mut self) {
         let mut ops = Vec::new();
         self.expire(&mut ops);
         self.commit(ops, Vec::new());
-        let held: Vec<(u64, &TraceRecord)> =
-            self.held.iter().map(|(id, h)| (*id, &h.record)).collect();
-        if let Err(e) = self.sealer.close(held) {
+        if let Err(e) = self
+            .sealer
+            .close(self.held.iter().map(|(id, h)| (*id, &h.record)))
+        {
             tracing::error!(error = %e, "the final seal failed; the records stay in the spool for the next start");
         }
     }

@@ -261,21 +261,29 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
         .transpose()?
         .unwrap_or(DEFAULT_MAX_BODY);
     let token = a.auth_token_file.as_deref().map(read_token).transpose()?;
+    let flush_interval = duration(
+        "flush-interval",
+        a.flush_interval.as_deref(),
+        Duration::from_secs(1),
+    )?;
+    let heartbeat = duration(
+        "heartbeat",
+        a.heartbeat.as_deref(),
+        sealtrail::writer::DEFAULT_HEARTBEAT,
+    )?;
+    if flush_interval < Duration::from_millis(1) {
+        return Err("--flush-interval must be at least 1ms".into());
+    }
+    if heartbeat < flush_interval {
+        return Err("--heartbeat must not be shorter than --flush-interval".into());
+    }
     let cfg = Config {
         sealer: SealerConfig {
             archive,
             key,
             writer_id: writer_id.clone(),
-            flush_interval: duration(
-                "flush-interval",
-                a.flush_interval.as_deref(),
-                Duration::from_secs(1),
-            )?,
-            heartbeat: duration(
-                "heartbeat",
-                a.heartbeat.as_deref(),
-                sealtrail::writer::DEFAULT_HEARTBEAT,
-            )?,
+            flush_interval,
+            heartbeat,
             max_batch_records: a.max_batch_records.unwrap_or(10_000).max(1),
             max_batch_bytes: 8 << 20,
             allow_unlocked: a.allow_unlocked,

@@ -154,7 +154,14 @@ fn fix_status(h: &mut http::HeaderMap) -> Option<(Reason, String)> {
     let msg = percent_decode(h.get("grpc-message")?.as_bytes());
     let (code, reason) = match code {
         b"11" if msg.contains("message length too large") => ("8", Reason::TooLarge), // RESOURCE_EXHAUSTED
-        b"13" if msg.contains("failed to decode Protobuf message") => ("3", Reason::Decode), // INVALID_ARGUMENT
+        // Already RESOURCE_EXHAUSTED: counted, not rewritten.
+        b"8" if msg.contains("exceeded while decompressing") => ("8", Reason::TooLarge),
+        b"13"
+            if msg.contains("failed to decode Protobuf message")
+                || msg.starts_with("Error decompressing") =>
+        {
+            ("3", Reason::Decode) // INVALID_ARGUMENT
+        }
         _ => return None,
     };
     h.insert("grpc-status", http::HeaderValue::from_static(code));
