@@ -284,6 +284,11 @@ impl Sealer {
         self.writer.pending_records()
     }
 
+    /// Bytes chained but not sealed.
+    pub fn pending_bytes(&self) -> usize {
+        self.writer.pending_bytes()
+    }
+
     /// When [`Sealer::tick`] next has something to do.
     pub fn next_seal(&self) -> Instant {
         self.next_seal

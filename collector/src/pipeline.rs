@@ -50,6 +50,10 @@ const SESSION_ENTRIES: usize = 1_000_000;
 /// How long a span's session is remembered for its late children.
 const SESSION_MEMORY: Duration = Duration::from_secs(300);
 
+/// Chained records waiting for their seal, at most (bytes): beyond this,
+/// while the store fails, exports are answered "unavailable" (retryable).
+const MAX_PENDING_BYTES: usize = 256 << 20;
+
 /// Exports taken from the queue in one group (one fsync).
 const GROUP_EXPORTS: usize = 1024;
 
@@ -85,6 +89,8 @@ pub(crate) enum Unavailable {
     Spool(String),
     #[error("the collector is shutting down")]
     ShuttingDown,
+    #[error("the archive store is failing: {0} bytes of records wait to be sealed; retry later")]
+    Backlog(usize),
 }
 
 /// Counters for `/metrics`.
@@ -378,7 +384,14 @@ impl State {
             }
             let mut ops = Vec::new();
             let mut answers = Vec::with_capacity(exports.len());
+            let backlog = self.sealer.pending_bytes();
             for (items, ack) in exports {
+                if backlog > MAX_PENDING_BYTES {
+                    // Backpressure while the store fails: take nothing more
+                    // into memory; the clients retry (nothing is lost).
+                    let _ = ack.send(Err(Unavailable::Backlog(backlog)));
+                    continue;
+                }
                 let accepted = self.take(items, &mut ops);
                 answers.push((ack, accepted));
             }

@@ -321,6 +321,7 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
             pipeline: pipeline.clone(),
             max_body,
             token,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(crate::receivers::MAX_IN_FLIGHT)),
         };
         tracing::info!(
             grpc = %grpc.local_addr().map_err(|e| e.to_string())?,

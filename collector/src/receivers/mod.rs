@@ -24,7 +24,13 @@ pub(crate) struct Shared {
     pub(crate) max_body: usize,
     /// The bearer token clients must send, when set.
     pub(crate) token: Option<Arc<str>>,
+    /// Requests whose bodies may be in memory at once (HTTP); with
+    /// `max_body`, this bounds the memory requests take.
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// HTTP requests read at once; gRPC requests per connection.
+pub(crate) const MAX_IN_FLIGHT: usize = 32;
 
 /// The partial-success part of an answer.
 #[derive(Debug, Default, PartialEq, Eq)]

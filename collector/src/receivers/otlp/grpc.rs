@@ -102,6 +102,7 @@ pub(crate) async fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max);
     tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(crate::receivers::MAX_IN_FLIGHT)
         .layer(tower_layer::layer_fn(move |s| StatusFix(s, fix.clone())))
         .add_service(traces)
         .add_service(logs)

@@ -182,6 +182,15 @@ async fn export(s: &Shared, signal: Signal, req: Request) -> Response {
             s.max_body
         )
     };
+    // Bounds the memory that request bodies take: at most MAX_IN_FLIGHT
+    // bodies (each at most --max-body, twice that once decompressed).
+    let Ok(_permit) = s.in_flight.acquire().await else {
+        return error(
+            Some(enc),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down".into(),
+        );
+    };
     let body: Bytes = match axum::body::to_bytes(Body::new(body), s.max_body).await {
         Ok(b) => b,
         Err(e) => {
