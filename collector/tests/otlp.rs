@@ -842,3 +842,49 @@ fn serve_refuses_to_start_on_bad_settings_with_a_clear_error() {
     // None of this wrote a record.
     assert!(records(dir.path()).is_empty());
 }
+
+#[test]
+fn the_collector_archives_to_s3_under_object_lock() {
+    let bucket = std::env::var("SEALTRAIL_TEST_S3_BUCKET").unwrap_or_else(|_| {
+        panic!("SEALTRAIL_TEST_S3_BUCKET is not set: run the suite with `bash scripts/test`, which starts the S3 server")
+    });
+    let dir = workdir();
+    let store = format!("s3://{bucket}/collector-{}", std::process::id());
+    let c = Collector::start(dir.path(), &["--store", &store, "--retention", "1d"]);
+    let (s, _) = post_json(
+        &c,
+        &span_json(
+            TRACE,
+            "0000000000000001",
+            None,
+            "invoke_agent",
+            vec![attr("gen_ai.conversation.id", "conv-s3")],
+        ),
+    );
+    assert_eq!(s, 200);
+    c.stop_ok();
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::bin())
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "verify",
+        "--store",
+        &store,
+        "--public-key",
+        "k.key.pub",
+        "--check-retention",
+        "1d",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = run(&["show", "--store", &store, "--session", "conv-s3"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("invoke_agent"));
+}

@@ -37,12 +37,13 @@ pub struct Collector {
 impl Collector {
     pub fn start(dir: &Path, extra: &[&str]) -> Collector {
         let mut child = Command::new(bin())
+            .args(["serve", "--signing-key", "k.key"])
+            .args(if extra.contains(&"--store") {
+                &[][..]
+            } else {
+                &["--store", "data"][..]
+            })
             .args([
-                "serve",
-                "--signing-key",
-                "k.key",
-                "--store",
-                "data",
                 "--spool-dir",
                 "spool",
                 "--otlp-grpc",
