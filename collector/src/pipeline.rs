@@ -16,11 +16,10 @@
 //! order of arrival, before the span that released them. See docs/COLLECTOR.md.
 //!
 //! **Duplicates.** A span whose (trace id, span id) was received before is
-//! acknowledged and not archived again. The window is the last
-//! [`DEDUPE_WINDOW`] records received (and, after a restart, the records
-//! still in the spool).
+//! acknowledged and not archived again. The window is the last [`WINDOW`]
+//! records received (and, after a restart, the records still in the spool).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,15 +39,9 @@ pub(crate) const LOG_SESSION: &str = "sealtrail.logs";
 /// The attribute that marks a record made from an OTLP log record.
 pub(crate) const SIGNAL: &str = "otel.signal";
 
-/// How many received records the duplicate check remembers.
-pub(crate) const DEDUPE_WINDOW: usize = 1_000_000;
-
-/// How many span → session entries are remembered for children that arrive
-/// later (oldest forgotten first; also forgotten after [`SESSION_MEMORY`]).
-const SESSION_ENTRIES: usize = 1_000_000;
-
-/// How long a span's session is remembered for its late children.
-const SESSION_MEMORY: Duration = Duration::from_secs(300);
+/// How many received records the duplicate check, and the sessions known
+/// for children that arrive later, remember (oldest forgotten first).
+pub(crate) const WINDOW: usize = 1_000_000;
 
 /// Chained records waiting for their seal, at most (bytes): beyond this,
 /// while the store fails, exports are answered "unavailable" (retryable).
@@ -220,13 +213,15 @@ impl Drop for NotReadyOnExit {
     }
 }
 
-type SpanKey = (u128, u64);
+/// A span's identity (trace id and span id, 24 bytes), or a log record's
+/// (a digest).
+type SpanKey = [u8; 24];
 
 fn span_key(trace: Option<&str>, span: Option<&str>) -> Option<SpanKey> {
-    Some((
+    Some(span_bytes((
         u128::from_str_radix(trace?, 16).ok()?,
         u64::from_str_radix(span?, 16).ok()?,
-    ))
+    )))
 }
 
 struct Held {
@@ -249,10 +244,11 @@ struct State {
     metrics: Arc<Metrics>,
     hold_wait: Duration,
     session_keys: Vec<String>,
-    seen: HashSet<[u8; 24]>,
-    seen_order: VecDeque<[u8; 24]>,
-    sessions: HashMap<SpanKey, Arc<str>>,
-    session_order: VecDeque<(SpanKey, Instant)>,
+    /// Records received in the window: the duplicate check, and for spans
+    /// the session once known (for children that arrive later).
+    known: HashMap<SpanKey, Option<Arc<str>>>,
+    /// `known`'s keys, oldest first.
+    order: VecDeque<SpanKey>,
     waiting: HashMap<SpanKey, Vec<u64>>,
     held: BTreeMap<u64, Held>,
     next_hold_id: u64,
@@ -270,10 +266,8 @@ impl State {
             metrics,
             hold_wait,
             session_keys,
-            seen: HashSet::new(),
-            seen_order: VecDeque::new(),
-            sessions: HashMap::new(),
-            session_order: VecDeque::new(),
+            known: HashMap::new(),
+            order: VecDeque::new(),
             waiting: HashMap::new(),
             held: BTreeMap::new(),
             next_hold_id: 0,
@@ -287,7 +281,6 @@ impl State {
         for r in &rec.records {
             if let Some(k) = span_key(r.trace_id.as_deref(), r.span_id.as_deref()) {
                 if r.attributes.get(SIGNAL).is_none() {
-                    self.remember(span_bytes(k));
                     self.learn(k, r.session.as_str().into());
                 }
             }
@@ -311,39 +304,38 @@ impl State {
     fn remember_record(&mut self, r: &TraceRecord) {
         if r.attributes.get(SIGNAL).is_none() {
             if let Some(k) = span_key(r.trace_id.as_deref(), r.span_id.as_deref()) {
-                self.remember(span_bytes(k));
+                self.remember(k);
             }
         }
     }
 
     /// Adds `key` to the duplicate check; false if it was there.
-    fn remember(&mut self, key: [u8; 24]) -> bool {
-        if !self.seen.insert(key) {
+    fn remember(&mut self, key: SpanKey) -> bool {
+        if self.known.contains_key(&key) {
             return false;
         }
-        self.seen_order.push_back(key);
-        if self.seen_order.len() > DEDUPE_WINDOW {
-            if let Some(old) = self.seen_order.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
+        self.known.insert(key, None);
+        self.admit(key);
         true
     }
 
-    /// Remembers the session of span `k`, forgetting the oldest entries.
+    /// Remembers the session of span `k`.
     fn learn(&mut self, k: SpanKey, session: Arc<str>) {
-        let now = Instant::now();
-        if self.sessions.insert(k, session).is_none() {
-            self.session_order.push_back((k, now));
+        match self.known.get_mut(&k) {
+            Some(v) => *v = Some(session),
+            None => {
+                self.known.insert(k, Some(session));
+                self.admit(k);
+            }
         }
-        while let Some((old, at)) = self.session_order.front() {
-            if self.session_order.len() > SESSION_ENTRIES
-                || now.duration_since(*at) > SESSION_MEMORY
-            {
-                self.sessions.remove(old);
-                self.session_order.pop_front();
-            } else {
-                break;
+    }
+
+    /// Records `k` as the newest key, forgetting the oldest beyond the window.
+    fn admit(&mut self, k: SpanKey) {
+        self.order.push_back(k);
+        while self.order.len() > WINDOW {
+            if let Some(old) = self.order.pop_front() {
+                self.known.remove(&old);
             }
         }
     }
@@ -430,7 +422,7 @@ impl State {
             if let Some(s) = map::session_of(&item.span.attributes, &self.session_keys) {
                 if s.len() > MAX_SESSION_LEN {
                     // Not archived: forget it, so a corrected retry is taken.
-                    self.seen.remove(&item.key);
+                    self.known.remove(&item.key);
                     a.rejected += 1;
                     a.message.get_or_insert_with(|| {
                         format!(
@@ -484,7 +476,7 @@ impl State {
                             .unwrap_or_else(|| LOG_SESSION.to_owned())
                             .into(),
                     ),
-                    Some(a) => self.sessions.get(&a).cloned(),
+                    Some(a) => self.known.get(&a).cloned().flatten(),
                 },
             };
         match (session, anchor) {
@@ -658,7 +650,7 @@ impl State {
 }
 
 /// The duplicate-check key of a span.
-pub(crate) fn span_bytes((trace, span): SpanKey) -> [u8; 24] {
+pub(crate) fn span_bytes((trace, span): (u128, u64)) -> SpanKey {
     let mut k = [0u8; 24];
     k[..16].copy_from_slice(&trace.to_be_bytes());
     k[16..].copy_from_slice(&span.to_be_bytes());
