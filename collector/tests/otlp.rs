@@ -523,6 +523,9 @@ fn bad_requests_are_refused_with_the_right_status_and_change_nothing() {
     assert_eq!(st.code(), tonic::Code::Unauthenticated, "{st:?}");
     let st = grpc_export_with(&c, good(9), Some("wrong")).unwrap_err();
     assert_eq!(st.code(), tonic::Code::Unauthenticated, "{st:?}");
+    // The token is checked before the message is read.
+    let st = grpc_export_with(&c, big.clone(), None).unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Unauthenticated, "{st:?}");
 
     // After: accepted, gzip too.
     let (s, _) = post(
@@ -545,7 +548,7 @@ fn bad_requests_are_refused_with_the_right_status_and_change_nothing() {
         "sealtrail_requests_rejected_total{reason=\"decode\"} 3",
         "sealtrail_requests_rejected_total{reason=\"content_type\"} 1",
         "sealtrail_requests_rejected_total{reason=\"too_large\"} 3",
-        "sealtrail_requests_rejected_total{reason=\"unauthenticated\"} 4",
+        "sealtrail_requests_rejected_total{reason=\"unauthenticated\"} 5",
         "sealtrail_spans_received_total 3",
     ] {
         assert!(m.contains(line), "{line} not in\n{m}");

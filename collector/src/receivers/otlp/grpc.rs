@@ -30,18 +30,9 @@ use crate::receivers::{Outcome, Reason, Shared, Signal};
 #[derive(Clone, Debug)]
 struct Otlp(Shared);
 
-impl Otlp {
-    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let auth = req.metadata().get("authorization").map(|v| v.as_bytes());
-        if self.0.authorized(auth) {
-            Ok(())
-        } else {
-            let msg = "a valid bearer token is required (authorization: Bearer <token>)";
-            self.0.count_rejected(Reason::Unauthenticated, msg);
-            Err(Status::unauthenticated(msg))
-        }
-    }
+const UNAUTHENTICATED: &str = "a valid bearer token is required (authorization: Bearer <token>)";
 
+impl Otlp {
     async fn take(&self, signal: Signal, c: convert::Converted) -> Result<Outcome, Status> {
         self.0
             .accept(signal, c)
@@ -56,7 +47,6 @@ impl TraceService for Otlp {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.check(&request)?;
         let c = convert::spans(request.into_inner());
         let o = self.take(Signal::Traces, c).await?;
         Ok(Response::new(ExportTraceServiceResponse {
@@ -74,7 +64,6 @@ impl LogsService for Otlp {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        self.check(&request)?;
         let c = convert::logs(request.into_inner());
         let o = self.take(Signal::Logs, c).await?;
         Ok(Response::new(ExportLogsServiceResponse {
@@ -124,7 +113,7 @@ where
     S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    R: Send + 'static,
+    R: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -137,6 +126,14 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // The token is checked before the message is read and decoded.
+        let auth = req.headers().get("authorization").map(|v| v.as_bytes());
+        if !self.1.authorized(auth) {
+            self.1
+                .count_rejected(Reason::Unauthenticated, UNAUTHENTICATED);
+            let resp = Status::unauthenticated(UNAUTHENTICATED).into_http();
+            return Box::pin(async move { Ok(resp) });
+        }
         let fut = self.0.call(req);
         let shared = self.1.clone();
         Box::pin(async move {
