@@ -3,7 +3,7 @@
     sealtrail keygen --out audit.key && sealtrail serve --signing-key audit.key &
     python examples/otlp_agent.py            # needs opentelemetry-sdk and
                                              # opentelemetry-exporter-otlp-proto-http
-    sealtrail show --session conv-example    # the turn, in chain order
+    sleep 1; sealtrail show --session conv-example   # the turn, once sealed
     sealtrail verify --public-key audit.key.pub
 
 Only the `invoke_agent` span names the conversation: the collector puts the
@@ -20,7 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-endpoint = os.environ.get("SEALTRAIL_OTLP_HTTP", "http://127.0.0.1:4318")
+endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
 provider = TracerProvider(resource=Resource.create({"service.name": "claims-agent"}))
 provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
 tracer = provider.get_tracer("claims-agent")

@@ -71,7 +71,8 @@ pub struct Counters {
     pub spool_bytes: AtomicU64,
     /// Records the chain refused (counted, never silently).
     pub refused: AtomicU64,
-    /// From a record's arrival in the spool to its seal being written.
+    /// From the oldest record not yet sealed being chained and spooled to the
+    /// seal that covers it being written.
     pub seal_latency: Histogram,
 }
 

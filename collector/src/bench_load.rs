@@ -449,12 +449,13 @@ fn measure(a: &BenchLoadArgs, dir: &Path, store: &str) -> Result<(), String> {
         stop.as_secs_f64()
     );
     if a.verify {
-        let archive = sealtrail::Archive::open(&if store == "data" {
-            dir.join("data").display().to_string()
-        } else {
+        // A relative path is relative to the collector's directory.
+        let url = if store.contains("://") || Path::new(store).is_absolute() {
             store.to_owned()
-        })
-        .map_err(|e| e.to_string())?;
+        } else {
+            dir.join(store).display().to_string()
+        };
+        let archive = sealtrail::Archive::open(&url).map_err(|e| e.to_string())?;
         let key = sealtrail::keys::read_verifying_key(&dir.join("bench.key.pub"))
             .map_err(|e| e.to_string())?;
         let report = rt

@@ -117,6 +117,13 @@ pub(crate) fn render(m: &Metrics) -> String {
     );
     one(
         &mut out,
+        "sealtrail_records_refused_total",
+        "counter",
+        "Records the chain refused (an empty or over-long session id).",
+        g(&p.refused),
+    );
+    one(
+        &mut out,
         "sealtrail_spool_bytes",
         "gauge",
         "Bytes in the spool.",

@@ -1,9 +1,11 @@
 //! The collector's pipeline: received spans and log records → the shared
-//! mapping → spool (durable, then acknowledged) → chain → seal → archive.
+//! mapping → chain → spool (durable, then acknowledged) → seal → archive.
 //!
 //! One thread owns the spool and the writer. Receivers [`Pipeline::submit`]
-//! exports; the thread takes every export queued (group commit), spools all
-//! of their records with one `fdatasync`, answers them, then chains them.
+//! exports; the thread takes the exports queued (group commit: up to 1024
+//! exports or 65,536 records), chains their records and spools the chained
+//! lines (held records unchained), makes them durable with one `fdatasync`,
+//! then answers them.
 //!
 //! **Sessions across spans.** A span whose own attributes name no session and
 //! whose parent's session is not known yet is *held*: spooled (so it is
@@ -17,7 +19,8 @@
 //!
 //! **Duplicates.** A span whose (trace id, span id) was received before is
 //! acknowledged and not archived again. The window is the last [`WINDOW`]
-//! records received (and, after a restart, the records still in the spool).
+//! records received (and, after a restart, the spans still in the spool;
+//! log records are identified by a digest that is not kept across restarts).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! Status codes: a bad or missing bearer token is UNAUTHENTICATED; a request
 //! larger than `--max-body` (after decompression too) is RESOURCE_EXHAUSTED;
 //! a message that does not decode is INVALID_ARGUMENT; a spool that cannot
-//! be written is UNAVAILABLE (retryable). tonic answers the last two of its
+//! be written is UNAVAILABLE (retryable). tonic answers the middle two of its
 //! own accord with OUT_OF_RANGE and INTERNAL: [`StatusFix`] rewrites them to
 //! the codes the OTLP specification asks for, before anything was taken.
 

@@ -183,7 +183,8 @@ async fn export(s: &Shared, signal: Signal, req: Request) -> Response {
         )
     };
     // Bounds the memory that request bodies take: at most MAX_IN_FLIGHT
-    // bodies (each at most --max-body, twice that once decompressed).
+    // bodies (each at most --max-body compressed, plus at most --max-body
+    // decompressed).
     let Ok(_permit) = s.in_flight.acquire().await else {
         return error(
             Some(enc),
