@@ -95,6 +95,8 @@ pub struct SealerConfig {
     pub max_batch_bytes: usize,
     /// Allow an S3 bucket without Object Lock.
     pub allow_unlocked: bool,
+    /// zstd level of batch objects ([`crate::writer::DEFAULT_ZSTD_LEVEL`] by default).
+    pub zstd_level: i32,
 }
 
 /// Spool, chain, seal, archive: see the module documentation.
@@ -156,7 +158,9 @@ impl Sealer {
                 }
             }
         }
-        let opts = WriterOptions::default().with_heartbeat(cfg.heartbeat);
+        let opts = WriterOptions::default()
+            .with_heartbeat(cfg.heartbeat)
+            .with_zstd_level(cfg.zstd_level);
         let writer = rt.block_on(Writer::open(
             cfg.archive.clone(),
             cfg.key.clone(),
@@ -421,6 +425,7 @@ mod tests {
             max_batch_records: 100,
             max_batch_bytes: 1 << 20,
             allow_unlocked: true,
+            zstd_level: crate::writer::DEFAULT_ZSTD_LEVEL,
         }
     }
 

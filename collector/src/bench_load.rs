@@ -47,6 +47,9 @@ pub(crate) struct BenchLoadArgs {
     /// Verify the archive afterwards (reads it all back).
     #[arg(long)]
     verify: bool,
+    /// The collector's zstd level (its --zstd-level).
+    #[arg(long, default_value_t = sealtrail::writer::DEFAULT_ZSTD_LEVEL)]
+    zstd_level: i32,
 }
 
 /// One span as the OpenTelemetry GenAI instrumentation sends it: 10
@@ -191,7 +194,7 @@ struct Collector {
 }
 
 impl Collector {
-    fn start(dir: &Path, store: &str) -> Result<Collector, String> {
+    fn start(dir: &Path, store: &str, zstd_level: i32) -> Result<Collector, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
             .args([
@@ -208,6 +211,8 @@ impl Collector {
                 "127.0.0.1:0",
                 "--max-body",
                 "64MiB",
+                "--zstd-level",
+                &zstd_level.to_string(),
             ])
             .current_dir(dir)
             .env("SEALTRAIL_LOG", "info")
@@ -360,6 +365,20 @@ async fn send_http(addr: &str, reqs: Vec<Bytes>, concurrency: usize) -> Result<(
     Ok(())
 }
 
+/// Bytes in the files under `dir`.
+fn tree_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
 pub(crate) fn run(a: &BenchLoadArgs) -> ExitCode {
     match bench(a) {
         Ok(()) => ExitCode::SUCCESS,
@@ -409,7 +428,7 @@ fn measure(a: &BenchLoadArgs, dir: &Path, store: &str) -> Result<(), String> {
         "bench-load: {} spans per protocol, {} per request, {} clients, ~{} bytes per span (protobuf)",
         a.spans, a.batch, a.concurrency, per_span
     );
-    let c = Collector::start(dir, store)?;
+    let c = Collector::start(dir, store, a.zstd_level)?;
     let mut phases = Vec::new();
     for (i, p) in protocols.iter().enumerate() {
         let reqs = requests((i * a.spans) as u64, a.spans, a.batch.max(1));
@@ -448,13 +467,23 @@ fn measure(a: &BenchLoadArgs, dir: &Path, store: &str) -> Result<(), String> {
         peak as f64 / (1 << 20) as f64,
         stop.as_secs_f64()
     );
+    // A relative path is relative to the collector's directory.
+    let url = if store.contains("://") || Path::new(store).is_absolute() {
+        store.to_owned()
+    } else {
+        dir.join(store).display().to_string()
+    };
+    if !url.contains("://") {
+        let sent = phases.iter().map(|p| p.spans).sum::<usize>().max(1);
+        let bytes = tree_bytes(Path::new(&url));
+        println!(
+            "archive {:.1} MiB at zstd level {}: {} bytes per span",
+            bytes as f64 / (1 << 20) as f64,
+            a.zstd_level,
+            bytes / sent as u64
+        );
+    }
     if a.verify {
-        // A relative path is relative to the collector's directory.
-        let url = if store.contains("://") || Path::new(store).is_absolute() {
-            store.to_owned()
-        } else {
-            dir.join(store).display().to_string()
-        };
         let archive = sealtrail::Archive::open(&url).map_err(|e| e.to_string())?;
         let key = sealtrail::keys::read_verifying_key(&dir.join("bench.key.pub"))
             .map_err(|e| e.to_string())?;

@@ -80,6 +80,9 @@ pub(crate) struct ServeArgs {
     /// Seal when this many records are pending [default: 10000].
     #[arg(long, env = "SEALTRAIL_MAX_BATCH_RECORDS")]
     max_batch_records: Option<usize>,
+    /// zstd level of batch objects, 1 (least CPU) to 19 (smallest) [default: 3].
+    #[arg(long, env = "SEALTRAIL_ZSTD_LEVEL")]
+    zstd_level: Option<i32>,
     /// S3 only: lock every object under Object Lock for this long (e.g. 7y, 90d).
     #[arg(long, env = "SEALTRAIL_RETENTION")]
     retention: Option<String>,
@@ -122,6 +125,7 @@ impl ServeArgs {
             session_keys,
             writer_id,
             max_batch_records,
+            zstd_level,
             retention,
             lock_mode,
             log_format
@@ -271,6 +275,14 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
         a.heartbeat.as_deref(),
         sealtrail::writer::DEFAULT_HEARTBEAT,
     )?;
+    let zstd_level = a
+        .zstd_level
+        .unwrap_or(sealtrail::writer::DEFAULT_ZSTD_LEVEL);
+    if !(1..=19).contains(&zstd_level) {
+        return Err(format!(
+            "--zstd-level {zstd_level}: use 1 (fastest) to 19 (smallest)"
+        ));
+    }
     if flush_interval < Duration::from_millis(1) {
         return Err("--flush-interval must be at least 1ms".into());
     }
@@ -287,6 +299,7 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
             max_batch_records: a.max_batch_records.unwrap_or(10_000).max(1),
             max_batch_bytes: 8 << 20,
             allow_unlocked: a.allow_unlocked,
+            zstd_level,
         },
         spool_dir,
         hold_wait: duration("hold-wait", a.hold_wait.as_deref(), Duration::from_secs(30))?,

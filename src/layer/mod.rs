@@ -412,6 +412,7 @@ impl AuditLayerBuilder {
                 max_batch_records: self.max_batch_records,
                 max_batch_bytes: self.max_batch_bytes,
                 allow_unlocked: self.allow_unlocked,
+                zstd_level: crate::writer::DEFAULT_ZSTD_LEVEL,
             },
             resource: self.resource.clone(),
             counters: counters.clone(),
