@@ -87,6 +87,11 @@ impl Sink for Fields {
             return;
         };
         let slot = Slot::new(index, value);
+        // A span's fields arrive in field-set order: a new one is past the last.
+        if self.last().is_none_or(|s| s.index() < field.index()) {
+            self.push(slot);
+            return;
+        }
         match self.iter_mut().find(|s| s.index() == field.index()) {
             Some(old) => *old = slot,
             None => self.push(slot),
