@@ -526,6 +526,31 @@ fn bad_requests_are_refused_with_the_right_status_and_change_nothing() {
     // The token is checked before the message is read.
     let st = grpc_export_with(&c, big.clone(), None).unwrap_err();
     assert_eq!(st.code(), tonic::Code::Unauthenticated, "{st:?}");
+    // A message flagged gzip that is not gzip: INVALID_ARGUMENT.
+    let mut frame = vec![1u8];
+    frame.extend_from_slice(&8u32.to_be_bytes());
+    frame.extend_from_slice(b"not gzip");
+    let r = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+        .post(format!(
+            "http://{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            c.grpc
+        ))
+        .header("content-type", "application/grpc")
+        .header("grpc-encoding", "gzip")
+        .header("te", "trailers")
+        .header("authorization", "Bearer s3cret")
+        .body(frame)
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.headers().get("grpc-status").map(|v| v.to_str().unwrap()),
+        Some("3"),
+        "{:?}",
+        r.headers()
+    );
 
     // After: accepted, gzip too.
     let (s, _) = post(
@@ -545,7 +570,7 @@ fn bad_requests_are_refused_with_the_right_status_and_change_nothing() {
         .text()
         .unwrap();
     for line in [
-        "sealtrail_requests_rejected_total{reason=\"decode\"} 3",
+        "sealtrail_requests_rejected_total{reason=\"decode\"} 4",
         "sealtrail_requests_rejected_total{reason=\"content_type\"} 1",
         "sealtrail_requests_rejected_total{reason=\"too_large\"} 3",
         "sealtrail_requests_rejected_total{reason=\"unauthenticated\"} 5",
