@@ -35,14 +35,27 @@ fn time(ns: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
 }
 
-fn short(v: &Value) -> String {
-    let s = match v {
+/// A value as a reader wants to see it: `stop`, `42`, `[stop, length]`, `{k: v}`.
+fn plain(v: &Value) -> String {
+    match v {
         Value::Str(s) => s.clone(),
         Value::Int(i) => i.to_string(),
         Value::Float(f) => f.to_string(),
         Value::Bool(b) => b.to_string(),
-        other => serde_json::to_string(other).unwrap_or_default(),
-    };
+        Value::Bytes(b) => format!("<{} bytes>", b.len()),
+        Value::Array(a) => format!("[{}]", a.iter().map(plain).collect::<Vec<_>>().join(", ")),
+        Value::Map(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{k}: {}", plain(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = plain(v);
     if s.chars().count() > 80 {
         format!("{}…", s.chars().take(79).collect::<String>())
     } else {
@@ -111,4 +124,18 @@ pub(crate) async fn run_show(a: &ShowArgs) -> sealtrail::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_read_plainly() {
+        let v = Value::Array(vec!["stop".into(), Value::Int(2)]);
+        assert_eq!(short(&v), "[stop, 2]");
+        let m: sealtrail::Attributes = [("a", Value::Bool(true))].into_iter().collect();
+        assert_eq!(short(&Value::Map(m)), "{a: true}");
+        assert_eq!(short(&Value::Str("x".repeat(100))).chars().count(), 80);
+    }
 }
