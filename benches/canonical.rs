@@ -28,6 +28,13 @@ fn bench(c: &mut Criterion) {
             black_box(buf.len())
         })
     });
+    g.bench_function("sealtrail_canonical_record_fast_path", |b| {
+        b.iter(|| {
+            buf.clear();
+            sealtrail::canonical::write_record(black_box(&r), &mut buf).unwrap();
+            black_box(buf.len())
+        })
+    });
     g.bench_function("serde_jcs", |b| {
         b.iter(|| black_box(serde_jcs::to_vec(black_box(&r)).unwrap()))
     });

@@ -127,7 +127,7 @@ pub fn encode_line(record: &TraceRecord, out: &mut Vec<u8>) -> Result<Digest> {
     out.extend_from_slice(&[b'0'; 64]);
     out.extend_from_slice(LINE_MIDDLE);
     let rec_start = out.len();
-    if let Err(e) = canonical::write(record, out) {
+    if let Err(e) = canonical::write_record(record, out) {
         out.truncate(start);
         return Err(Error::InvalidRecord {
             reason: format!("cannot encode: {e}"),

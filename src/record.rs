@@ -162,7 +162,7 @@ impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for Attributes {
 /// UTF-8 byte order equals UTF-16 code unit order unless a key holds a
 /// character in U+E000..=U+FFFF (lead byte 0xEE or 0xEF) and another an
 /// astral one (lead byte 0xF0..): only then must we re-sort.
-fn needs_utf16_sort<'a>(keys: impl Iterator<Item = &'a String>) -> bool {
+pub(crate) fn needs_utf16_sort<'a>(keys: impl Iterator<Item = &'a String>) -> bool {
     keys.into_iter().any(|k| k.bytes().any(|b| b >= 0xEE))
 }
 
