@@ -204,34 +204,38 @@ fn post_json(c: &Collector, body: &serde_json::Value) -> (u16, String) {
 
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 
+/// Sends one span of [`TRACE`] over OTLP/HTTP JSON and asserts it was acknowledged.
+fn send_span(
+    c: &Collector,
+    span: &str,
+    parent: Option<&str>,
+    name: &str,
+    attrs: Vec<serde_json::Value>,
+) {
+    let (s, body) = post_json(c, &span_json(TRACE, span, parent, name, attrs));
+    assert_eq!(s, 200, "{body}");
+}
+
 #[test]
 fn a_child_exported_before_its_session_carrying_parent_joins_the_parents_session() {
     let dir = workdir();
     let c = Collector::start(dir.path(), &["--hold-wait", "60s"]);
     // Request 1: a grandchild, whose parent and grandparent are not known yet.
-    let (s, _) = post_json(
+    send_span(
         &c,
-        &span_json(
-            TRACE,
-            "00000000000000c2",
-            Some("00000000000000c1"),
-            "chat gpt-4o",
-            vec![attr("gen_ai.operation.name", "chat")],
-        ),
+        "00000000000000c2",
+        Some("00000000000000c1"),
+        "chat gpt-4o",
+        vec![attr("gen_ai.operation.name", "chat")],
     );
-    assert_eq!(s, 200);
     // Request 2: its parent, still without a session.
-    let (s, _) = post_json(
+    send_span(
         &c,
-        &span_json(
-            TRACE,
-            "00000000000000c1",
-            Some("00000000000000a1"),
-            "execute_tool search",
-            vec![attr("gen_ai.operation.name", "execute_tool")],
-        ),
+        "00000000000000c1",
+        Some("00000000000000a1"),
+        "execute_tool search",
+        vec![attr("gen_ai.operation.name", "execute_tool")],
     );
-    assert_eq!(s, 200);
     // Both are acknowledged and held, durably: a SIGKILL now loses nothing.
     let metrics = client()
         .get(c.url("/metrics"))
@@ -286,17 +290,13 @@ fn a_child_exported_before_its_session_carrying_parent_joins_the_parents_session
 fn a_span_whose_ancestor_never_comes_is_archived_under_its_trace_id_after_the_wait() {
     let dir = workdir();
     let c = Collector::start(dir.path(), &["--hold-wait", "1s"]);
-    let (s, _) = post_json(
+    send_span(
         &c,
-        &span_json(
-            TRACE,
-            "00000000000000c2",
-            Some("00000000000000ff"),
-            "orphan",
-            vec![attr("gen_ai.operation.name", "chat")],
-        ),
+        "00000000000000c2",
+        Some("00000000000000ff"),
+        "orphan",
+        vec![attr("gen_ai.operation.name", "chat")],
     );
-    assert_eq!(s, 200);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let m = client()
@@ -679,33 +679,19 @@ fn a_genai_log_event_is_archived_in_the_session_of_its_span() {
         &[],
     );
     assert_eq!(s, 200);
-    assert_eq!(
-        post_json(
-            &c,
-            &span_json(
-                TRACE,
-                "00000000000000c1",
-                Some("00000000000000a1"),
-                "chat gpt-4o",
-                vec![attr("gen_ai.operation.name", "chat")]
-            )
-        )
-        .0,
-        200
+    send_span(
+        &c,
+        "00000000000000c1",
+        Some("00000000000000a1"),
+        "chat gpt-4o",
+        vec![attr("gen_ai.operation.name", "chat")],
     );
-    assert_eq!(
-        post_json(
-            &c,
-            &span_json(
-                TRACE,
-                "00000000000000a1",
-                None,
-                "invoke_agent",
-                vec![attr("gen_ai.conversation.id", "conv-logs")]
-            )
-        )
-        .0,
-        200
+    send_span(
+        &c,
+        "00000000000000a1",
+        None,
+        "invoke_agent",
+        vec![attr("gen_ai.conversation.id", "conv-logs")],
     );
     c.stop_ok();
     let all = records(dir.path());
@@ -879,17 +865,13 @@ fn the_collector_archives_to_s3_under_object_lock() {
     let dir = workdir();
     let store = format!("s3://{bucket}/collector-{}", std::process::id());
     let c = Collector::start(dir.path(), &["--store", &store, "--retention", "1d"]);
-    let (s, _) = post_json(
+    send_span(
         &c,
-        &span_json(
-            TRACE,
-            "0000000000000001",
-            None,
-            "invoke_agent",
-            vec![attr("gen_ai.conversation.id", "conv-s3")],
-        ),
+        "0000000000000001",
+        None,
+        "invoke_agent",
+        vec![attr("gen_ai.conversation.id", "conv-s3")],
     );
-    assert_eq!(s, 200);
     c.stop_ok();
     let run = |args: &[&str]| {
         std::process::Command::new(common::bin())
