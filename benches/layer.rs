@@ -157,6 +157,22 @@ fn main() {
         None => tempfile::tempdir().unwrap(),
     };
     let setups = setups(dir.path());
+    // SEALTRAIL_BENCH_PROFILE=<setup name> runs only that setup, 1,000,000
+    // spans with background work, and no statistics: a target for `perf`.
+    if let Ok(name) = std::env::var("SEALTRAIL_BENCH_PROFILE") {
+        let s = setups
+            .iter()
+            .find(|s| s.name == name)
+            .expect("SEALTRAIL_BENCH_PROFILE names a setup");
+        let before = cpu_seconds();
+        run_bursts(s, 1_000_000);
+        (s.seal)();
+        println!(
+            "{name}: {:.0} ns CPU/span, all threads",
+            (cpu_seconds() - before) / 1e6 * 1e9
+        );
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     {
         let mut g = c.benchmark_group("span_8_fields_instrumented_thread");

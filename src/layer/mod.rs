@@ -113,20 +113,40 @@ impl Counters {
     }
 }
 
-/// A closed span on its way to the worker, which formats and maps it.
+/// A span's state in the registry's extensions: boxed once when the span
+/// opens, and the same box goes to the worker when it closes.
+struct Open(Box<Closed>);
+
+/// A span, open (in an [`Open`]) or closed on its way to the worker, which
+/// formats and maps it.
 pub(crate) struct Closed {
     state: SpanState,
     metadata: &'static tracing::Metadata<'static>,
-    /// `None`: no session on the span or its ancestors; the trace id is used.
-    session: Option<String>,
+    session: SessionOf,
     end_ns: u64,
+}
+
+/// Where a closed span's session id is.
+pub(crate) enum SessionOf {
+    /// In the span's own field at this index (read by the worker, so the
+    /// instrumented thread copies nothing).
+    Own(usize),
+    /// An ancestor's, copied at close (the ancestor may close first).
+    Inherited(String),
+    /// Nowhere: the trace id is the session.
+    Trace,
 }
 
 impl Closed {
     pub(crate) fn into_span(self) -> (SpanData, String) {
         let s = self.state;
         let trace_id = format!("{:016x}{:016x}", s.trace_id[0], s.trace_id[1]);
-        let session = self.session.unwrap_or_else(|| trace_id.clone());
+        let session = match self.session {
+            SessionOf::Own(i) => s.fields.get(i).and_then(|v| v.as_session()),
+            SessionOf::Inherited(session) => Some(session),
+            SessionOf::Trace => None,
+        }
+        .unwrap_or_else(|| trace_id.clone());
         let rare = s.rare.map(|r| *r).unwrap_or_default();
         let span = SpanData {
             name: rare.name.unwrap_or_else(|| self.metadata.name().to_owned()),
@@ -139,7 +159,7 @@ impl Closed {
                 code: s.status,
                 message: rare.status_message,
             },
-            attributes: fields::named(s.fields, self.metadata.fields()).collect(),
+            attributes: fields::named(&s.fields, self.metadata.fields()),
             events: rare.events,
             resource: Attributes::new(),
         };
@@ -594,8 +614,8 @@ impl AuditLayer {
         ]
     }
 
-    fn enqueue(&self, closed: Closed) {
-        let msg = Msg::Span(Box::new(closed));
+    fn enqueue(&self, closed: Box<Closed>) {
+        let msg = Msg::Span(closed);
         let sent = match self.overload {
             Overload::Block => self.tx.send(msg).is_ok(),
             Overload::DropWithGapRecord => match self.tx.try_send(msg) {
@@ -621,8 +641,8 @@ where
         let parent = span.parent();
         let parent_ids = parent.as_ref().and_then(|p| {
             p.extensions()
-                .get::<SpanState>()
-                .map(|s| (s.trace_id, s.span_id))
+                .get::<Open>()
+                .map(|o| (o.0.state.trace_id, o.0.state.span_id))
         });
         let captured = parent_ids.is_some()
             || self.capture == Capture::All
@@ -638,8 +658,7 @@ where
             .map(|(t, _)| t)
             .unwrap_or_else(|| self.new_trace_id());
         let mut state = SpanState {
-            // Every field a span can have is declared: this never grows.
-            fields: Vec::with_capacity(attrs.metadata().fields().len()),
+            fields: fields::Fields::default(),
             rare: None,
             status: StatusCode::Unset,
             start_ns: now_ns(),
@@ -648,14 +667,19 @@ where
             parent_span_id: parent_ids.map_or(0, |(_, s)| s),
         };
         state.record(|c| attrs.record(c));
-        span.extensions_mut().insert(state);
+        span.extensions_mut().insert(Open(Box::new(Closed {
+            state,
+            metadata: attrs.metadata(),
+            session: SessionOf::Trace,
+            end_ns: 0,
+        })));
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut ext = span.extensions_mut();
-        if let Some(state) = ext.get_mut::<SpanState>() {
-            state.record(|c| values.record(c));
+        if let Some(open) = ext.get_mut::<Open>() {
+            open.0.state.record(|c| values.record(c));
         }
     }
 
@@ -664,9 +688,10 @@ where
             return;
         };
         let mut ext = span.extensions_mut();
-        let Some(state) = ext.get_mut::<SpanState>() else {
+        let Some(Open(open)) = ext.get_mut::<Open>() else {
             return;
         };
+        let state = &mut open.state;
         let mut attributes = Attributes::new();
         let mut message = None;
         let mut ignored_name = None;
@@ -698,26 +723,29 @@ where
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
-        let Some(state) = span.extensions_mut().remove::<SpanState>() else {
+        let Some(Open(mut closed)) = span.extensions_mut().remove::<Open>() else {
             return;
         };
-        let mut session = state.session(span.metadata().fields(), &self.session_keys);
-        if session.is_none() {
-            for ancestor in span.scope().skip(1) {
-                if let Some(s) = ancestor.extensions().get::<SpanState>() {
-                    session = s.session(ancestor.metadata().fields(), &self.session_keys);
-                    if session.is_some() {
-                        break;
-                    }
-                }
-            }
-        }
-        let closed = Closed {
-            metadata: span.metadata(),
-            session,
-            end_ns: now_ns(),
-            state,
+        let state = &closed.state;
+        let own =
+            fields::session_index(&state.fields, span.metadata().fields(), &self.session_keys);
+        let session = match own {
+            Some(i) => SessionOf::Own(i),
+            None => span
+                .scope()
+                .skip(1)
+                .find_map(|ancestor| {
+                    ancestor
+                        .extensions()
+                        .get::<Open>()?
+                        .0
+                        .state
+                        .session(ancestor.metadata().fields(), &self.session_keys)
+                })
+                .map_or(SessionOf::Trace, SessionOf::Inherited),
         };
+        closed.session = session;
+        closed.end_ns = now_ns();
         self.enqueue(closed);
     }
 }
