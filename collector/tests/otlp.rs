@@ -736,59 +736,47 @@ fn health_readiness_and_metrics() {
     c.stop_ok();
 }
 
-#[test]
-fn sigkill_while_a_client_streams_loses_nothing_acknowledged() {
-    let dir = workdir();
-    let c = Collector::start(dir.path(), &[]);
-    let url = c.url("/v1/traces");
-    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let a = acked.clone();
-    let sender = std::thread::spawn(move || {
-        let http = client();
-        for batch in 0u64.. {
-            let spans: Vec<Span> = (0..50u64)
-                .map(|i| Span {
-                    trace_id: (batch as u128 + 1).to_be_bytes().to_vec(),
-                    span_id: (batch * 100 + i + 1).to_be_bytes().to_vec(),
-                    name: format!("s{}", batch * 100 + i + 1),
-                    attributes: vec![pkv("audit.session_id", &format!("stream-{}", batch % 4))],
-                    ..Default::default()
-                })
-                .collect();
-            let names: Vec<String> = spans.iter().map(|s| s.name.clone()).collect();
-            let req = ExportTraceServiceRequest {
-                resource_spans: vec![ResourceSpans {
-                    scope_spans: vec![ScopeSpans {
-                        spans,
-                        ..Default::default()
-                    }],
+/// Streams 50-span requests (sessions `stream-0..3`, names `s<n>`) to `url`,
+/// recording the names of every acknowledged request in `acked`, until one
+/// is not acknowledged.
+fn stream_until_refused(url: &str, acked: &std::sync::Mutex<Vec<String>>) {
+    let http = client();
+    for batch in 0u64.. {
+        let spans: Vec<Span> = (0..50u64)
+            .map(|i| Span {
+                trace_id: (batch as u128 + 1).to_be_bytes().to_vec(),
+                span_id: (batch * 100 + i + 1).to_be_bytes().to_vec(),
+                name: format!("s{}", batch * 100 + i + 1),
+                attributes: vec![pkv("audit.session_id", &format!("stream-{}", batch % 4))],
+                ..Default::default()
+            })
+            .collect();
+        let names: Vec<String> = spans.iter().map(|s| s.name.clone()).collect();
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
                     ..Default::default()
                 }],
-            };
-            match http
-                .post(&url)
-                .header("content-type", "application/x-protobuf")
-                .body(req.encode_to_vec())
-                .send()
-            {
-                Ok(r) if r.status().is_success() => a.lock().unwrap().extend(names),
-                _ => return batch,
-            }
+                ..Default::default()
+            }],
+        };
+        match http
+            .post(url)
+            .header("content-type", "application/x-protobuf")
+            .body(req.encode_to_vec())
+            .send()
+        {
+            Ok(r) if r.status().is_success() => acked.lock().unwrap().extend(names),
+            _ => return,
         }
-        unreachable!()
-    });
-    // Let it stream, then kill the collector mid-flight.
-    while acked.lock().unwrap().len() < 2_000 {
-        std::thread::sleep(Duration::from_millis(10));
     }
-    c.kill();
-    let batches = sender.join().unwrap();
-    let acked = acked.lock().unwrap().clone();
-    assert!(batches > 0 && !acked.is_empty());
-    // Restart: the spool is recovered and the chains continue.
-    let c = Collector::start(dir.path(), &[]);
-    c.stop_ok();
-    let all = records(dir.path());
+}
+
+/// Every acknowledged name is archived, none twice, and verify is intact.
+fn assert_all_archived_once(dir: &std::path::Path, acked: &[String]) {
+    assert!(!acked.is_empty(), "nothing was acknowledged");
+    let all = records(dir);
     let archived: std::collections::HashSet<&str> = all.iter().map(|r| r.name.as_str()).collect();
     let missing: Vec<&String> = acked
         .iter()
@@ -800,9 +788,80 @@ fn sigkill_while_a_client_streams_loses_nothing_acknowledged() {
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-    // Nothing twice.
-    assert_eq!(archived.len(), all.len());
-    assert_intact(dir.path());
+    assert_eq!(archived.len(), all.len(), "a span archived twice");
+    assert_intact(dir);
+}
+
+#[test]
+fn sigkill_while_a_client_streams_loses_nothing_acknowledged() {
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &[]);
+    let url = c.url("/v1/traces");
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let a = acked.clone();
+    let sender = std::thread::spawn(move || stream_until_refused(&url, &a));
+    // Let it stream, then kill the collector mid-flight.
+    while acked.lock().unwrap().len() < 2_000 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.kill();
+    sender.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    // Restart: the spool is recovered and the chains continue.
+    let c = Collector::start(dir.path(), &[]);
+    c.stop_ok();
+    assert_all_archived_once(dir.path(), &acked);
+}
+
+#[test]
+fn a_spool_that_cannot_be_written_stops_the_collector_and_loses_nothing_acknowledged() {
+    use std::os::unix::process::CommandExt;
+    let dir = workdir();
+    // The disk "fills up": the collector's files may not grow past 256 KiB
+    // (RLIMIT_FSIZE; writes past it fail with EFBIG). No seal runs (the
+    // flush interval is long), so the spool is the file that hits the limit.
+    let c = Collector::start_with(
+        dir.path(),
+        &["--flush-interval", "1h", "--heartbeat", "1h"],
+        |cmd| {
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let limit = libc::rlimit {
+                        rlim_cur: 256 << 10,
+                        rlim_max: 256 << 10,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    let acked = std::sync::Mutex::new(Vec::new());
+    stream_until_refused(&c.url("/v1/traces"), &acked);
+    let acked = acked.into_inner().unwrap();
+    assert!(
+        acked.len() >= 100,
+        "the limit should allow some requests first: {} acknowledged",
+        acked.len()
+    );
+    let log = c.log.clone();
+    let status = c.wait_exit(Duration::from_secs(30));
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "exit status on a spool failure:\n{log}"
+    );
+    assert!(log.contains("the spool could not be written"), "{log}");
+
+    // The disk has room again: the next start recovers the spool and seals it.
+    let c = Collector::start(dir.path(), &[]);
+    c.stop_ok();
+    assert_all_archived_once(dir.path(), &acked);
 }
 
 #[test]

@@ -36,7 +36,14 @@ pub struct Collector {
 
 impl Collector {
     pub fn start(dir: &Path, extra: &[&str]) -> Collector {
-        let mut child = Command::new(bin())
+        Collector::start_with(dir, extra, |_| {})
+    }
+
+    /// [`Collector::start`], with `setup` applied to the command first.
+    pub fn start_with(dir: &Path, extra: &[&str], setup: impl FnOnce(&mut Command)) -> Collector {
+        let mut cmd = Command::new(bin());
+        setup(&mut cmd);
+        let mut child = cmd
             .args(["serve", "--signing-key", "k.key"])
             .args(if extra.contains(&"--store") {
                 &[][..]
@@ -50,9 +57,12 @@ impl Collector {
                 "127.0.0.1:0",
                 "--otlp-http",
                 "127.0.0.1:0",
-                "--flush-interval",
-                "200ms",
             ])
+            .args(if extra.contains(&"--flush-interval") {
+                &[][..]
+            } else {
+                &["--flush-interval", "200ms"][..]
+            })
             .args(extra)
             .current_dir(dir)
             .env_remove("SEALTRAIL_STORE")
@@ -132,6 +142,25 @@ impl Collector {
             "the collector exited with {status:?}:\n{}",
             log.lock().unwrap()
         );
+    }
+
+    /// Waits for the collector to exit on its own.
+    pub fn wait_exit(mut self, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "the collector did not exit within {within:?}:\n{}",
+                    self.log.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL: no chance to seal.
