@@ -6,7 +6,7 @@
 //! `otel.scope.name` / `otel.scope.version`; the span kind as `otel.kind`;
 //! and any counts the SDK reports as dropped (`otel.dropped_attributes_count`,
 //! `otel.dropped_events_count`, `otel.dropped_links_count`), so that the
-//! trail states its own gaps. Links are not archived yet.
+//! trail states its own gaps; and links, as `otel.links`.
 //!
 //! Log records become items too (`otel.signal` = `log`), named by their
 //! event name, with their body as `log.body` and the span they belong to as
@@ -47,6 +47,14 @@ pub(crate) enum ConvertError {
     EmptyKey { at: String },
     #[error("span {span:?}: {field} is empty")]
     MissingId { span: String, field: &'static str },
+    #[error("{at}: link {index}: {field} must be {want} bytes, got {got}")]
+    LinkId {
+        at: String,
+        index: usize,
+        field: &'static str,
+        want: usize,
+        got: usize,
+    },
 }
 
 /// The items of a request, and what was rejected.
@@ -175,6 +183,9 @@ fn convert_span(
             attrs.insert(k, Value::Int(n.into()));
         }
     }
+    if !s.links.is_empty() {
+        attrs.insert(LINKS, links(s.links, &at)?);
+    }
     let events = s
         .events
         .into_iter()
@@ -210,6 +221,49 @@ fn convert_span(
         events,
         resource: resource.clone(),
     })
+}
+
+/// The attribute holding a span's links.
+pub(crate) const LINKS: &str = "otel.links";
+
+/// A span's links as an array of maps: `trace_id` and `span_id` (hex), and
+/// `trace_state`, `attributes`, `flags` and `dropped_attributes_count` where
+/// the sender set them.
+fn links(links: Vec<span::Link>, at: At<'_>) -> Result<Value, ConvertError> {
+    let mut out = Vec::with_capacity(links.len());
+    for (index, l) in links.into_iter().enumerate() {
+        let mut m = Attributes::new();
+        for (field, bytes, want) in [("trace_id", &l.trace_id, 16), ("span_id", &l.span_id, 8)] {
+            if bytes.len() != want {
+                return Err(ConvertError::LinkId {
+                    at: at(),
+                    index,
+                    field,
+                    want,
+                    got: bytes.len(),
+                });
+            }
+            m.insert(field, hex::encode(bytes));
+        }
+        if !l.trace_state.is_empty() {
+            m.insert("trace_state", l.trace_state);
+        }
+        if !l.attributes.is_empty() {
+            let here = || format!("{} link {index}", at());
+            m.insert("attributes", Value::Map(attributes(l.attributes, &here)?));
+        }
+        if l.flags != 0 {
+            m.insert("flags", Value::Int(l.flags.into()));
+        }
+        if l.dropped_attributes_count > 0 {
+            m.insert(
+                "dropped_attributes_count",
+                Value::Int(l.dropped_attributes_count.into()),
+            );
+        }
+        out.push(Value::Map(m));
+    }
+    Ok(Value::Array(out))
 }
 
 fn scope_attributes(
@@ -460,6 +514,14 @@ mod tests {
                 ..Default::default()
             }],
             dropped_attributes_count: 2,
+            links: vec![span::Link {
+                trace_id: vec![0x7a; 16],
+                span_id: vec![0x03; 8],
+                trace_state: "vendor=1".into(),
+                attributes: vec![kv("reason", any_value::Value::StringValue("retry".into()))],
+                flags: 1,
+                ..Default::default()
+            }],
             status: Some(opentelemetry_proto::tonic::trace::v1::Status {
                 message: "boom".into(),
                 code: status::StatusCode::Error as i32,
@@ -517,6 +579,22 @@ mod tests {
             s.attributes.get("otel.dropped_attributes_count"),
             Some(&Value::Int(2))
         );
+        let link: Attributes = [
+            ("trace_id", Value::from("7a".repeat(16))),
+            ("span_id", Value::from("03".repeat(8))),
+            ("trace_state", Value::from("vendor=1")),
+            (
+                "attributes",
+                Value::Map([("reason", Value::from("retry"))].into_iter().collect()),
+            ),
+            ("flags", Value::Int(1)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            s.attributes.get(LINKS),
+            Some(&Value::Array(vec![Value::Map(link)]))
+        );
         assert_eq!(
             s.resource.get("service.name"),
             Some(&Value::Str("py-agent".into()))
@@ -570,6 +648,14 @@ mod tests {
             one(&request(vec![s])),
             Err(ConvertError::EmptyKey { .. })
         ));
+
+        let mut s = chat_span();
+        s.links[0].span_id = vec![1; 4];
+        let err = one(&request(vec![s])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "span \"chat gpt-4o\" (0101010101010101): link 0: span_id must be 8 bytes, got 4"
+        );
 
         let mut s = chat_span();
         s.span_id.clear();
