@@ -119,14 +119,17 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
 
 use crate::record::{needs_utf16_sort, Attributes, Event, TraceRecord, Value};
 
-/// Whether any byte of `w` is below 0x20, `"` or `\` (SWAR, for 8 bytes).
+/// A mask whose lowest set bit is the high bit of the first byte of `w`
+/// (little-endian) that is below 0x20, a quote or a backslash; 0 when none is (SWAR,
+/// 8 bytes at once). Bits above the lowest may be false positives (borrows
+/// propagate upwards), so only the lowest is used.
 #[inline]
-fn needs_escape(w: u64) -> bool {
+fn escape_mask(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64)) != 0
+    below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64))
 }
 
 /// Appends `s` as a JSON string, escaped as RFC 8785 (and serde_json) do.
@@ -137,24 +140,29 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
     let mut start = 0;
     let mut i = 0;
     while i < b.len() {
-        if i + 8 <= b.len() {
-            let w = u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
-            if !needs_escape(w) {
+        // Find the next byte to escape: 8 bytes at a time, then one by one.
+        if let Some(w) = b.get(i..i + 8) {
+            let mask = escape_mask(u64::from_le_bytes(w.try_into().unwrap_or_default()));
+            if mask == 0 {
                 i += 8;
                 continue;
             }
+            i += (mask.trailing_zeros() / 8) as usize;
+        } else if !matches!(b[i], 0x00..=0x1f | b'"' | b'\\') {
+            i += 1;
+            continue;
         }
         let c = b[i];
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            0x09 => b"\\t",
-            0x0a => b"\\n",
-            0x0c => b"\\f",
-            0x0d => b"\\r",
-            0x00..=0x1f => {
-                out.extend_from_slice(&b[start..i]);
+        out.extend_from_slice(&b[start..i]);
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x09 => out.extend_from_slice(b"\\t"),
+            0x0a => out.extend_from_slice(b"\\n"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0x0d => out.extend_from_slice(b"\\r"),
+            _ => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.extend_from_slice(&[
                     b'\\',
@@ -164,17 +172,8 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
                     HEX[(c >> 4) as usize],
                     HEX[(c & 0xf) as usize],
                 ]);
-                i += 1;
-                start = i;
-                continue;
             }
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        out.extend_from_slice(&b[start..i]);
-        out.extend_from_slice(esc);
+        }
         i += 1;
         start = i;
     }

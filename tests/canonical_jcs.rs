@@ -20,7 +20,8 @@ fn text() -> impl Strategy<Value = String> {
         1 => proptest::char::range('\u{10000}', '\u{10ffff}'),
         1 => any::<char>(),
     ];
-    proptest::collection::vec(ch, 0..12).prop_map(|v| v.into_iter().collect())
+    // Up to 40 characters: several 8-byte words, escapes anywhere in them.
+    proptest::collection::vec(ch, 0..40).prop_map(|v| v.into_iter().collect())
 }
 
 fn float() -> impl Strategy<Value = f64> {
