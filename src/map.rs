@@ -32,6 +32,9 @@ pub const POLICY_DECISION: &str = "policy.decision";
 pub const POLICY_NAME: &str = "policy.name";
 /// Policy reason.
 pub const POLICY_REASON: &str = "policy.reason";
+/// The attribute holding a span's links (OTLP links; `Span::follows_from`
+/// in the layer): an array of maps with `trace_id` and `span_id` in hex.
+pub const OTEL_LINKS: &str = "otel.links";
 
 /// Attribute name prefixes that make a span part of the audit trail by default.
 pub const CAPTURE_PREFIXES: &[&str] = &[

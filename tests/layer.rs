@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use sealtrail::{Archive, Kind, StatusCode, Value};
+use sealtrail::{Archive, Attributes, Kind, StatusCode, Value};
 use tracing::{error, info, info_span, Instrument, Span};
 use tracing_subscriber::prelude::*;
 
@@ -49,20 +49,23 @@ async fn maps_kinds_sessions_late_fields_events_and_status() {
                 gen_ai.tool.name = "lookup"
             )
             .in_scope(|| info_span!("helper without conventions").in_scope(|| {}));
-            info_span!(
+            let policy = info_span!(
                 "policy",
                 policy.name = "payments",
                 policy.decision = "deny",
                 audit.kind = "policy_check"
-            )
-            .in_scope(|| error!("denied: over the limit"));
-            info_span!(
+            );
+            policy.in_scope(|| error!("denied: over the limit"));
+            let approval = info_span!(
                 "approval",
                 audit.kind = "human",
                 otel.name = "human approval",
                 otel.status_code = "OK"
-            )
-            .in_scope(|| {});
+            );
+            // The approval was caused by the denial: a link, as in OTLP.
+            approval.follows_from(&policy);
+            drop(policy);
+            approval.in_scope(|| {});
         });
         drop(agent);
         info_span!("orphan", gen_ai.system = "openai").in_scope(|| {});
@@ -130,6 +133,22 @@ async fn maps_kinds_sessions_late_fields_events_and_status() {
         Some("denied: over the limit")
     );
     assert_eq!(by("human approval").status.code, StatusCode::Ok);
+    let link: Attributes = [
+        (
+            "trace_id",
+            Value::from(by("policy").trace_id.clone().unwrap()),
+        ),
+        (
+            "span_id",
+            Value::from(by("policy").span_id.clone().unwrap()),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        by("human approval").attributes.get("otel.links"),
+        Some(&Value::Array(vec![Value::Map(link)]))
+    );
     assert!(by("human approval").attributes.get("otel.name").is_none());
 
     // Parent ids link the tree; one trace for the agent's spans.

@@ -159,12 +159,40 @@ impl Closed {
                 code: s.status,
                 message: rare.status_message,
             },
-            attributes: fields::named(&s.fields, self.metadata.fields()),
+            attributes: {
+                let mut a = fields::named(&s.fields, self.metadata.fields());
+                if !rare.links.is_empty() {
+                    a.insert(map::OTEL_LINKS, links(&rare.links));
+                }
+                a
+            },
             events: rare.events,
             resource: Attributes::new(),
         };
         (span, session)
     }
+}
+
+/// Links as the collector archives OTLP links: one map per link.
+fn links(links: &[([u64; 2], u64)]) -> Value {
+    Value::Array(
+        links
+            .iter()
+            .map(|(t, s)| {
+                Value::Map(
+                    [
+                        (
+                            "trace_id",
+                            Value::Str(format!("{:016x}{:016x}", t[0], t[1])),
+                        ),
+                        ("span_id", Value::Str(format!("{s:016x}"))),
+                    ]
+                    .into_iter()
+                    .collect(),
+                )
+            })
+            .collect(),
+    )
 }
 
 pub(crate) enum Msg {
@@ -535,9 +563,10 @@ impl Drop for FlushGuard {
     }
 }
 
-/// Per-span state, kept in the span's extensions from creation to close:
-/// 80 bytes, plus 24 per field, plus what is rare (a renamed span, a status
-/// message, events) in a box of its own.
+/// Per-span state, kept in the span's extensions (inside an [`Open`]) from
+/// creation to close: the ids and times, the fields packed inline (spilling
+/// to the heap past [`fields::INLINE`] bytes), and what is rare (a renamed
+/// span, a status message, events, links) in a box of its own.
 struct SpanState {
     fields: fields::Fields,
     rare: Option<Box<Rare>>,
@@ -556,6 +585,17 @@ struct Rare {
     name: Option<String>,
     status_message: Option<String>,
     events: Vec<Event>,
+    /// Spans this one follows from (`Span::follows_from`): trace and span ids.
+    links: Vec<([u64; 2], u64)>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.status_message.is_none()
+            && self.events.is_empty()
+            && self.links.is_empty()
+    }
 }
 
 impl SpanState {
@@ -567,22 +607,17 @@ impl SpanState {
     /// Records `values` (span fields or a `Span::record`), sending `otel.*`
     /// control fields to their slots.
     fn record(&mut self, values: impl FnOnce(&mut FieldCapture<'_, fields::Fields>)) {
-        let rare = self.rare.take().map(|r| *r).unwrap_or_default();
-        let mut name = rare.name;
-        let mut status = (self.status, rare.status_message);
+        let mut rare = self.rare.take().map(|r| *r).unwrap_or_default();
+        let mut status = (self.status, rare.status_message.take());
         values(&mut FieldCapture {
             attributes: &mut self.fields,
-            name: &mut name,
+            name: &mut rare.name,
             status: &mut status,
             message: None,
         });
-        self.status = status.0;
-        if name.is_some() || status.1.is_some() || !rare.events.is_empty() {
-            self.rare = Some(Box::new(Rare {
-                name,
-                status_message: status.1,
-                events: rare.events,
-            }));
+        (self.status, rare.status_message) = status;
+        if !rare.is_empty() {
+            self.rare = Some(Box::new(rare));
         }
     }
 }
@@ -719,6 +754,28 @@ where
             time_ns: now_ns(),
         });
         state.rare = Some(Box::new(rare));
+    }
+
+    fn on_follows_from(&self, id: &Id, follows: &Id, ctx: Context<'_, S>) {
+        let (Some(span), Some(cause)) = (ctx.span(id), ctx.span(follows)) else {
+            return;
+        };
+        // Only a captured span has ids to link to.
+        let Some(link) = cause
+            .extensions()
+            .get::<Open>()
+            .map(|o| (o.0.state.trace_id, o.0.state.span_id))
+        else {
+            return;
+        };
+        let mut ext = span.extensions_mut();
+        if let Some(Open(open)) = ext.get_mut::<Open>() {
+            open.state
+                .rare
+                .get_or_insert_with(Box::default)
+                .links
+                .push(link);
+        }
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {

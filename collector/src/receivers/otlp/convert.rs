@@ -223,8 +223,7 @@ fn convert_span(
     })
 }
 
-/// The attribute holding a span's links.
-pub(crate) const LINKS: &str = "otel.links";
+use sealtrail::map::OTEL_LINKS as LINKS;
 
 /// A span's links as an array of maps: `trace_id` and `span_id` (hex), and
 /// `trace_state`, `attributes`, `flags` and `dropped_attributes_count` where
