@@ -114,23 +114,10 @@ impl Collector {
     }
 
     /// SIGTERM, then waits for the exit.
-    pub fn stop(mut self) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "the collector did not stop on SIGTERM:\n{}",
-                    self.log.lock().unwrap()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub fn stop(self) -> ExitStatus {
+        let pid = self.child.as_ref().unwrap().id();
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        self.wait_exit(Duration::from_secs(30))
     }
 
     /// SIGTERM, and asserts a clean exit (0).
@@ -144,7 +131,7 @@ impl Collector {
         );
     }
 
-    /// Waits for the collector to exit on its own.
+    /// Waits for the collector to exit (on its own, or as told).
     pub fn wait_exit(mut self, within: Duration) -> ExitStatus {
         let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + within;
