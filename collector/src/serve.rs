@@ -61,6 +61,10 @@ pub(crate) struct ServeArgs {
     /// [default: 16MiB].
     #[arg(long, env = "SEALTRAIL_MAX_BODY")]
     max_body: Option<String>,
+    /// Connections each receiver (gRPC, HTTP) keeps open at once; further
+    /// clients wait until one closes [default: 256].
+    #[arg(long, env = "SEALTRAIL_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// File holding the bearer token every request must carry
     /// (`Authorization: Bearer <token>`); no check without it.
     #[arg(long, env = "SEALTRAIL_AUTH_TOKEN_FILE")]
@@ -120,6 +124,7 @@ impl ServeArgs {
             flush_interval,
             heartbeat,
             max_body,
+            max_connections,
             auth_token_file,
             hold_wait,
             session_keys,
@@ -264,6 +269,12 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
         .map(parse_size)
         .transpose()?
         .unwrap_or(DEFAULT_MAX_BODY);
+    let max_connections = a
+        .max_connections
+        .unwrap_or(crate::receivers::DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err("--max-connections must be at least 1".into());
+    }
     let token = a.auth_token_file.as_deref().map(read_token).transpose()?;
     let flush_interval = duration(
         "flush-interval",
@@ -347,12 +358,13 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
+        let limited = |l| crate::receivers::limit::Listener::new(l, max_connections);
         let g = tokio::spawn(otlp::grpc::serve(
             shared.clone(),
-            grpc,
+            limited(grpc),
             stopped(stop_rx.clone()),
         ));
-        let h = tokio::spawn(otlp::http::serve(shared, http, stopped(stop_rx)));
+        let h = tokio::spawn(otlp::http::serve(shared, limited(http), stopped(stop_rx)));
         shutdown_signal(term).await;
         pipeline.metrics.ready.store(false, Ordering::Relaxed);
         let _ = stop_tx.send(true);
@@ -408,7 +420,7 @@ mod tests {
         let path = dir.path().join("sealtrail.toml");
         std::fs::write(
             &path,
-            "store = \"/srv/archive\"\nmax-body = \"1MiB\"\notlp-grpc = \"0.0.0.0:4317\"\n",
+            "store = \"/srv/archive\"\nmax-body = \"1MiB\"\nmax-connections = 64\notlp-grpc = \"0.0.0.0:4317\"\n",
         )
         .unwrap();
         let a = ServeArgs {
@@ -420,6 +432,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.store.as_deref(), Some("/srv/archive"));
         assert_eq!(a.max_body.as_deref(), Some("1MiB"));
+        assert_eq!(a.max_connections, Some(64));
         assert_eq!(a.otlp_grpc.as_deref(), Some("127.0.0.1:9"));
         std::fs::write(&path, "stor = \"typo\"\n").unwrap();
         let err = ServeArgs {

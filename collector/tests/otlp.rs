@@ -865,6 +865,48 @@ fn a_spool_that_cannot_be_written_stops_the_collector_and_loses_nothing_acknowle
 }
 
 #[test]
+fn connections_past_the_limit_wait_until_one_closes() {
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &["--max-connections", "2"]);
+    // Two idle connections take both of the HTTP receiver's slots.
+    let idle: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&c.http).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // Clients that keep no idle connection: each request's ends with it.
+    let unpooled = |timeout| {
+        reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let err = unpooled(Duration::from_millis(700))
+        .get(c.url("/healthz"))
+        .send()
+        .unwrap_err();
+    assert!(err.is_timeout(), "a third connection is not served: {err}");
+    // They close: the next clients are served.
+    drop(idle);
+    for _ in 0..3 {
+        let r = unpooled(Duration::from_secs(30))
+            .get(c.url("/healthz"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    send_span(
+        &c,
+        "00000000000000a1",
+        None,
+        "after-limit",
+        vec![attr("audit.session_id", "limit")],
+    );
+    c.stop_ok();
+    assert!(records(dir.path()).iter().any(|r| r.name == "after-limit"));
+}
+
+#[test]
 fn serve_refuses_to_start_on_bad_settings_with_a_clear_error() {
     let dir = workdir();
     let serve = |args: &[&str]| {
@@ -893,6 +935,9 @@ fn serve_refuses_to_start_on_bad_settings_with_a_clear_error() {
     let (code, err) = serve(&["--signing-key", "k.key", "--max-body", "12 parsecs"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("unknown unit"), "{err}");
+    let (code, err) = serve(&["--signing-key", "k.key", "--max-connections", "0"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--max-connections must be at least 1"), "{err}");
     std::fs::write(dir.path().join("bad.toml"), "max_body = 1\n").unwrap();
     let (code, err) = serve(&["--signing-key", "k.key", "--config", "bad.toml"]);
     assert_eq!(code, Some(2));

@@ -7,6 +7,7 @@ use subtle::ConstantTimeEq;
 
 use crate::pipeline::{Pipeline, Unavailable};
 
+pub(crate) mod limit;
 pub(crate) mod otlp;
 
 /// Which OTLP signal a request carries.
@@ -31,6 +32,9 @@ pub(crate) struct Shared {
 
 /// HTTP requests read at once; gRPC requests per connection.
 pub(crate) const MAX_IN_FLIGHT: usize = 32;
+
+/// Connections each receiver keeps open at once, by default.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// The partial-success part of an answer.
 #[derive(Debug, Default, PartialEq, Eq)]

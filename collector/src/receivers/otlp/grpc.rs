@@ -78,7 +78,7 @@ impl LogsService for Otlp {
 /// Serves OTLP/gRPC on `listener` until `shutdown` completes.
 pub(crate) async fn serve(
     shared: Shared,
-    listener: tokio::net::TcpListener,
+    listener: crate::receivers::limit::Listener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let max = shared.max_body;
@@ -95,10 +95,7 @@ pub(crate) async fn serve(
         .layer(tower_layer::layer_fn(move |s| StatusFix(s, fix.clone())))
         .add_service(traces)
         .add_service(logs)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(listener.incoming(), shutdown)
         .await
 }
 

@@ -316,7 +316,7 @@ fn answer(signal: Signal, enc: Encoding, o: Outcome) -> Response {
 /// Serves OTLP/HTTP on `listener` until `shutdown` completes.
 pub(crate) async fn serve(
     shared: Shared,
-    listener: tokio::net::TcpListener,
+    listener: crate::receivers::limit::Listener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(shared))
