@@ -42,6 +42,11 @@ pub(crate) const LOG_SESSION: &str = "sealtrail.logs";
 /// The attribute that marks a record made from an OTLP log record.
 pub(crate) const SIGNAL: &str = "otel.signal";
 
+/// The attribute holding a log record's identity for the duplicate check
+/// (hex; the first 24 bytes of a SHA-256 of the record as sent), so that the
+/// check survives a restart as it does for spans.
+pub(crate) const LOG_DIGEST: &str = "sealtrail.log_digest";
+
 /// How many received records the duplicate check, and the sessions known
 /// for children that arrive later, remember (oldest forgotten first).
 pub(crate) const WINDOW: usize = 1_000_000;
@@ -282,10 +287,10 @@ impl State {
     fn recover(&mut self, rec: pipeline::Recovered) -> sealtrail::Result<()> {
         self.next_hold_id = rec.next_hold_id;
         for r in &rec.records {
-            if let Some(k) = span_key(r.trace_id.as_deref(), r.span_id.as_deref()) {
-                if r.attributes.get(SIGNAL).is_none() {
-                    self.learn(k, r.session.as_str().into());
-                }
+            if r.attributes.get(SIGNAL).is_some() {
+                self.remember_record(r);
+            } else if let Some(k) = span_key(r.trace_id.as_deref(), r.span_id.as_deref()) {
+                self.learn(k, r.session.as_str().into());
             }
         }
         let mut ops = Vec::new();
@@ -304,11 +309,22 @@ impl State {
         Ok(())
     }
 
+    /// Adds a spooled record to the duplicate check: a span by its ids, a
+    /// log record by its digest.
     fn remember_record(&mut self, r: &TraceRecord) {
-        if r.attributes.get(SIGNAL).is_none() {
-            if let Some(k) = span_key(r.trace_id.as_deref(), r.span_id.as_deref()) {
-                self.remember(k);
+        let key = if r.attributes.get(SIGNAL).is_none() {
+            span_key(r.trace_id.as_deref(), r.span_id.as_deref())
+        } else {
+            match r.attributes.get(LOG_DIGEST) {
+                Some(sealtrail::Value::Str(h)) => {
+                    let mut k = [0u8; 24];
+                    hex::decode_to_slice(h, &mut k).ok().map(|()| k)
+                }
+                _ => None,
             }
+        };
+        if let Some(k) = key {
+            self.remember(k);
         }
     }
 

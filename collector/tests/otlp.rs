@@ -713,6 +713,44 @@ fn a_genai_log_event_is_archived_in_the_session_of_its_span() {
 }
 
 #[test]
+fn a_retry_after_a_crash_and_restart_is_archived_once() {
+    let dir = workdir();
+    let slow = ["--flush-interval", "1h", "--heartbeat", "1h"];
+    let log = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1700000000500000000", "eventName": "gen_ai.choice",
+         "body": {"stringValue": "the answer"}}]}]}]});
+    let send = |c: &Collector| {
+        let (s, body) = post(
+            c,
+            "/v1/logs",
+            "application/json",
+            serde_json::to_vec(&log).unwrap(),
+            &[],
+        );
+        assert_eq!(s, 200, "{body}");
+        send_span(
+            c,
+            "00000000000000d1",
+            None,
+            "retried",
+            vec![attr("audit.session_id", "retry")],
+        );
+    };
+    // Acknowledged (spooled), then the collector dies before it seals; the
+    // client, which did not hear back in time, retries against the next start.
+    let c = Collector::start(dir.path(), &slow);
+    send(&c);
+    c.kill();
+    let c = Collector::start(dir.path(), &slow);
+    send(&c);
+    c.stop_ok();
+    let all = records(dir.path());
+    let count = |name: &str| all.iter().filter(|r| r.name == name).count();
+    assert_eq!((count("retried"), count("gen_ai.choice")), (1, 1));
+    assert_intact(dir.path());
+}
+
+#[test]
 fn health_readiness_and_metrics() {
     let dir = workdir();
     let c = Collector::start(dir.path(), &[]);
@@ -937,7 +975,10 @@ fn serve_refuses_to_start_on_bad_settings_with_a_clear_error() {
     assert!(err.contains("unknown unit"), "{err}");
     let (code, err) = serve(&["--signing-key", "k.key", "--max-connections", "0"]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("--max-connections must be at least 1"), "{err}");
+    assert!(
+        err.contains("--max-connections must be at least 1"),
+        "{err}"
+    );
     std::fs::write(dir.path().join("bad.toml"), "max_body = 1\n").unwrap();
     let (code, err) = serve(&["--signing-key", "k.key", "--config", "bad.toml"]);
     assert_eq!(code, Some(2));

@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message;
 use sha2::{Digest as _, Sha256};
 
-use crate::pipeline::{span_bytes, Item, SIGNAL};
+use crate::pipeline::{span_bytes, Item, LOG_DIGEST, SIGNAL};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
 use sealtrail::map::SpanData;
@@ -381,6 +381,7 @@ fn convert_log(
         }
     }
     attrs.insert(SIGNAL, "log");
+    attrs.insert(LOG_DIGEST, hex::encode(key));
     let time = if l.time_unix_nano != 0 {
         l.time_unix_nano
     } else {
