@@ -301,8 +301,9 @@ impl Sealer {
 
     /// Seals when due: the batch is full (and the store is not failing), or
     /// the flush interval (or the backoff after failures) has passed.
-    /// `held` are the records still held, written again after the seal marker.
-    pub fn tick<'a>(&mut self, held: impl IntoIterator<Item = (u64, &'a TraceRecord)>) {
+    /// `held` are the records still held, encoded ([`spool::encode_held`]),
+    /// written again after the seal marker.
+    pub fn tick<'a>(&mut self, held: impl IntoIterator<Item = (u64, &'a [u8])>) {
         if (self.full() && self.failures == 0) || Instant::now() >= self.next_seal {
             self.failures = match self.seal(false, held) {
                 Ok(()) => 0,
@@ -313,10 +314,7 @@ impl Sealer {
     }
 
     /// Seals now (pending records, or a heartbeat when due), whatever the backoff.
-    pub fn flush<'a>(
-        &mut self,
-        held: impl IntoIterator<Item = (u64, &'a TraceRecord)>,
-    ) -> Result<()> {
+    pub fn flush<'a>(&mut self, held: impl IntoIterator<Item = (u64, &'a [u8])>) -> Result<()> {
         let r = self.seal(false, held);
         self.failures = if r.is_ok() { 0 } else { self.failures + 1 };
         self.next_seal = Instant::now() + self.retry_delay();
@@ -337,7 +335,7 @@ impl Sealer {
     fn seal<'a>(
         &mut self,
         closing: bool,
-        held: impl IntoIterator<Item = (u64, &'a TraceRecord)>,
+        held: impl IntoIterator<Item = (u64, &'a [u8])>,
     ) -> Result<()> {
         let c = self.counters.clone();
         let pending = self.writer.pending_records();
@@ -350,8 +348,8 @@ impl Sealer {
                 .spool
                 .mark_sealing(self.writer.last_pending_batch_no())
                 .and_then(|()| {
-                    for (id, r) in held {
-                        self.spool.append_held(id, r)?;
+                    for (id, encoded) in held {
+                        self.spool.append_held_encoded(id, encoded)?;
                     }
                     self.spool.sync()
                 });
@@ -394,7 +392,7 @@ impl Sealer {
     /// down keeps the records in the spool for the next start.
     pub fn close<'a>(
         &mut self,
-        held: impl IntoIterator<Item = (u64, &'a TraceRecord)> + Clone,
+        held: impl IntoIterator<Item = (u64, &'a [u8])> + Clone,
     ) -> Result<()> {
         let mut last = Ok(());
         for attempt in 0..3 {
@@ -429,7 +427,7 @@ mod tests {
         }
     }
 
-    const NONE: [(u64, &TraceRecord); 0] = [];
+    const NONE: [(u64, &[u8]); 0] = [];
 
     #[test]
     fn records_after_a_failed_seal_survive_a_crash_while_the_next_seal_fails() {
@@ -497,7 +495,13 @@ mod tests {
             let (mut s, rec) =
                 Sealer::open(config(&archive), spool, left, counters.clone()).unwrap();
             assert_eq!(rec.held.len(), 1);
-            s.close(rec.held.iter().map(|(id, r)| (*id, r))).unwrap();
+            let encoded: Vec<(u64, Vec<u8>)> = rec
+                .held
+                .iter()
+                .map(|(id, r)| (*id, spool::encode_held(r).unwrap()))
+                .collect();
+            s.close(encoded.iter().map(|(id, e)| (*id, e.as_slice())))
+                .unwrap();
         }
         let (spool, left) = Spool::open(dir.path()).unwrap();
         let (_s, rec) = Sealer::open(config(&archive), spool, left, counters).unwrap();

@@ -211,8 +211,14 @@ impl Spool {
 
     /// Appends a record whose session is not known yet, under hold id `id`.
     pub fn append_held(&mut self, id: u64, record: &TraceRecord) -> Result<()> {
-        let body = crate::canonical::to_vec(record)?;
-        self.write_entry(2, &[&id.to_le_bytes(), &body])
+        self.append_held_encoded(id, &encode_held(record)?)
+    }
+
+    /// [`Spool::append_held`] with the record already encoded by
+    /// [`encode_held`]: a record held across several seals is written again
+    /// after each, and is encoded only once.
+    pub fn append_held_encoded(&mut self, id: u64, encoded: &[u8]) -> Result<()> {
+        self.write_entry(2, &[&id.to_le_bytes(), encoded])
     }
 
     /// Makes everything appended so far durable (one `fdatasync` for all of it).
@@ -350,6 +356,15 @@ pub fn unsealed(entries: Vec<Entry>, next_batch_no: u64) -> Vec<Unsealed> {
             Entry::Sealing { .. } | Entry::Held { .. } => None,
         })
         .collect()
+}
+
+/// A held record as [`Spool::append_held_encoded`] takes it: its JSON.
+pub fn encode_held(record: &TraceRecord) -> Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(1024);
+    crate::canonical::write_record(record, &mut body).map_err(|e| Error::InvalidRecord {
+        reason: format!("cannot encode: {e}"),
+    })?;
+    Ok(body)
 }
 
 /// The held records of `entries` that no entry releases, once each, by hold id.

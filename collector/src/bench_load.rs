@@ -47,6 +47,12 @@ pub(crate) struct BenchLoadArgs {
     /// Verify the archive afterwards (reads it all back).
     #[arg(long)]
     verify: bool,
+    /// Make the collector hold spans: each trace has 9 `chat` children without
+    /// a session and one `invoke_agent` parent with it, sent this many spans
+    /// after its children (as the OpenAI GenAI instrumentation does, where the
+    /// agent span ends last). 0: every span carries its session.
+    #[arg(long, default_value_t = 0)]
+    held_lag: u64,
     /// The collector's zstd level (its --zstd-level).
     #[arg(long, default_value_t = sealtrail::writer::DEFAULT_ZSTD_LEVEL)]
     zstd_level: i32,
@@ -108,7 +114,56 @@ fn genai_span(n: u64) -> Span {
     }
 }
 
-fn requests(first: u64, spans: usize, batch: usize) -> Vec<Bytes> {
+/// Span `n` of the stream; with `lag` > 0, shaped into traces of 9 children
+/// without a session and a parent that names it, sent `lag` spans later.
+fn shaped(n: u64, lag: u64) -> Span {
+    if lag == 0 {
+        return genai_span(n);
+    }
+    let trace = |g: u64| (u128::from(g) << 64 | 0x401d).to_be_bytes().to_vec();
+    let parent = |g: u64| ((1u64 << 63) | g).to_be_bytes().to_vec();
+    let (g, r) = (n / 10, n % 10);
+    let mut s = genai_span(n);
+    if r < 9 {
+        s.trace_id = trace(g);
+        s.parent_span_id = parent(g);
+        s.attributes.retain(|kv| kv.key != "gen_ai.conversation.id");
+    } else if let Some(t) = g.checked_sub(lag.div_ceil(10)) {
+        s.trace_id = trace(t);
+        s.span_id = parent(t);
+        s.name = "invoke_agent claims".into();
+        s.attributes = vec![
+            KeyValue {
+                key: "gen_ai.operation.name".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("invoke_agent".into())),
+                }),
+                ..Default::default()
+            },
+            KeyValue {
+                key: "gen_ai.conversation.id".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(format!("conv-{t:08}"))),
+                }),
+                ..Default::default()
+            },
+        ];
+    }
+    s
+}
+
+/// How many of the first `sent` spans [`shaped`] by `lag` are children whose
+/// parent comes at or after `sent`.
+fn never_released(sent: u64, lag: u64) -> u64 {
+    if lag == 0 {
+        return 0;
+    }
+    (0..sent)
+        .filter(|n| n % 10 < 9 && (n / 10 + lag.div_ceil(10)) * 10 + 9 >= sent)
+        .count() as u64
+}
+
+fn requests(first: u64, spans: usize, batch: usize, lag: u64) -> Vec<Bytes> {
     let mut out = Vec::new();
     let mut n = first;
     let end = first + spans as u64;
@@ -127,7 +182,7 @@ fn requests(first: u64, spans: usize, batch: usize) -> Vec<Bytes> {
                     ..Default::default()
                 }),
                 scope_spans: vec![ScopeSpans {
-                    spans: (n..n + k).map(genai_span).collect(),
+                    spans: (n..n + k).map(|n| shaped(n, lag)).collect(),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -422,7 +477,7 @@ fn measure(a: &BenchLoadArgs, dir: &Path, store: &str) -> Result<(), String> {
         "http" => &["http"],
         _ => &["grpc", "http"],
     };
-    let sample = requests(0, a.batch.min(a.spans).max(1), a.batch.max(1));
+    let sample = requests(0, a.batch.min(a.spans).max(1), a.batch.max(1), 0);
     let per_span = sample[0].len() / a.batch.min(a.spans).max(1);
     println!(
         "bench-load: {} spans per protocol, {} per request, {} clients, ~{} bytes per span (protobuf)",
@@ -431,7 +486,7 @@ fn measure(a: &BenchLoadArgs, dir: &Path, store: &str) -> Result<(), String> {
     let c = Collector::start(dir, store, a.zstd_level)?;
     let mut phases = Vec::new();
     for (i, p) in protocols.iter().enumerate() {
-        let reqs = requests((i * a.spans) as u64, a.spans, a.batch.max(1));
+        let reqs = requests((i * a.spans) as u64, a.spans, a.batch.max(1), a.held_lag);
         let cpu0 = c.cpu();
         let t = Instant::now();
         rt.block_on(async {
@@ -499,9 +554,39 @@ fn measure(a: &BenchLoadArgs, dir: &Path, store: &str) -> Result<(), String> {
             report.records,
             report.findings.len()
         );
-        if !report.findings.is_empty() || report.records != (phases.len() * a.spans) as u64 {
-            return Err("the archive does not hold every span intact".into());
+        // With --held-lag, the children of the last traces never see their
+        // parent: they stay held in the spool (or, past --hold-wait, are
+        // archived under their trace id).
+        let sent = (phases.len() * a.spans) as u64;
+        let waiting = never_released(sent, a.held_lag);
+        if !report.findings.is_empty() || report.records > sent || report.records + waiting < sent {
+            return Err(format!(
+                "the archive does not hold every span intact: {sent} sent, {waiting} of them still waiting for a parent"
+            ));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_released_counts_the_children_whose_parent_is_not_sent() {
+        for (sent, lag) in [(1000, 0), (1000, 20), (1000, 95), (2000, 500), (57, 30)] {
+            let spans: Vec<Span> = (0..sent).map(|n| shaped(n, lag)).collect();
+            let parents: std::collections::HashSet<&[u8]> = spans
+                .iter()
+                .filter(|s| s.parent_span_id.is_empty())
+                .map(|s| s.span_id.as_slice())
+                .collect();
+            let orphans = spans
+                .iter()
+                .filter(|s| !s.parent_span_id.is_empty())
+                .filter(|s| !parents.contains(s.parent_span_id.as_slice()))
+                .count() as u64;
+            assert_eq!(never_released(sent, lag), orphans, "sent {sent}, lag {lag}");
+        }
+    }
 }

@@ -233,11 +233,25 @@ fn span_key(trace: Option<&str>, span: Option<&str>) -> Option<SpanKey> {
 }
 
 struct Held {
-    record: TraceRecord,
+    /// The record, encoded as the spool holds it ([`sealtrail::spool::encode_held`]):
+    /// written again after every seal while it is held, so kept encoded
+    /// (about half the memory of the record itself), and decoded once, when
+    /// released.
+    encoded: Vec<u8>,
+    /// When it was received (the wait runs from then).
+    received_ns: u64,
     /// The span whose session this record waits for.
     anchor: SpanKey,
     /// For a held span: its own key, which its children may be waiting on.
     own: Option<SpanKey>,
+}
+
+impl Held {
+    /// The record, decoded from the bytes it was encoded to when held.
+    fn record(&self) -> TraceRecord {
+        serde_json::from_slice(&self.encoded)
+            .expect("a held record decodes from the bytes it was encoded to")
+    }
 }
 
 /// One spool operation of a group, in order.
@@ -416,14 +430,14 @@ impl State {
                 return;
             }
             self.sealer
-                .tick(self.held.iter().map(|(id, h)| (*id, &h.record)));
+                .tick(self.held.iter().map(|(id, h)| (*id, h.encoded.as_slice())));
             self.stop_if_spool_broken();
         }
     }
 
     fn next_expiry(&self) -> Option<Instant> {
         let (_, h) = self.held.first_key_value()?;
-        let arrived = h.record.received_ns;
+        let arrived = h.received_ns;
         let due = arrived.saturating_add(self.hold_wait.as_nanos() as u64);
         let now = now_ns();
         Some(Instant::now() + Duration::from_nanos(due.saturating_sub(now)))
@@ -512,7 +526,9 @@ impl State {
                 self.held.insert(
                     id,
                     Held {
-                        record,
+                        encoded: sealtrail::spool::encode_held(&record)
+                            .expect("a record always has canonical bytes"),
+                        received_ns: record.received_ns,
                         anchor,
                         own,
                     },
@@ -536,7 +552,7 @@ impl State {
                         self.learn(own, session.clone());
                         queue.push(own);
                     }
-                    released.push((id, h.record));
+                    released.push((id, h.record()));
                 }
             }
         }
@@ -561,10 +577,10 @@ impl State {
         let now = now_ns();
         let wait = self.hold_wait.as_nanos() as u64;
         while let Some((&id, h)) = self.held.first_key_value() {
-            if h.record.received_ns.saturating_add(wait) > now {
+            if h.received_ns.saturating_add(wait) > now {
                 break;
             }
-            let Some(mut h) = self.held.remove(&id) else {
+            let Some(h) = self.held.remove(&id) else {
                 break;
             };
             if let Some(w) = self.waiting.get_mut(&h.anchor) {
@@ -577,14 +593,14 @@ impl State {
             self.metrics
                 .released_by_timeout
                 .fetch_add(1, Ordering::Relaxed);
-            let session: Arc<str> = h
-                .record
+            let mut record = h.record();
+            let session: Arc<str> = record
                 .trace_id
                 .clone()
                 .unwrap_or_else(|| LOG_SESSION.to_owned())
                 .into();
-            h.record.session = session.to_string();
-            ops.push(Op::Release(id, h.record));
+            record.session = session.to_string();
+            ops.push(Op::Release(id, record));
             if let Some(own) = h.own {
                 self.resolve(own, session, ops);
             }
@@ -604,7 +620,7 @@ impl State {
                 Op::Hold(id) => {
                     // Released within this group: its line follows.
                     if let Some(h) = self.held.get(&id) {
-                        if let Err(e) = self.sealer.spool().append_held(id, &h.record) {
+                        if let Err(e) = self.sealer.spool().append_held_encoded(id, &h.encoded) {
                             held_failed.get_or_insert(e);
                         }
                     }
@@ -661,7 +677,7 @@ impl State {
         self.commit(ops, Vec::new());
         if let Err(e) = self
             .sealer
-            .close(self.held.iter().map(|(id, h)| (*id, &h.record)))
+            .close(self.held.iter().map(|(id, h)| (*id, h.encoded.as_slice())))
         {
             tracing::error!(error = %e, "the final seal failed; the records stay in the spool for the next start");
         }
