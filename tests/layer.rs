@@ -309,3 +309,39 @@ fn build_errors_are_clear() {
         .unwrap_err();
     assert!(err.to_string().contains("invalid writer id"), "{err}");
 }
+
+#[test]
+fn layers_with_different_session_keys_each_read_their_own() {
+    // One callsite, seen on one thread by two layers in turn: each layer
+    // resolves the session with its own keys (callsite facts are cached per
+    // layer and thread).
+    fn turn() {
+        info_span!(
+            "chat",
+            gen_ai.operation.name = "chat",
+            a.sid = "from-a",
+            b.sid = "from-b"
+        )
+        .in_scope(|| {});
+    }
+    // Everything on this one thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut sessions = Vec::new();
+    for key in ["a.sid", "b.sid"] {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::memory();
+        let (layer, guard) = layer_builder(&archive, dir.path())
+            .with_session_keys([key])
+            .build()
+            .unwrap();
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), turn);
+        drop(guard);
+        let records = rt.block_on(all_records(&archive));
+        assert_eq!(records.len(), 1);
+        sessions.push(records[0].session.clone());
+    }
+    assert_eq!(sessions, ["from-a", "from-b"]);
+}

@@ -231,21 +231,17 @@ impl Sink for Fields {
     }
 }
 
-/// The value of the field named `name` among `fields`, as a session id.
-pub(crate) fn session_field(fields: &Fields, set: &FieldSet, name: &str) -> Option<String> {
-    fields.get(set.field(name)?.index())?.as_session()
-}
-
-/// The index of the first field among `keys` whose value is a session id.
-pub(crate) fn session_index(fields: &Fields, set: &FieldSet, keys: &[String]) -> Option<usize> {
-    keys.iter().find_map(|k| {
-        let index = set.field(k.as_str())?.index();
-        match fields.get(index)? {
-            FieldValue::Str(s) if !s.is_empty() => Some(index),
-            FieldValue::Int(_) => Some(index),
-            _ => None,
-        }
-    })
+/// The index of the first of the fields at `indexes` whose value is a
+/// session id (as [`crate::map::session_from`] reads one).
+pub(crate) fn session_index(fields: &Fields, indexes: &[u8]) -> Option<usize> {
+    indexes
+        .iter()
+        .map(|&i| i as usize)
+        .find(|&i| match fields.get(i) {
+            Some(FieldValue::Str(s)) => !s.is_empty(),
+            Some(FieldValue::Int(_)) => true,
+            _ => false,
+        })
 }
 
 /// The fields with their names; a field recorded twice has its last value.
@@ -476,14 +472,15 @@ mod tests {
 
     #[test]
     fn session_index_takes_the_first_key_with_a_usable_value() {
-        let keys = ["s".to_owned(), "i".to_owned()];
+        // The indexes of the fields "s" and "i", in that order of preference.
+        let keys = [0, 1];
         let (empty, _) = capture(|c, set| "".record(&set.field("s").unwrap(), c));
-        assert_eq!(session_index(&empty, META.fields(), &keys), None);
+        assert_eq!(session_index(&empty, &keys), None);
         let (both, _) = capture(|c, set| {
             "".record(&set.field("s").unwrap(), c);
             42i64.record(&set.field("i").unwrap(), c);
         });
-        assert_eq!(session_index(&both, META.fields(), &keys), Some(1));
+        assert_eq!(session_index(&both, &keys), Some(1));
         assert_eq!(
             both.get(1).and_then(|v| v.as_session()).as_deref(),
             Some("42")

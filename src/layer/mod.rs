@@ -15,6 +15,7 @@
 //! archives. See docs/MAPPING.md for which spans are captured and how.
 
 mod fields;
+mod sites;
 mod worker;
 
 use std::fmt;
@@ -210,6 +211,8 @@ pub struct AuditLayer {
     session_keys: Arc<[String]>,
     id_base: u64,
     next_id: AtomicU64,
+    /// This layer's number in the per-thread callsite cache ([`sites`]).
+    site_id: u64,
 }
 
 impl fmt::Debug for AuditLayer {
@@ -496,6 +499,7 @@ impl AuditLayerBuilder {
             session_keys: self.session_keys.into(),
             id_base: u64::from_le_bytes(seed),
             next_id: AtomicU64::new(1),
+            site_id: sites::new_layer_id(),
         };
         let guard = FlushGuard {
             tx,
@@ -599,9 +603,10 @@ impl Rare {
 }
 
 impl SpanState {
-    fn session(&self, set: &tracing::field::FieldSet, keys: &[String]) -> Option<String> {
-        keys.iter()
-            .find_map(|k| fields::session_field(&self.fields, set, k))
+    /// The session id among the fields at `indexes` (a [`sites::Site`]'s).
+    fn session(&self, indexes: &[u8]) -> Option<String> {
+        let i = fields::session_index(&self.fields, indexes)?;
+        self.fields.get(i)?.as_session()
     }
 
     /// Records `values` (span fields or a `Span::record`), sending `otel.*`
@@ -636,6 +641,10 @@ impl AuditLayer {
     fn new_id(&self) -> u64 {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         mix(self.id_base.wrapping_add(n)).max(1)
+    }
+
+    fn site(&self, meta: &'static tracing::Metadata<'static>) -> sites::Site {
+        sites::site(self.site_id, meta, &self.session_keys)
     }
 
     fn new_span_id(&self) -> u64 {
@@ -681,11 +690,7 @@ where
         });
         let captured = parent_ids.is_some()
             || self.capture == Capture::All
-            || attrs
-                .metadata()
-                .fields()
-                .iter()
-                .any(|f| map::is_capture_key(f.name()));
+            || self.site(attrs.metadata()).capture;
         if !captured {
             return;
         }
@@ -784,8 +789,7 @@ where
             return;
         };
         let state = &closed.state;
-        let own =
-            fields::session_index(&state.fields, span.metadata().fields(), &self.session_keys);
+        let own = fields::session_index(&state.fields, self.site(span.metadata()).sessions());
         let session = match own {
             Some(i) => SessionOf::Own(i),
             None => span
@@ -797,7 +801,7 @@ where
                         .get::<Open>()?
                         .0
                         .state
-                        .session(ancestor.metadata().fields(), &self.session_keys)
+                        .session(self.site(ancestor.metadata()).sessions())
                 })
                 .map_or(SessionOf::Trace, SessionOf::Inherited),
         };
