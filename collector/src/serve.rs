@@ -65,6 +65,10 @@ pub(crate) struct ServeArgs {
     /// clients wait until one closes [default: 256].
     #[arg(long, env = "SEALTRAIL_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Close a connection on which nothing was read or written for this
+    /// long (clients reconnect) [default: 60s].
+    #[arg(long, env = "SEALTRAIL_IDLE_TIMEOUT")]
+    idle_timeout: Option<String>,
     /// File holding the bearer token every request must carry
     /// (`Authorization: Bearer <token>`); no check without it.
     #[arg(long, env = "SEALTRAIL_AUTH_TOKEN_FILE")]
@@ -125,6 +129,7 @@ impl ServeArgs {
             heartbeat,
             max_body,
             max_connections,
+            idle_timeout,
             auth_token_file,
             hold_wait,
             session_keys,
@@ -275,6 +280,14 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
     if max_connections == 0 {
         return Err("--max-connections must be at least 1".into());
     }
+    let idle_timeout = duration(
+        "idle-timeout",
+        a.idle_timeout.as_deref(),
+        crate::receivers::DEFAULT_IDLE_TIMEOUT,
+    )?;
+    if idle_timeout < Duration::from_millis(100) {
+        return Err("--idle-timeout must be at least 100ms".into());
+    }
     let token = a.auth_token_file.as_deref().map(read_token).transpose()?;
     let flush_interval = duration(
         "flush-interval",
@@ -358,7 +371,7 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let limited = |l| crate::receivers::limit::Listener::new(l, max_connections);
+        let limited = |l| crate::receivers::limit::Listener::new(l, max_connections, idle_timeout);
         let g = tokio::spawn(otlp::grpc::serve(
             shared.clone(),
             limited(grpc),

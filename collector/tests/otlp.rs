@@ -903,14 +903,12 @@ fn a_spool_that_cannot_be_written_stops_the_collector_and_loses_nothing_acknowle
 }
 
 #[test]
-fn connections_past_the_limit_wait_until_one_closes() {
+fn connections_past_the_limit_wait_until_one_closes_or_idles_out() {
     let dir = workdir();
-    let c = Collector::start(dir.path(), &["--max-connections", "2"]);
-    // Two idle connections take both of the HTTP receiver's slots.
-    let idle: Vec<std::net::TcpStream> = (0..2)
-        .map(|_| std::net::TcpStream::connect(&c.http).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    let c = Collector::start(
+        dir.path(),
+        &["--max-connections", "2", "--idle-timeout", "1500ms"],
+    );
     // Clients that keep no idle connection: each request's ends with it.
     let unpooled = |timeout| {
         reqwest::blocking::Client::builder()
@@ -919,19 +917,50 @@ fn connections_past_the_limit_wait_until_one_closes() {
             .build()
             .unwrap()
     };
-    let err = unpooled(Duration::from_millis(700))
-        .get(c.url("/healthz"))
-        .send()
-        .unwrap_err();
-    assert!(err.is_timeout(), "a third connection is not served: {err}");
+    // Two idle connections take both of the HTTP receiver's slots.
+    let idle = || -> Vec<std::net::TcpStream> {
+        let conns = (0..2)
+            .map(|_| std::net::TcpStream::connect(&c.http).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        conns
+    };
+    let waiting = || {
+        let err = unpooled(Duration::from_millis(500))
+            .get(c.url("/healthz"))
+            .send()
+            .unwrap_err();
+        assert!(err.is_timeout(), "a third connection is not served: {err}");
+    };
     // They close: the next clients are served.
-    drop(idle);
+    let conns = idle();
+    waiting();
+    drop(conns);
     for _ in 0..3 {
         let r = unpooled(Duration::from_secs(30))
             .get(c.url("/healthz"))
             .send()
             .unwrap();
         assert_eq!(r.status(), 200);
+    }
+    // They stay open but idle: the collector closes them after the idle
+    // timeout, and the next client is served.
+    let mut conns = idle();
+    waiting();
+    let r = unpooled(Duration::from_secs(30))
+        .get(c.url("/healthz"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for conn in &mut conns {
+        use std::io::Read;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        assert!(
+            matches!(conn.read(&mut b), Ok(0) | Err(_)),
+            "the collector closed the idle connection"
+        );
     }
     send_span(
         &c,
@@ -977,6 +1006,12 @@ fn serve_refuses_to_start_on_bad_settings_with_a_clear_error() {
     assert_eq!(code, Some(2));
     assert!(
         err.contains("--max-connections must be at least 1"),
+        "{err}"
+    );
+    let (code, err) = serve(&["--signing-key", "k.key", "--idle-timeout", "1ms"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--idle-timeout must be at least 100ms"),
         "{err}"
     );
     std::fs::write(dir.path().join("bad.toml"), "max_body = 1\n").unwrap();

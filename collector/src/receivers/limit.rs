@@ -2,8 +2,10 @@
 //! receiver accepts nothing until a connection closes; new clients wait in
 //! the kernel's backlog instead of using up file descriptors (which the
 //! spool and the archive need) or memory (each connection may have requests
-//! in flight).
+//! in flight). A connection on which nothing is read or written for the idle
+//! timeout is closed, so that idle clients cannot hold every slot.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,24 +16,37 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 
 /// A listener that keeps at most `max` of its connections open.
 pub(crate) struct Listener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+    idle: Duration,
 }
 
 /// An accepted connection; its slot is free again once it is dropped.
 pub(crate) struct Conn {
     io: TcpStream,
     _permit: OwnedSemaphorePermit,
+    idle: Duration,
+    /// Fires after `idle` without progress: reads then fail (TimedOut),
+    /// and the server closes the connection.
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl Conn {
+    fn progressed(&mut self) {
+        self.deadline.as_mut().reset(Instant::now() + self.idle);
+    }
 }
 
 impl Listener {
-    pub(crate) fn new(inner: TcpListener, max: usize) -> Listener {
+    pub(crate) fn new(inner: TcpListener, max: usize, idle: Duration) -> Listener {
         Listener {
             inner,
             permits: Arc::new(Semaphore::new(max.max(1))),
+            idle,
         }
     }
 
@@ -47,13 +62,13 @@ impl Listener {
             match self.inner.accept().await {
                 Ok((io, addr)) => {
                     let _ = io.set_nodelay(true);
-                    return (
-                        Conn {
-                            io,
-                            _permit: permit,
-                        },
-                        addr,
-                    );
+                    let conn = Conn {
+                        io,
+                        _permit: permit,
+                        idle: self.idle,
+                        deadline: Box::pin(tokio::time::sleep(self.idle)),
+                    };
+                    return (conn, addr);
                 }
                 // E.g. out of file descriptors: wait rather than spin.
                 Err(e) => {
@@ -100,7 +115,23 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "idle connection closed",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+            ready => {
+                if buf.filled().len() > before {
+                    this.progressed();
+                }
+                ready
+            }
+        }
     }
 }
 
@@ -110,7 +141,12 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.progressed();
+        }
+        r
     }
 
     fn poll_write_vectored(
@@ -118,7 +154,12 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.progressed();
+        }
+        r
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -36,6 +36,9 @@ pub(crate) const MAX_IN_FLIGHT: usize = 32;
 /// Connections each receiver keeps open at once, by default.
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
+/// How long a connection may stay idle (nothing read or written), by default.
+pub(crate) const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The partial-success part of an answer.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Outcome {
