@@ -46,6 +46,7 @@ pub(crate) fn render(m: &Metrics) -> String {
         ("content_type", &r.content_type),
         ("too_large", &r.too_large),
         ("unauthenticated", &r.unauthenticated),
+        ("backlog", &r.backlog),
     ] {
         let _ = writeln!(
             out,

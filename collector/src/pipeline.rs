@@ -51,9 +51,10 @@ pub(crate) const LOG_DIGEST: &str = "sealtrail.log_digest";
 /// for children that arrive later, remember (oldest forgotten first).
 pub(crate) const WINDOW: usize = 1_000_000;
 
-/// Chained records waiting for their seal, at most (bytes): beyond this,
-/// while the store fails, exports are answered "unavailable" (retryable).
-const MAX_PENDING_BYTES: usize = 256 << 20;
+/// Chained records waiting for their seal, at most (bytes), by default:
+/// beyond this, while the store fails, exports are answered "unavailable"
+/// (retryable). `sealtrail serve --max-backlog`.
+pub(crate) const DEFAULT_MAX_BACKLOG: usize = 256 << 20;
 
 /// Exports taken from the queue in one group (one fsync).
 const GROUP_EXPORTS: usize = 1024;
@@ -105,7 +106,8 @@ pub(crate) struct Metrics {
     pub(crate) held: AtomicU64,
     pub(crate) released_by_ancestor: AtomicU64,
     pub(crate) released_by_timeout: AtomicU64,
-    /// Rejections by reason (decode, content_type, too_large, unauthenticated, invalid).
+    /// Rejections by reason (decode, content_type, too_large, unauthenticated,
+    /// backlog, invalid).
     pub(crate) rejected: Rejected,
     pub(crate) sealer: Arc<pipeline::Counters>,
 }
@@ -116,6 +118,8 @@ pub(crate) struct Rejected {
     pub(crate) content_type: AtomicU64,
     pub(crate) too_large: AtomicU64,
     pub(crate) unauthenticated: AtomicU64,
+    /// Refused as retryable: over `--max-backlog` while the store fails.
+    pub(crate) backlog: AtomicU64,
     pub(crate) invalid: AtomicU64,
 }
 
@@ -141,6 +145,9 @@ pub(crate) struct Config {
     pub(crate) spool_dir: PathBuf,
     pub(crate) hold_wait: Duration,
     pub(crate) session_keys: Vec<String>,
+    /// Bytes of records waiting for their seal beyond which exports are
+    /// refused as retryable (the store is failing).
+    pub(crate) max_backlog: usize,
 }
 
 impl Pipeline {
@@ -167,6 +174,7 @@ impl Pipeline {
                 // is no longer ready.
                 let _not_ready = NotReadyOnExit(m.clone());
                 let mut state = State::new(sealer, m, cfg.hold_wait, cfg.session_keys);
+                state.max_backlog = cfg.max_backlog;
                 if let Err(e) = state.recover(recovered) {
                     let _ = ready_tx.send(Err(e));
                     return;
@@ -266,6 +274,7 @@ struct State {
     metrics: Arc<Metrics>,
     hold_wait: Duration,
     session_keys: Vec<String>,
+    max_backlog: usize,
     /// Records received in the window: the duplicate check, and for spans
     /// the session once known (for children that arrive later).
     known: HashMap<SpanKey, Option<Arc<str>>>,
@@ -288,6 +297,7 @@ impl State {
             metrics,
             hold_wait,
             session_keys,
+            max_backlog: DEFAULT_MAX_BACKLOG,
             known: HashMap::new(),
             order: VecDeque::new(),
             waiting: HashMap::new(),
@@ -411,9 +421,13 @@ impl State {
             let mut answers = Vec::with_capacity(exports.len());
             let backlog = self.sealer.pending_bytes();
             for (items, ack) in exports {
-                if backlog > MAX_PENDING_BYTES {
+                if backlog > self.max_backlog {
                     // Backpressure while the store fails: take nothing more
                     // into memory; the clients retry (nothing is lost).
+                    self.metrics
+                        .rejected
+                        .backlog
+                        .fetch_add(1, Ordering::Relaxed);
                     let _ = ack.send(Err(Unavailable::Backlog(backlog)));
                     continue;
                 }

@@ -61,6 +61,11 @@ pub(crate) struct ServeArgs {
     /// [default: 16MiB].
     #[arg(long, env = "SEALTRAIL_MAX_BODY")]
     max_body: Option<String>,
+    /// Bytes of records waiting for their seal (the store failing) beyond
+    /// which exports are refused as retryable: HTTP 503 / gRPC UNAVAILABLE
+    /// [default: 256MiB].
+    #[arg(long, env = "SEALTRAIL_MAX_BACKLOG")]
+    max_backlog: Option<String>,
     /// Connections each receiver (gRPC, HTTP) keeps open at once; further
     /// clients wait until one closes [default: 256].
     #[arg(long, env = "SEALTRAIL_MAX_CONNECTIONS")]
@@ -128,6 +133,7 @@ impl ServeArgs {
             flush_interval,
             heartbeat,
             max_body,
+            max_backlog,
             max_connections,
             idle_timeout,
             auth_token_file,
@@ -274,6 +280,12 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
         .map(parse_size)
         .transpose()?
         .unwrap_or(DEFAULT_MAX_BODY);
+    let max_backlog = a
+        .max_backlog
+        .as_deref()
+        .map(parse_size)
+        .transpose()?
+        .unwrap_or(crate::pipeline::DEFAULT_MAX_BACKLOG);
     let max_connections = a
         .max_connections
         .unwrap_or(crate::receivers::DEFAULT_MAX_CONNECTIONS);
@@ -333,6 +345,7 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
                 .map(|s| s.to_string())
                 .collect()
         }),
+        max_backlog,
     };
     let grpc_addr = a.otlp_grpc.clone().unwrap_or_else(|| DEFAULT_GRPC.into());
     let http_addr = a.otlp_http.clone().unwrap_or_else(|| DEFAULT_HTTP.into());

@@ -774,41 +774,59 @@ fn health_readiness_and_metrics() {
     c.stop_ok();
 }
 
-/// Streams 50-span requests (sessions `stream-0..3`, names `s<n>`) to `url`,
-/// recording the names of every acknowledged request in `acked`, until one
-/// is not acknowledged.
-fn stream_until_refused(url: &str, acked: &std::sync::Mutex<Vec<String>>) {
-    let http = client();
-    for batch in 0u64.. {
-        let spans: Vec<Span> = (0..50u64)
-            .map(|i| Span {
-                trace_id: (batch as u128 + 1).to_be_bytes().to_vec(),
-                span_id: (batch * 100 + i + 1).to_be_bytes().to_vec(),
-                name: format!("s{}", batch * 100 + i + 1),
-                attributes: vec![pkv("audit.session_id", &format!("stream-{}", batch % 4))],
-                ..Default::default()
-            })
-            .collect();
-        let names: Vec<String> = spans.iter().map(|s| s.name.clone()).collect();
-        let req = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
+/// Sends request `batch` of a stream: 50 spans (session `stream-<batch % 4>`,
+/// names `s<n>`). Returns the answer (`None` when there was none) and the
+/// span names.
+fn stream_request(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    batch: u64,
+) -> (Option<(u16, String)>, Vec<String>) {
+    let spans: Vec<Span> = (0..50u64)
+        .map(|i| Span {
+            trace_id: (batch as u128 + 1).to_be_bytes().to_vec(),
+            span_id: (batch * 100 + i + 1).to_be_bytes().to_vec(),
+            name: format!("s{}", batch * 100 + i + 1),
+            attributes: vec![pkv("audit.session_id", &format!("stream-{}", batch % 4))],
+            ..Default::default()
+        })
+        .collect();
+    let names: Vec<String> = spans.iter().map(|s| s.name.clone()).collect();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
                 ..Default::default()
             }],
-        };
-        match http
-            .post(url)
-            .header("content-type", "application/x-protobuf")
-            .body(req.encode_to_vec())
-            .send()
-        {
-            Ok(r) if r.status().is_success() => acked.lock().unwrap().extend(names),
-            _ => return,
+            ..Default::default()
+        }],
+    };
+    let answer = http
+        .post(url)
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .ok()
+        .map(|r| {
+            let status = r.status().as_u16();
+            let body = r.bytes().map(|b| b.to_vec()).unwrap_or_default();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        });
+    (answer, names)
+}
+
+/// Streams [`stream_request`]s 0, 1, … to `url`, recording the names of
+/// every acknowledged request in `acked`, until one is not acknowledged;
+/// returns that answer (`None` when there was none).
+fn stream_until_refused(url: &str, acked: &std::sync::Mutex<Vec<String>>) -> Option<(u16, String)> {
+    let http = client();
+    for batch in 0u64.. {
+        match stream_request(&http, url, batch) {
+            (Some((200, _)), names) => acked.lock().unwrap().extend(names),
+            (answer, _) => return answer,
         }
     }
+    unreachable!()
 }
 
 /// Every acknowledged name is archived, none twice, and verify is intact.
@@ -898,6 +916,89 @@ fn a_spool_that_cannot_be_written_stops_the_collector_and_loses_nothing_acknowle
 
     // The disk has room again: the next start recovers the spool and seals it.
     let c = Collector::start(dir.path(), &[]);
+    c.stop_ok();
+    assert_all_archived_once(dir.path(), &acked);
+}
+
+#[test]
+fn a_failing_store_backs_clients_off_and_loses_nothing_acknowledged() {
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &["--max-backlog", "64KiB"]);
+    let url = c.url("/v1/traces");
+    let http = client();
+    // A first request is acknowledged and sealed while the store works.
+    let mut acked = Vec::new();
+    let (answer, names) = stream_request(&http, &url, 1_000);
+    assert_eq!(answer.map(|a| a.0), Some(200));
+    acked.extend(names);
+    let mut deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while records(dir.path()).len() < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first request was not sealed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The store fails: its directory is replaced by a file, so every write fails.
+    let data = dir.path().join("data");
+    let moved = dir.path().join("data.away");
+    std::fs::rename(&data, &moved).unwrap();
+    deadline = std::time::Instant::now() + Duration::from_secs(30);
+    std::fs::write(&data, b"not a directory").unwrap();
+    let (answer, names) = stream_request(&http, &url, 1_001);
+    assert_eq!(answer.map(|a| a.0), Some(200));
+    acked.extend(names);
+    let metrics = || http.get(c.url("/metrics")).send().unwrap().text().unwrap();
+    let counter = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name}:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    while counter(&metrics(), "sealtrail_store_errors_total") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no seal failed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let streamed = std::sync::Mutex::new(Vec::new());
+    let refusal = stream_until_refused(&url, &streamed);
+    let streamed = streamed.into_inner().unwrap();
+    let (status, body) = refusal.expect("the refusal is an answer");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("the archive store is failing"), "{body}");
+    // 64 KiB of records (about 370 bytes each) wait before clients are refused.
+    assert!(
+        (50..=1_000).contains(&streamed.len()),
+        "{} spans acknowledged before the refusal",
+        streamed.len()
+    );
+    acked.extend(streamed);
+    let m = metrics();
+    assert_eq!(
+        counter(&m, "sealtrail_requests_rejected_total{reason=\"backlog\"}"),
+        1,
+        "{m}"
+    );
+
+    // The store is back: the backlog is sealed and exports are taken again.
+    std::fs::remove_file(&data).unwrap();
+    std::fs::rename(&moved, &data).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (answer, names) = stream_request(&http, &url, 2_000);
+        match answer {
+            Some((200, _)) => {
+                acked.extend(names);
+                break;
+            }
+            Some((503, _)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            other => panic!("after the store came back: {other:?}"),
+        }
+    }
     c.stop_ok();
     assert_all_archived_once(dir.path(), &acked);
 }
