@@ -302,7 +302,7 @@ impl Sealer {
     /// Seals when due: the batch is full (and the store is not failing), or
     /// the flush interval (or the backoff after failures) has passed.
     /// `held` are the records still held, encoded ([`spool::encode_held`]),
-    /// written again after the seal marker.
+    /// written again when the spool compacts ([`Spool::sealed`]).
     pub fn tick<'a>(&mut self, held: impl IntoIterator<Item = (u64, &'a [u8])>) {
         if (self.full() && self.failures == 0) || Instant::now() >= self.next_seal {
             self.failures = match self.seal(false, held) {
@@ -339,21 +339,12 @@ impl Sealer {
     ) -> Result<()> {
         let c = self.counters.clone();
         let pending = self.writer.pending_records();
-        // The marker names the batch that will hold the last pending record,
-        // and the records still held are written again after it: only then
-        // may the segments before it go once the seal is written.
+        // The marker names the batch that will hold the last pending record:
+        // once the seal is written, the segments before it may go (the
+        // records still held in them written again first; see Spool::sealed).
         let marking = pending > 0;
         if marking {
-            let marked = self
-                .spool
-                .mark_sealing(self.writer.last_pending_batch_no())
-                .and_then(|()| {
-                    for (id, encoded) in held {
-                        self.spool.append_held_encoded(id, encoded)?;
-                    }
-                    self.spool.sync()
-                });
-            if let Err(e) = marked {
+            if let Err(e) = self.spool.mark_sealing(self.writer.last_pending_batch_no()) {
                 c.spool_errors.fetch_add(1, Ordering::Relaxed);
                 self.spool_broken = true;
                 return Err(e);
@@ -374,8 +365,13 @@ impl Sealer {
                         c.seal_latency.observe(t.elapsed());
                     }
                 }
-                if marking && self.writer.pending_records() == 0 && self.spool.sealed().is_err() {
-                    c.spool_errors.fetch_add(1, Ordering::Relaxed);
+                if marking && self.writer.pending_records() == 0 {
+                    if let Err(e) = self.spool.sealed(held) {
+                        // Sealed, but the spool may now hold a torn entry.
+                        tracing::error!(error = %e, "the spool could not be compacted");
+                        c.spool_errors.fetch_add(1, Ordering::Relaxed);
+                        self.spool_broken = true;
+                    }
                 }
                 c.spool_bytes.store(self.spool.bytes(), Ordering::Relaxed);
                 Ok(())

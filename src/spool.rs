@@ -8,7 +8,7 @@
 //! seals, [`Spool::mark_sealing`] appends a marker naming the batch number
 //! and starts a new segment; once the seal is written, [`Spool::sealed`]
 //! deletes the segments before the active one, whose lines the seal now
-//! covers. After a crash, [`Spool::open`] returns every entry left;
+//! covers (see below for segments that hold held records). After a crash, [`Spool::open`] returns every entry left;
 //! [`unsealed`] keeps those after the last marker whose seal exists, which
 //! the writer adopts again ([`crate::Writer::adopt`]), continuing its chains.
 //!
@@ -16,10 +16,12 @@
 //! ([`Spool::append_held`], with a hold id, not chained) and, once known,
 //! the chained line together with the hold id it releases
 //! ([`Spool::append_line`] with `Some(id)`), in one entry, so a crash never
-//! loses nor doubles a held record. Records still held when a batch is
-//! sealed are written again after the marker (by the [`crate::pipeline::Sealer`]),
-//! so deleting sealed segments never deletes them; [`held`] returns those
-//! not yet released.
+//! loses nor doubles a held record. Sealed segments in which a record is
+//! still held are kept until enough of them wait ([`COMPACT_BYTES`]); then
+//! the records they still hold are written again into the active segment
+//! (synced) before those segments are deleted. A record held across many
+//! seals is so written again about once per compaction, not at every seal. [`held`] returns the held records not yet released (a record
+//! may appear more than once; the copies are identical).
 //!
 //! Entry framing: `u32 LE length ‖ CRC-32 of the payload (LE) ‖ payload`, payload
 //! - `0x00 ‖ canonical JSON of a record` (not chained; written by earlier versions),
@@ -33,6 +35,7 @@
 //! segment (a crash mid-write, never synced) is cut off; damage anywhere
 //! else is an error, never skipped.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -76,6 +79,76 @@ pub enum Unsealed {
     Line(Vec<u8>),
 }
 
+/// Sealed segments that still hold held records are deleted (their held
+/// records written again first) once they hold this many bytes, or once
+/// there are [`COMPACT_SEGMENTS`] of them; and then only once they hold three
+/// times the bytes of the records still held, so that writing those again
+/// costs at most half of what was written since the last compaction.
+pub const COMPACT_BYTES: u64 = 128 << 20;
+
+/// See [`COMPACT_BYTES`].
+pub const COMPACT_SEGMENTS: usize = 64;
+
+/// Where the newest copy of each held record is, and its size.
+#[derive(Debug, Default)]
+struct HeldCopies {
+    /// Hold id → (segment, bytes).
+    at: HashMap<u64, (u64, u64)>,
+    /// Segment → how many newest copies it holds.
+    per_segment: BTreeMap<u64, usize>,
+    /// Bytes of all newest copies.
+    bytes: u64,
+}
+
+impl HeldCopies {
+    fn put(&mut self, id: u64, segment: u64, bytes: u64) {
+        self.remove(id);
+        self.at.insert(id, (segment, bytes));
+        *self.per_segment.entry(segment).or_insert(0) += 1;
+        self.bytes += bytes;
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some((segment, bytes)) = self.at.remove(&id) else {
+            return;
+        };
+        self.bytes -= bytes;
+        if let Some(c) = self.per_segment.get_mut(&segment) {
+            *c -= 1;
+            if *c == 0 {
+                self.per_segment.remove(&segment);
+            }
+        }
+    }
+
+    fn segment_of(&self, id: u64) -> Option<u64> {
+        self.at.get(&id).map(|(s, _)| *s)
+    }
+
+    /// Whether a segment numbered below `segment` holds a newest copy.
+    fn any_before(&self, segment: u64) -> bool {
+        self.per_segment.range(..segment).next().is_some()
+    }
+
+    fn holds(&self, segment: u64) -> bool {
+        self.per_segment.contains_key(&segment)
+    }
+
+    /// Forgets the copies in segments numbered below `segment`.
+    fn forget_before(&mut self, segment: u64) {
+        let mut freed = 0;
+        self.at.retain(|_, (s, b)| {
+            let keep = *s >= segment;
+            if !keep {
+                freed += *b;
+            }
+            keep
+        });
+        self.bytes -= freed;
+        self.per_segment = self.per_segment.split_off(&segment);
+    }
+}
+
 /// The spool directory, locked by this process.
 #[derive(Debug)]
 pub struct Spool {
@@ -83,7 +156,13 @@ pub struct Spool {
     _lock: File,
     active: BufWriter<File>,
     active_no: u64,
+    /// Bytes in all segments, and in the active one.
     bytes: u64,
+    active_bytes: u64,
+    /// Segments before the active one, oldest first: (number, bytes).
+    closed: VecDeque<(u64, u64)>,
+    /// The records held and not released: where their newest copy is.
+    held: HeldCopies,
     unsynced: bool,
 }
 
@@ -138,9 +217,27 @@ impl Spool {
         let segs = segments(dir)?;
         let mut entries = Vec::new();
         let mut bytes = 0;
-        for (i, (_, path)) in segs.iter().enumerate() {
+        let mut closed = VecDeque::new();
+        let mut held = HeldCopies::default();
+        for (i, (n, path)) in segs.iter().enumerate() {
             let last = i + 1 == segs.len();
-            bytes += read_segment(path, last, &mut entries)?;
+            let first = entries.len();
+            let len = read_segment(path, last, &mut entries)?;
+            bytes += len;
+            closed.push_back((*n, len));
+            for e in &entries[first..] {
+                match e {
+                    Entry::Held { id, record } => {
+                        // The size as written (the entry's framing included).
+                        let len = encode_held(record).map_or(0, |b| b.len() as u64);
+                        held.put(*id, *n, 17 + len);
+                    }
+                    Entry::Line {
+                        released: Some(id), ..
+                    } => held.remove(*id),
+                    _ => {}
+                }
+            }
         }
         let active_no = segs.last().map_or(0, |(n, _)| n + 1);
         let active = Self::create_segment(dir, active_no)?;
@@ -151,6 +248,9 @@ impl Spool {
                 active,
                 active_no,
                 bytes,
+                active_bytes: 0,
+                closed,
+                held,
                 unsynced: false,
             },
             entries,
@@ -195,6 +295,7 @@ impl Spool {
             w.write_all(p).map_err(io_err(&path))?;
         }
         self.bytes += 8 + len as u64;
+        self.active_bytes += 8 + len as u64;
         self.unsynced = true;
         Ok(())
     }
@@ -205,7 +306,11 @@ impl Spool {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         match released {
             None => self.write_entry(4, &[line]),
-            Some(id) => self.write_entry(3, &[&id.to_le_bytes(), line]),
+            Some(id) => {
+                self.write_entry(3, &[&id.to_le_bytes(), line])?;
+                self.held.remove(id);
+                Ok(())
+            }
         }
     }
 
@@ -218,7 +323,9 @@ impl Spool {
     /// [`encode_held`]: a record held across several seals is written again
     /// after each, and is encoded only once.
     pub fn append_held_encoded(&mut self, id: u64, encoded: &[u8]) -> Result<()> {
-        self.write_entry(2, &[&id.to_le_bytes(), encoded])
+        self.write_entry(2, &[&id.to_le_bytes(), encoded])?;
+        self.held.put(id, self.active_no, 17 + encoded.len() as u64);
+        Ok(())
     }
 
     /// Makes everything appended so far durable (one `fdatasync` for all of it).
@@ -239,18 +346,62 @@ impl Spool {
         self.write_entry(1, &[&batch_no.to_le_bytes()])?;
         self.sync()?;
         self.active = Self::create_segment(&self.dir, self.active_no + 1)?;
+        self.closed.push_back((self.active_no, self.active_bytes));
         self.active_no += 1;
+        self.active_bytes = 0;
         Ok(())
     }
 
-    /// The seal after the last marker was written: deletes the older segments.
-    pub fn sealed(&mut self) -> Result<()> {
-        for (n, path) in segments(&self.dir)? {
-            if n < self.active_no {
-                let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                fs::remove_file(&path).map_err(io_err(&path))?;
-                self.bytes = self.bytes.saturating_sub(len);
+    /// The seal after the last marker was written: the segments before the
+    /// active one are covered. Deletes them, oldest first, up to the first
+    /// in which a record is still held. Once [`COMPACT_BYTES`] or
+    /// [`COMPACT_SEGMENTS`] of them wait, it compacts: `held` are the records
+    /// still held, encoded ([`encode_held`]); those whose newest copy is in a
+    /// covered segment are written again (and synced), and then every
+    /// covered segment is deleted. A held record not in `held` is then no
+    /// longer kept.
+    ///
+    /// On error the spool may hold a torn entry: stop writing to it.
+    pub fn sealed<'a>(&mut self, held: impl IntoIterator<Item = (u64, &'a [u8])>) -> Result<()> {
+        let below = self.active_no;
+        let (count, bytes) = self
+            .closed
+            .iter()
+            .take_while(|(n, _)| *n < below)
+            .fold((0, 0), |(c, b), (_, len)| (c + 1, b + len));
+        if count == 0 {
+            return Ok(());
+        }
+        if self.held.any_before(below)
+            && (bytes >= COMPACT_BYTES || count >= COMPACT_SEGMENTS)
+            && bytes >= 3 * self.held.bytes
+        {
+            for (id, encoded) in held {
+                if self.held.segment_of(id).is_none_or(|n| n < below) {
+                    self.append_held_encoded(id, encoded)?;
+                }
             }
+            self.sync()?;
+            // Copies left only in the segments to delete are no longer kept.
+            self.held.forget_before(below);
+        }
+        let mut deleted = false;
+        while let Some(&(n, len)) = self.closed.front() {
+            if n >= below || self.held.holds(n) {
+                break;
+            }
+            deleted = true;
+            let path = self.dir.join(segment_name(n));
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+            self.bytes = self.bytes.saturating_sub(len);
+            self.closed.pop_front();
+        }
+        if !deleted {
+            return Ok(());
         }
         // Make the deletions durable: a segment that came back after a
         // power loss would hold held records whose release it no longer sees.
@@ -465,7 +616,7 @@ mod tests {
         s.mark_sealing(0).unwrap();
         s.append_line(&line(2), None).unwrap();
         s.sync().unwrap();
-        s.sealed().unwrap();
+        s.sealed([]).unwrap();
         drop(s);
         let (_, left) = Spool::open(dir.path()).unwrap();
         assert_eq!(
@@ -529,18 +680,67 @@ mod tests {
             s.append_line(&line(3), None).unwrap();
             s.sync().unwrap();
             s.mark_sealing(0).unwrap();
-            // Still held at the seal: carried into the new segment.
-            s.append_held(1, &rec(1)).unwrap();
-            s.append_held(2, &rec(2)).unwrap();
             s.append_line(&line(2), Some(2)).unwrap();
             s.sync().unwrap();
-            s.sealed().unwrap();
+            // Still held at the seal: segment 0 is kept.
+            s.sealed([]).unwrap();
+            assert!(dir.path().join(segment_name(0)).exists());
         }
         let (_s, left) = Spool::open(dir.path()).unwrap();
         let held = held(&left);
         assert_eq!(held.len(), 1);
         assert_eq!((held[0].0, held[0].1.name.as_str()), (1, "r1"));
         assert_eq!(names(unsealed(left, 1)), ["r2"]);
+    }
+
+    #[test]
+    fn a_record_held_across_seals_is_written_again_only_when_compacting() {
+        let dir = tempfile::tempdir().unwrap();
+        let copies = |dir: &Path| {
+            let (_s, left) = Spool::open(dir).unwrap();
+            let n = left
+                .iter()
+                .filter(|e| matches!(e, Entry::Held { .. }))
+                .count();
+            (n, held(&left))
+        };
+        let files = |dir: &Path| segments(dir).unwrap().len();
+        let h = encode_held(&rec(0)).unwrap();
+        let mut s = Spool::open(dir.path()).unwrap().0;
+        s.append_held_encoded(0, &h).unwrap();
+        let seal = |s: &mut Spool, i: u64, held: &[(u64, &[u8])]| {
+            s.append_line(&line(i), None).unwrap();
+            s.sync().unwrap();
+            s.mark_sealing(i).unwrap();
+            s.sealed(held.iter().copied()).unwrap();
+        };
+        // Segment 0 holds the record: it and every later sealed segment stay.
+        for i in 1..COMPACT_SEGMENTS as u64 {
+            seal(&mut s, i, &[(0, &h)]);
+        }
+        assert_eq!(files(dir.path()), COMPACT_SEGMENTS);
+        drop(s);
+        assert_eq!(
+            copies(dir.path()).0,
+            1,
+            "not written again before compacting"
+        );
+        // The next seal compacts: one more copy, in the active segment, and
+        // every sealed segment goes.
+        let mut s = Spool::open(dir.path()).unwrap().0;
+        seal(&mut s, 100, &[(0, &h)]);
+        assert_eq!(files(dir.path()), 1);
+        drop(s);
+        let (n, still) = copies(dir.path());
+        assert_eq!(n, 1);
+        assert_eq!(still, vec![(0, rec(0))]);
+        // Released: the segment holding its copy goes at the next seal.
+        let mut s = Spool::open(dir.path()).unwrap().0;
+        s.append_line(&line(0), Some(0)).unwrap();
+        seal(&mut s, 101, &[]);
+        assert_eq!(files(dir.path()), 1, "only the active segment is left");
+        drop(s);
+        assert_eq!(copies(dir.path()), (0, vec![]));
     }
 
     #[test]

@@ -242,9 +242,9 @@ fn span_key(trace: Option<&str>, span: Option<&str>) -> Option<SpanKey> {
 
 struct Held {
     /// The record, encoded as the spool holds it ([`sealtrail::spool::encode_held`]):
-    /// written again after every seal while it is held, so kept encoded
-    /// (about half the memory of the record itself), and decoded once, when
-    /// released.
+    /// written again when the spool compacts while it is held, so kept
+    /// encoded (about half the memory of the record itself), and decoded
+    /// once, when released.
     encoded: Vec<u8>,
     /// When it was received (the wait runs from then).
     received_ns: u64,

@@ -287,6 +287,67 @@ fn a_child_exported_before_its_session_carrying_parent_joins_the_parents_session
 }
 
 #[test]
+fn a_span_held_across_many_seals_survives_spool_compaction_and_a_crash() {
+    let dir = workdir();
+    let args = ["--hold-wait", "1h", "--flush-interval", "10ms"];
+    let c = Collector::start(dir.path(), &args);
+    send_span(
+        &c,
+        "00000000000000c2",
+        Some("00000000000000a1"),
+        "chat gpt-4o",
+        vec![attr("gen_ai.operation.name", "chat")],
+    );
+    // Other spans, sealed one request at a time: more seals than the spool
+    // keeps segments for, so it compacts while the span is held.
+    let http = client();
+    let mut acked = Vec::new();
+    for batch in 0..100 {
+        let (answer, names) = stream_request(&http, &c.url("/v1/traces"), batch);
+        assert_eq!(answer.map(|a| a.0), Some(200));
+        acked.extend(names);
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    let m = http.get(c.url("/metrics")).send().unwrap().text().unwrap();
+    let batches: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("sealtrail_batches_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(batches > 70, "{batches} seals");
+    assert!(m.contains("\nsealtrail_records_held 1\n"), "{m}");
+    let segments = std::fs::read_dir(dir.path().join("spool"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("segment-")
+        })
+        .count();
+    // Without compaction every seal since the held span would have left
+    // its segment behind.
+    assert!(segments <= 65, "{segments} spool segments: not compacted");
+    c.kill();
+    let c = Collector::start(dir.path(), &args);
+    send_span(
+        &c,
+        "00000000000000a1",
+        None,
+        "invoke_agent",
+        vec![attr("gen_ai.conversation.id", "conv-held-long")],
+    );
+    c.stop_ok();
+    let all = records(dir.path());
+    let names: Vec<&str> = session(&all, "conv-held-long")
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names, ["chat gpt-4o", "invoke_agent"]);
+    acked.extend(names.iter().map(|n| n.to_string()));
+    assert_all_archived_once(dir.path(), &acked);
+}
+
+#[test]
 fn a_span_whose_ancestor_never_comes_is_archived_under_its_trace_id_after_the_wait() {
     let dir = workdir();
     let c = Collector::start(dir.path(), &["--hold-wait", "1s"]);
