@@ -125,8 +125,6 @@ pub struct Recovered {
     pub chained: usize,
     /// Held records not released, in hold id order.
     pub held: Vec<(u64, TraceRecord)>,
-    /// Every record left in the spool (for callers that rebuild state from them).
-    pub records: Vec<TraceRecord>,
     /// Larger than every hold id in the spool, released ones included.
     pub next_hold_id: u64,
 }
@@ -139,6 +137,29 @@ impl Sealer {
         spool: Spool,
         left: Vec<Entry>,
         counters: Arc<Counters>,
+    ) -> Result<(Sealer, Recovered)> {
+        Sealer::open_inner(cfg, spool, left, counters, None)
+    }
+
+    /// [`Sealer::open`], showing `visit` every chained record left in the
+    /// spool, sealed or not, in spool order (for callers that rebuild state
+    /// from them), one at a time.
+    pub fn open_visiting(
+        cfg: SealerConfig,
+        spool: Spool,
+        left: Vec<Entry>,
+        counters: Arc<Counters>,
+        mut visit: impl FnMut(&TraceRecord),
+    ) -> Result<(Sealer, Recovered)> {
+        Sealer::open_inner(cfg, spool, left, counters, Some(&mut visit))
+    }
+
+    fn open_inner(
+        cfg: SealerConfig,
+        spool: Spool,
+        left: Vec<Entry>,
+        counters: Arc<Counters>,
+        visit: Option<&mut dyn FnMut(&TraceRecord)>,
     ) -> Result<(Sealer, Recovered)> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -167,33 +188,13 @@ impl Sealer {
             &cfg.writer_id,
             opts,
         ))?;
+        let next_batch_no = writer.next_batch_no();
+        let (unsealed, held, next_hold_id) = spool::recover(left, next_batch_no, visit);
         let mut recovered = Recovered {
-            held: spool::held(&left),
-            next_hold_id: left
-                .iter()
-                .filter_map(|e| match e {
-                    Entry::Held { id, .. }
-                    | Entry::Line {
-                        released: Some(id), ..
-                    } => Some(id + 1),
-                    _ => None,
-                })
-                .max()
-                .unwrap_or(0),
+            held,
+            next_hold_id,
             ..Recovered::default()
         };
-        recovered.records = left
-            .iter()
-            .filter_map(|e| match e {
-                Entry::Record(r) => Some((**r).clone()),
-                Entry::Line { line, .. } => {
-                    serde_json::from_slice::<crate::record::StoredRecord>(line)
-                        .ok()
-                        .map(|s| s.record)
-                }
-                _ => None,
-            })
-            .collect();
         counters.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
         let next_seal = Instant::now() + cfg.flush_interval;
         let mut s = Sealer {
@@ -208,7 +209,7 @@ impl Sealer {
             spool_failed: None,
             spool_broken: false,
         };
-        for u in spool::unsealed(left, s.writer.next_batch_no()) {
+        for u in unsealed {
             match u {
                 Unsealed::Record(r) => s.writer.append(*r)?,
                 Unsealed::Line(l) => s.writer.adopt(&l)?,

@@ -494,19 +494,63 @@ fn read_segment(path: &Path, newest: bool, out: &mut Vec<Entry>) -> Result<u64> 
 /// The records of `entries` that no seal covers yet, given the writer's next
 /// batch number: those after the last marker whose seal exists.
 pub fn unsealed(entries: Vec<Entry>, next_batch_no: u64) -> Vec<Unsealed> {
+    recover(entries, next_batch_no, None).0
+}
+
+/// Sorts the entries an earlier run left (taking them): the records no seal
+/// covers yet, as [`unsealed`]; the held records not released, as [`held`];
+/// and a hold id larger than every one in the spool. `visit`, if given,
+/// sees every record of a chained line or of an earlier version's entry,
+/// sealed or not, in spool order, one at a time.
+pub fn recover(
+    entries: Vec<Entry>,
+    next_batch_no: u64,
+    mut visit: Option<&mut dyn FnMut(&TraceRecord)>,
+) -> (Vec<Unsealed>, Vec<(u64, TraceRecord)>, u64) {
     let cut = entries
         .iter()
         .rposition(|e| matches!(e, Entry::Sealing { batch_no } if *batch_no < next_batch_no))
         .map_or(0, |i| i + 1);
-    entries
-        .into_iter()
-        .skip(cut)
-        .filter_map(|e| match e {
-            Entry::Record(r) => Some(Unsealed::Record(r)),
-            Entry::Line { line, .. } => Some(Unsealed::Line(line)),
-            Entry::Sealing { .. } | Entry::Held { .. } => None,
-        })
-        .collect()
+    let mut out = Vec::new();
+    let mut held = std::collections::BTreeMap::new();
+    let mut released = std::collections::HashSet::new();
+    let mut next_hold_id = 0;
+    for (i, e) in entries.into_iter().enumerate() {
+        match e {
+            Entry::Record(r) => {
+                if let Some(v) = visit.as_mut() {
+                    v(&r);
+                }
+                if i >= cut {
+                    out.push(Unsealed::Record(r));
+                }
+            }
+            Entry::Line { line, released: r } => {
+                if let Some(v) = visit.as_mut() {
+                    if let Ok(s) = serde_json::from_slice::<crate::record::StoredRecord>(&line) {
+                        v(&s.record);
+                    }
+                }
+                if let Some(id) = r {
+                    next_hold_id = next_hold_id.max(id + 1);
+                    released.insert(id);
+                    held.remove(&id);
+                }
+                if i >= cut {
+                    out.push(Unsealed::Line(line));
+                }
+            }
+            Entry::Held { id, record } => {
+                next_hold_id = next_hold_id.max(id + 1);
+                if !released.contains(&id) {
+                    held.entry(id).or_insert(record);
+                }
+            }
+            Entry::Sealing { .. } => {}
+        }
+    }
+    let held = held.into_iter().map(|(id, r)| (id, *r)).collect();
+    (out, held, next_hold_id)
 }
 
 /// A held record as [`Spool::append_held_encoded`] takes it: its JSON.
@@ -520,24 +564,7 @@ pub fn encode_held(record: &TraceRecord) -> Result<Vec<u8>> {
 
 /// The held records of `entries` that no entry releases, once each, by hold id.
 pub fn held(entries: &[Entry]) -> Vec<(u64, TraceRecord)> {
-    let released: std::collections::HashSet<u64> = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Line {
-                released: Some(id), ..
-            } => Some(*id),
-            _ => None,
-        })
-        .collect();
-    let mut out = std::collections::BTreeMap::new();
-    for e in entries {
-        if let Entry::Held { id, record } = e {
-            if !released.contains(id) {
-                out.entry(*id).or_insert_with(|| (**record).clone());
-            }
-        }
-    }
-    out.into_iter().collect()
+    recover(entries.to_vec(), 0, None).1
 }
 
 #[cfg(test)]

@@ -162,20 +162,29 @@ impl Pipeline {
         let thread = std::thread::Builder::new()
             .name("sealtrail-pipeline".into())
             .spawn(move || {
-                let (sealer, recovered) =
-                    match Sealer::open(cfg.sealer, spool, left, m.sealer.clone()) {
-                        Ok(x) => x,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
+                // What the spool's records say, for the duplicate check and
+                // the known sessions (spans: their session; log records: none).
+                let mut spooled = Vec::new();
+                let opened =
+                    Sealer::open_visiting(cfg.sealer, spool, left, m.sealer.clone(), |r| {
+                        if let Some(k) = record_key(r) {
+                            let log = r.attributes.get(SIGNAL).is_some();
+                            spooled.push((k, (!log).then(|| Arc::<str>::from(r.session.as_str()))));
                         }
-                    };
+                    });
+                let (sealer, recovered) = match opened {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
                 // However the thread ends (a panic included), the collector
                 // is no longer ready.
                 let _not_ready = NotReadyOnExit(m.clone());
                 let mut state = State::new(sealer, m, cfg.hold_wait, cfg.session_keys);
                 state.max_backlog = cfg.max_backlog;
-                if let Err(e) = state.recover(recovered) {
+                if let Err(e) = state.recover(recovered, spooled) {
                     let _ = ready_tx.send(Err(e));
                     return;
                 }
@@ -238,6 +247,21 @@ fn span_key(trace: Option<&str>, span: Option<&str>) -> Option<SpanKey> {
         u128::from_str_radix(trace?, 16).ok()?,
         u64::from_str_radix(span?, 16).ok()?,
     )))
+}
+
+/// A spooled record's identity for the duplicate check: a span's ids, a log
+/// record's digest.
+fn record_key(r: &TraceRecord) -> Option<SpanKey> {
+    if r.attributes.get(SIGNAL).is_none() {
+        return span_key(r.trace_id.as_deref(), r.span_id.as_deref());
+    }
+    match r.attributes.get(LOG_DIGEST) {
+        Some(sealtrail::Value::Str(h)) => {
+            let mut k = [0u8; 24];
+            hex::decode_to_slice(h, &mut k).ok().map(|()| k)
+        }
+        _ => None,
+    }
 }
 
 struct Held {
@@ -308,13 +332,18 @@ impl State {
 
     /// Rebuilds the duplicate check, the known sessions and the held records
     /// from what the spool still holds.
-    fn recover(&mut self, rec: pipeline::Recovered) -> sealtrail::Result<()> {
+    fn recover(
+        &mut self,
+        rec: pipeline::Recovered,
+        spooled: Vec<(SpanKey, Option<Arc<str>>)>,
+    ) -> sealtrail::Result<()> {
         self.next_hold_id = rec.next_hold_id;
-        for r in &rec.records {
-            if r.attributes.get(SIGNAL).is_some() {
-                self.remember_record(r);
-            } else if let Some(k) = span_key(r.trace_id.as_deref(), r.span_id.as_deref()) {
-                self.learn(k, r.session.as_str().into());
+        for (k, session) in spooled {
+            match session {
+                Some(s) => self.learn(k, s),
+                None => {
+                    self.remember(k);
+                }
             }
         }
         let mut ops = Vec::new();
@@ -333,21 +362,9 @@ impl State {
         Ok(())
     }
 
-    /// Adds a spooled record to the duplicate check: a span by its ids, a
-    /// log record by its digest.
+    /// Adds a spooled record to the duplicate check.
     fn remember_record(&mut self, r: &TraceRecord) {
-        let key = if r.attributes.get(SIGNAL).is_none() {
-            span_key(r.trace_id.as_deref(), r.span_id.as_deref())
-        } else {
-            match r.attributes.get(LOG_DIGEST) {
-                Some(sealtrail::Value::Str(h)) => {
-                    let mut k = [0u8; 24];
-                    hex::decode_to_slice(h, &mut k).ok().map(|()| k)
-                }
-                _ => None,
-            }
-        };
-        if let Some(k) = key {
+        if let Some(k) = record_key(r) {
             self.remember(k);
         }
     }
