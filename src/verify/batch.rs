@@ -106,11 +106,7 @@ impl BatchJob {
 
     fn check_lines(&self, content: &[u8], out: &mut BatchResult) {
         let sealed = self.seal.batch.as_ref().expect("checked by caller");
-        let mut hashes: Vec<Digest> = Vec::with_capacity(sealed.records.min(1 << 20) as usize);
-        // Per record: its stored hash and session index, to tell where a moved record came from.
-        let mut owners: Vec<(Digest, usize)> = Vec::with_capacity(hashes.capacity());
-        let mut sessions: Vec<FoundSession> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut chains = Chains::with_capacity(sealed.records.min(1 << 20) as usize);
         let mut offset = 0usize;
         while offset < content.len() {
             let (line, next) = match memchr_newline(&content[offset..]) {
@@ -125,146 +121,61 @@ impl BatchJob {
                 offset: Some(line_start as u64),
                 ..self.at()
             };
+            let mut push = |at: Location, problem: Problem| {
+                out.findings.push(Finding { at, problem });
+            };
             if next == content.len() && content.last() != Some(&b'\n') {
-                out.findings.push(Finding {
-                    at: at(None, None),
-                    problem: Problem::LineMalformed {
+                push(
+                    at(None, None),
+                    Problem::LineMalformed {
                         reason: "the last line does not end with a newline".into(),
                     },
-                });
+                );
             }
             let Some((stored, rec)) = split_line(line) else {
-                out.findings.push(Finding {
-                    at: at(None, None),
-                    problem: Problem::LineMalformed {
+                push(
+                    at(None, None),
+                    Problem::LineMalformed {
                         reason: "not {\"hash\":\"<64 lowercase hex>\",\"record\":{…}}".into(),
                     },
-                });
+                );
                 continue;
             };
             out.records += 1;
-            hashes.push(stored);
+            chains.hashes.push(stored);
             let computed = record_hash(rec);
             let fields = match super::scan::chain_fields(rec) {
-                Ok(f) if !self.strict => f,
-                Ok(f) => match serde_json::from_slice::<TraceRecord>(rec) {
-                    Ok(_) => f,
-                    Err(e) => {
-                        out.findings.push(Finding {
-                            at: at(Some(&f.session), Some(f.seq)),
-                            problem: Problem::RecordMalformed {
-                                reason: e.to_string(),
-                            },
-                        });
-                        f
-                    }
-                },
+                Ok(f) => f,
                 Err(reason) => {
-                    out.findings.push(Finding {
-                        at: at(None, None),
-                        problem: Problem::RecordMalformed { reason },
-                    });
+                    push(at(None, None), Problem::RecordMalformed { reason });
                     continue;
                 }
             };
             let session = fields.session.as_ref();
+            let here = at(Some(session), Some(fields.seq));
+            if self.strict {
+                if let Err(e) = serde_json::from_slice::<TraceRecord>(rec) {
+                    let reason = e.to_string();
+                    push(here.clone(), Problem::RecordMalformed { reason });
+                }
+            }
             if session == GAP_SESSION {
                 if let Some(problem) = gap_finding(rec) {
-                    out.findings.push(Finding {
-                        at: at(Some(session), Some(fields.seq)),
-                        problem,
-                    });
+                    push(here.clone(), problem);
                 }
             }
             if computed != stored {
-                out.findings.push(Finding {
-                    at: at(Some(session), Some(fields.seq)),
-                    problem: Problem::RecordHashMismatch {
-                        expected: stored,
-                        found: computed,
-                    },
-                });
+                let problem = Problem::RecordHashMismatch {
+                    expected: stored,
+                    found: computed,
+                };
+                push(here.clone(), problem);
             }
-            let idx = match index.get(session) {
-                Some(&i) => {
-                    let s = &sessions[i];
-                    let next = s.last_seq.wrapping_add(1);
-                    let seq_problem = (fields.seq != next).then_some(Problem::SeqDiscontinuity {
-                        expected: next,
-                        found: fields.seq,
-                    });
-                    let problem = if fields.prev != s.head {
-                        moved_from(&owners, &sessions, i, &fields.prev)
-                            .or(seq_problem)
-                            .or(Some(Problem::ChainLinkBroken {
-                                expected: s.head,
-                                found: fields.prev,
-                            }))
-                    } else {
-                        seq_problem
-                    };
-                    if let Some(problem) = problem {
-                        out.findings.push(Finding {
-                            at: at(Some(session), Some(fields.seq)),
-                            problem,
-                        });
-                    }
-                    let s = &mut sessions[i];
-                    s.count += 1;
-                    // A record that goes backwards (reordered or replayed) does not
-                    // move the chain, so the records after it are judged against
-                    // the furthest point reached.
-                    if fields.seq >= next {
-                        s.last_seq = fields.seq;
-                        s.head = stored;
-                    }
-                    i
-                }
-                None => {
-                    let i = sessions.len();
-                    sessions.push(FoundSession {
-                        id: session.to_owned(),
-                        first_seq: fields.seq,
-                        first_prev: fields.prev,
-                        last_seq: fields.seq,
-                        head: stored,
-                        count: 1,
-                    });
-                    index.insert(session.to_owned(), i);
-                    if let Some(problem) = moved_from(&owners, &sessions, i, &fields.prev) {
-                        out.findings.push(Finding {
-                            at: at(Some(session), Some(fields.seq)),
-                            problem,
-                        });
-                    } else if fields.seq == 0 {
-                        let g = genesis(&self.writer, session);
-                        if fields.prev != g {
-                            let problem = moved_from(&owners, &sessions, i, &fields.prev)
-                                .or_else(|| {
-                                    sessions
-                                        .iter()
-                                        .find(|s| {
-                                            s.id != session
-                                                && genesis(&self.writer, &s.id) == fields.prev
-                                        })
-                                        .map(|s| Problem::RecordOutOfSession {
-                                            belongs_to: s.id.clone(),
-                                        })
-                                })
-                                .unwrap_or(Problem::GenesisMismatch {
-                                    expected: g,
-                                    found: fields.prev,
-                                });
-                            out.findings.push(Finding {
-                                at: at(Some(session), Some(0)),
-                                problem,
-                            });
-                        }
-                    }
-                    i
-                }
-            };
-            owners.push((stored, idx));
+            if let Some(problem) =
+                chains.place(&self.writer, session, fields.seq, fields.prev, stored)
+            {
+                push(here, problem);
+            }
         }
         if out.records != sealed.records {
             out.findings.push(Finding {
@@ -275,7 +186,7 @@ impl BatchJob {
                 },
             });
         }
-        let root = merkle::root(&hashes).unwrap_or_default();
+        let root = merkle::root(&chains.hashes).unwrap_or_default();
         if root != sealed.merkle_root {
             out.findings.push(Finding {
                 at: self.at(),
@@ -285,8 +196,122 @@ impl BatchJob {
                 },
             });
         }
-        compare_summaries(self, &sessions, &index, out);
-        out.sessions = Some(sessions);
+        compare_summaries(self, &chains.sessions, &chains.index, out);
+        out.sessions = Some(chains.sessions);
+    }
+}
+
+/// The chains of one batch, as its lines are read.
+struct Chains {
+    /// Every line's stored hash, in order (the Merkle leaves).
+    hashes: Vec<Digest>,
+    /// Per record placed: its stored hash and session index, to tell where a
+    /// moved record came from.
+    owners: Vec<(Digest, usize)>,
+    sessions: Vec<FoundSession>,
+    index: HashMap<String, usize>,
+}
+
+impl Chains {
+    fn with_capacity(records: usize) -> Chains {
+        Chains {
+            hashes: Vec::with_capacity(records),
+            owners: Vec::with_capacity(records),
+            sessions: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// Places a record (`stored` is its hash as the line states it) in its
+    /// session's chain; returns what is wrong with its place, if anything.
+    fn place(
+        &mut self,
+        writer: &str,
+        session: &str,
+        seq: u64,
+        prev: Digest,
+        stored: Digest,
+    ) -> Option<Problem> {
+        let (i, problem) = match self.index.get(session) {
+            Some(&i) => (i, self.follow(i, seq, prev, stored)),
+            None => self.start(writer, session, seq, prev, stored),
+        };
+        self.owners.push((stored, i));
+        problem
+    }
+
+    /// A record of session `i`, seen before in this batch.
+    fn follow(&mut self, i: usize, seq: u64, prev: Digest, stored: Digest) -> Option<Problem> {
+        let s = &self.sessions[i];
+        let next = s.last_seq.wrapping_add(1);
+        let seq_problem = (seq != next).then_some(Problem::SeqDiscontinuity {
+            expected: next,
+            found: seq,
+        });
+        let problem = if prev != s.head {
+            moved_from(&self.owners, &self.sessions, i, &prev)
+                .or(seq_problem)
+                .or(Some(Problem::ChainLinkBroken {
+                    expected: s.head,
+                    found: prev,
+                }))
+        } else {
+            seq_problem
+        };
+        let s = &mut self.sessions[i];
+        s.count += 1;
+        // A record that goes backwards (reordered or replayed) does not move
+        // the chain, so the records after it are judged against the furthest
+        // point reached.
+        if seq >= next {
+            s.last_seq = seq;
+            s.head = stored;
+        }
+        problem
+    }
+
+    /// The first record of `session` in this batch.
+    fn start(
+        &mut self,
+        writer: &str,
+        session: &str,
+        seq: u64,
+        prev: Digest,
+        stored: Digest,
+    ) -> (usize, Option<Problem>) {
+        let i = self.sessions.len();
+        self.sessions.push(FoundSession {
+            id: session.to_owned(),
+            first_seq: seq,
+            first_prev: prev,
+            last_seq: seq,
+            head: stored,
+            count: 1,
+        });
+        self.index.insert(session.to_owned(), i);
+        if let Some(problem) = moved_from(&self.owners, &self.sessions, i, &prev) {
+            return (i, Some(problem));
+        }
+        if seq != 0 {
+            // Linked to an earlier batch: checked across batches.
+            return (i, None);
+        }
+        let g = genesis(writer, session);
+        if prev == g {
+            return (i, None);
+        }
+        let problem = self
+            .sessions
+            .iter()
+            .find(|s| s.id != session && genesis(writer, &s.id) == prev)
+            .map(|s| Problem::RecordOutOfSession {
+                belongs_to: s.id.clone(),
+            })
+            .unwrap_or(Problem::GenesisMismatch {
+                expected: g,
+                found: prev,
+            });
+        (i, Some(problem))
     }
 }
 
