@@ -141,7 +141,7 @@ pub(crate) enum SessionOf {
 impl Closed {
     pub(crate) fn into_span(self) -> (SpanData, String) {
         let s = self.state;
-        let trace_id = format!("{:016x}{:016x}", s.trace_id[0], s.trace_id[1]);
+        let trace_id = hex_words(&s.trace_id);
         let session = match self.session {
             SessionOf::Own(i) => s.fields.get(i).and_then(|v| v.as_session()),
             SessionOf::Inherited(session) => Some(session),
@@ -152,8 +152,8 @@ impl Closed {
         let span = SpanData {
             name: rare.name.unwrap_or_else(|| self.metadata.name().to_owned()),
             trace_id: Some(trace_id),
-            span_id: Some(format!("{:016x}", s.span_id)),
-            parent_span_id: (s.parent_span_id != 0).then(|| format!("{:016x}", s.parent_span_id)),
+            span_id: Some(hex_words(&[s.span_id])),
+            parent_span_id: (s.parent_span_id != 0).then(|| hex_words(&[s.parent_span_id])),
             start_ns: s.start_ns,
             end_ns: self.end_ns,
             status: Status {
@@ -174,6 +174,16 @@ impl Closed {
     }
 }
 
+/// Lowercase hex of `words`, each big-endian (an id as OpenTelemetry writes
+/// it), without going through `fmt` (three ids per span).
+fn hex_words(words: &[u64]) -> String {
+    let mut out = vec![0; words.len() * 16];
+    for (w, chunk) in words.iter().zip(out.chunks_exact_mut(16)) {
+        hex::encode_to_slice(w.to_be_bytes(), chunk).expect("16 hex digits per word");
+    }
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
 /// Links as the collector archives OTLP links: one map per link.
 fn links(links: &[([u64; 2], u64)]) -> Value {
     Value::Array(
@@ -184,9 +194,9 @@ fn links(links: &[([u64; 2], u64)]) -> Value {
                     [
                         (
                             "trace_id",
-                            Value::Str(format!("{:016x}{:016x}", t[0], t[1])),
+                            Value::Str(hex_words(t)),
                         ),
-                        ("span_id", Value::Str(format!("{s:016x}"))),
+                        ("span_id", Value::Str(hex_words(&[*s]))),
                     ]
                     .into_iter()
                     .collect(),
@@ -808,5 +818,17 @@ where
         closed.session = session;
         closed.end_ns = now_ns();
         self.enqueue(closed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_lowercase_hex_of_big_endian_words() {
+        assert_eq!(
+            super::hex_words(&[0x0123_4567_89ab_cdef, 1]),
+            "0123456789abcdef0000000000000001"
+        );
+        assert_eq!(super::hex_words(&[u64::MAX]), "ffffffffffffffff");
     }
 }
