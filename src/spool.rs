@@ -83,11 +83,16 @@ pub enum Unsealed {
 /// records written again first) once they hold this many bytes, or once
 /// there are [`COMPACT_SEGMENTS`] of them; and then only once they hold three
 /// times the bytes of the records still held, so that writing those again
-/// costs at most half of what was written since the last compaction.
+/// costs at most half of what was written since the last compaction. At
+/// [`MAX_SEGMENTS`] they are deleted whatever they hold, so that a long
+/// `--hold-wait` cannot pile up files.
 pub const COMPACT_BYTES: u64 = 128 << 20;
 
 /// See [`COMPACT_BYTES`].
 pub const COMPACT_SEGMENTS: usize = 64;
+
+/// See [`COMPACT_BYTES`].
+pub const MAX_SEGMENTS: usize = 4096;
 
 /// Where the newest copy of each held record is, and its size.
 #[derive(Debug, Default)]
@@ -372,10 +377,10 @@ impl Spool {
         if count == 0 {
             return Ok(());
         }
-        if self.held.any_before(below)
-            && (bytes >= COMPACT_BYTES || count >= COMPACT_SEGMENTS)
-            && bytes >= 3 * self.held.bytes
-        {
+        let due = count >= MAX_SEGMENTS
+            || ((bytes >= COMPACT_BYTES || count >= COMPACT_SEGMENTS)
+                && bytes >= 3 * self.held.bytes);
+        if self.held.any_before(below) && due {
             for (id, encoded) in held {
                 if self.held.segment_of(id).is_none_or(|n| n < below) {
                     self.append_held_encoded(id, encoded)?;

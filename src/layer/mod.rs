@@ -192,10 +192,7 @@ fn links(links: &[([u64; 2], u64)]) -> Value {
             .map(|(t, s)| {
                 Value::Map(
                     [
-                        (
-                            "trace_id",
-                            Value::Str(hex_words(t)),
-                        ),
+                        ("trace_id", Value::Str(hex_words(t))),
                         ("span_id", Value::Str(hex_words(&[*s]))),
                     ]
                     .into_iter()
