@@ -152,16 +152,17 @@ impl BatchJob {
                 }
             };
             let session = fields.session.as_ref();
-            let here = at(Some(session), Some(fields.seq));
+            // Built only for a finding: most records have none.
+            let here = || at(Some(session), Some(fields.seq));
             if self.strict {
                 if let Err(e) = serde_json::from_slice::<TraceRecord>(rec) {
                     let reason = e.to_string();
-                    push(here.clone(), Problem::RecordMalformed { reason });
+                    push(here(), Problem::RecordMalformed { reason });
                 }
             }
             if session == GAP_SESSION {
                 if let Some(problem) = gap_finding(rec) {
-                    push(here.clone(), problem);
+                    push(here(), problem);
                 }
             }
             if computed != stored {
@@ -169,12 +170,12 @@ impl BatchJob {
                     expected: stored,
                     found: computed,
                 };
-                push(here.clone(), problem);
+                push(here(), problem);
             }
             if let Some(problem) =
                 chains.place(&self.writer, session, fields.seq, fields.prev, stored)
             {
-                push(here, problem);
+                push(here(), problem);
             }
         }
         if out.records != sealed.records {
