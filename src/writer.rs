@@ -157,17 +157,117 @@ struct Pending {
     hashes: Vec<Digest>,
     /// Summaries of the records after the frozen ones.
     sessions: BTreeMap<String, SessionSummary>,
-    /// The first records of `lines`, already written as a batch object whose seal failed.
+    /// The first records of `lines`, fixed as a batch whose seal failed:
+    /// it is sealed again as it is.
     frozen: Option<Frozen>,
+    /// Records and line bytes at the start of `lines` that a [`SealJob`]
+    /// is sealing now.
+    sealing: Option<(usize, usize)>,
 }
 
-/// A batch whose object is written and whose seal content is fixed.
+/// A batch whose content is fixed.
 #[derive(Clone, Default)]
 struct Frozen {
+    /// The batch object's reference (its version id once written).
     batch: Option<BatchRef>,
+    /// The batch object, compressed.
+    bytes: Bytes,
     records: usize,
     line_bytes: usize,
     sessions: Vec<SessionSummary>,
+}
+
+/// The writes of one seal (the batch object, then the seal object), done
+/// apart from the [`Writer`], which meanwhile takes more records: see
+/// [`Writer::begin_seal`].
+pub struct SealJob {
+    archive: Archive,
+    key: SigningKey,
+    writer: String,
+    frozen: Frozen,
+    body: SealBody,
+    seal_key: String,
+}
+
+/// What a [`SealJob`] did, for [`Writer::finish_seal`].
+pub struct SealDone {
+    frozen: Frozen,
+    result: Result<(Seal, Option<String>)>,
+}
+
+impl fmt::Debug for SealJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealJob")
+            .field("seal_key", &self.seal_key)
+            .field("records", &self.frozen.records)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for SealDone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealDone")
+            .field("records", &self.frozen.records)
+            .field("ok", &self.result.is_ok())
+            .finish()
+    }
+}
+
+impl SealJob {
+    /// Writes the batch object (an identical one left by an earlier attempt
+    /// is accepted), then signs and writes the seal.
+    pub async fn run(mut self) -> SealDone {
+        let result = self.write().await;
+        SealDone {
+            frozen: self.frozen,
+            result,
+        }
+    }
+
+    async fn write(&mut self) -> Result<(Seal, Option<String>)> {
+        if let Some(b) = &mut self.frozen.batch {
+            b.version_id =
+                put_batch(&self.archive, &b.key, self.frozen.bytes.clone(), &b.sha256).await?;
+        }
+        self.body.batch = self.frozen.batch.clone();
+        let sealed = seal::seal(self.body.clone(), &self.key)?;
+        let bytes = crate::canonical::to_vec(&sealed)?;
+        match self
+            .archive
+            .put_new(&self.seal_key, Bytes::from(bytes))
+            .await
+        {
+            Ok(version) => Ok((sealed, version)),
+            Err(Error::AlreadyExists { key }) => Err(Error::Recovery {
+                writer: self.writer.clone(),
+                reason: format!(
+                    "{key} was written by someone else: is another process using this writer id?"
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Writes a batch object; an identical object left by an earlier failed
+/// attempt is accepted, a different one is an error.
+async fn put_batch(
+    archive: &Archive,
+    key: &str,
+    bytes: Bytes,
+    sha256: &Digest,
+) -> Result<Option<String>> {
+    match archive.put_new(key, bytes).await {
+        Err(Error::AlreadyExists { key }) => {
+            let existing = archive.get(&key).await?;
+            if Digest::sha256(&existing) == *sha256 {
+                archive.version_of(&key).await
+            } else {
+                Err(Error::AlreadyExists { key })
+            }
+        }
+        r => r,
+    }
 }
 
 /// Chains, seals and archives the records of one writer.
@@ -426,19 +526,54 @@ impl Writer {
     }
 
     async fn seal_batch(&mut self, closed: bool) -> Result<SealReceipt> {
+        let job = self.begin_seal(closed)?;
+        self.finish_seal(job.run().await)
+    }
+
+    /// Whether a [`SealJob`] from [`Writer::begin_seal`] is not finished yet.
+    pub fn sealing(&self) -> bool {
+        self.pending.sealing.is_some()
+    }
+
+    /// Pending records not in the batch being sealed or to be sealed again.
+    pub fn open_records(&self) -> usize {
+        let fixed = self.pending.sealing.map(|(r, _)| r).unwrap_or(0)
+            + self.pending.frozen.as_ref().map_or(0, |f| f.records);
+        self.pending.hashes.len() - fixed
+    }
+
+    /// Pending line bytes not in the batch being sealed or to be sealed again.
+    pub fn open_bytes(&self) -> usize {
+        let fixed = self.pending.sealing.map(|(_, b)| b).unwrap_or(0)
+            + self.pending.frozen.as_ref().map_or(0, |f| f.line_bytes);
+        self.pending.lines.len() - fixed
+    }
+
+    /// Fixes the next seal: the batch whose seal failed, if there is one
+    /// (sealed again as it was: re-batching it could leave an object
+    /// unsealed), else every pending record (none: a heartbeat). Compresses
+    /// the batch and returns the writes to do; records may be appended
+    /// while they run. Give the job's outcome to [`Writer::finish_seal`]
+    /// before beginning another.
+    pub fn begin_seal(&mut self, closed: bool) -> Result<SealJob> {
         if self.closed {
             return Err(Error::WriterClosed {
                 writer: self.id.clone(),
             });
         }
-        // A batch whose object was written but whose seal was not is sealed
-        // as it was: re-batching it would leave its object unsealed.
+        if self.pending.sealing.is_some() {
+            return Err(Error::Io {
+                path: "seal".into(),
+                source: std::io::Error::other("a seal is already being written"),
+            });
+        }
         let frozen = match self.pending.frozen.take() {
             Some(f) => f,
-            None => self.freeze().await?,
+            None => self.freeze()?,
         };
+        self.pending.sealing = Some((frozen.records, frozen.line_bytes));
         let body = SealBody {
-            batch: frozen.batch.clone(),
+            batch: None,
             batch_no: self.batch_no,
             closed,
             created_ns: (self.opts.clock)(),
@@ -450,40 +585,51 @@ impl Writer {
             sessions: frozen.sessions.clone(),
             writer: self.id.clone(),
         };
-        let sealed = seal::seal(body, &self.key)?;
-        let seal_key = layout::seal_key(&self.id, self.batch_no);
-        let bytes = crate::canonical::to_vec(&sealed)?;
-        let version = match self.archive.put_new(&seal_key, Bytes::from(bytes)).await {
-            Ok(v) => v,
+        Ok(SealJob {
+            archive: self.archive.clone(),
+            key: self.key.clone(),
+            writer: self.id.clone(),
+            seal_key: layout::seal_key(&self.id, self.batch_no),
+            frozen,
+            body,
+        })
+    }
+
+    /// Takes the outcome of the job from [`Writer::begin_seal`]: on success
+    /// the sealed records leave the pending batch; on failure the batch is
+    /// kept, fixed, to be sealed again as it is.
+    pub fn finish_seal(&mut self, done: SealDone) -> Result<SealReceipt> {
+        self.pending.sealing = None;
+        let frozen = done.frozen;
+        let (sealed, version) = match done.result {
+            Ok(x) => x,
             Err(e) => {
                 self.pending.frozen = Some(frozen);
-                return Err(match e {
-                Error::AlreadyExists { key } => Error::Recovery {
-                    writer: self.id.clone(),
-                    reason: format!("{key} was written by someone else: is another process using this writer id?"),
-                },
-                e => e,
-            });
+                return Err(e);
             }
         };
         self.prev_seal_version = version;
         self.pending.lines.drain(..frozen.line_bytes);
         self.pending.hashes.drain(..frozen.records);
+        self.last_line = self.last_line.saturating_sub(frozen.line_bytes);
         self.batch_no += 1;
         self.prev_seal = sealed.hash;
         self.last_seal_ns = sealed.body.created_ns;
+        if sealed.body.closed {
+            self.closed = true;
+        }
         Ok(SealReceipt {
             batch_no: sealed.body.batch_no,
+            seal_key: layout::seal_key(&self.id, sealed.body.batch_no),
             seal_hash: sealed.hash,
-            seal_key,
             batch_key: frozen.batch.map(|b| b.key),
             records: frozen.records as u64,
         })
     }
 
-    /// Writes the pending records as the batch object of the next seal and
-    /// fixes what that seal will state. Records appended later go to the next batch.
-    async fn freeze(&mut self) -> Result<Frozen> {
+    /// Fixes the pending records as the next batch and compresses it.
+    /// Records appended later go to the next batch.
+    fn freeze(&mut self) -> Result<Frozen> {
         let records = self.pending.hashes.len();
         if records == 0 {
             return Ok(Frozen::default());
@@ -498,9 +644,6 @@ impl Writer {
         let sha256 = Digest::sha256(&compressed);
         let key = layout::batch_key(&self.id, self.batch_no, &sha256);
         let len = compressed.len() as u64;
-        let version_id = self
-            .put_batch(&key, Bytes::from(compressed), &sha256)
-            .await?;
         Ok(Frozen {
             batch: Some(BatchRef {
                 key,
@@ -508,30 +651,15 @@ impl Writer {
                 merkle_root: merkle::root(&self.pending.hashes).unwrap_or_default(),
                 records: records as u64,
                 sha256,
-                version_id,
+                version_id: None,
             }),
+            bytes: Bytes::from(compressed),
             records,
             line_bytes: self.pending.lines.len(),
             sessions: std::mem::take(&mut self.pending.sessions)
                 .into_values()
                 .collect(),
         })
-    }
-
-    /// Writes a batch object; an identical object left by an earlier failed
-    /// attempt is accepted, a different one is an error.
-    async fn put_batch(&self, key: &str, bytes: Bytes, sha256: &Digest) -> Result<Option<String>> {
-        match self.archive.put_new(key, bytes).await {
-            Err(Error::AlreadyExists { key }) => {
-                let existing = self.archive.get(&key).await?;
-                if Digest::sha256(&existing) == *sha256 {
-                    self.archive.version_of(&key).await
-                } else {
-                    Err(Error::AlreadyExists { key })
-                }
-            }
-            r => r,
-        }
     }
 }
 
