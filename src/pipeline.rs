@@ -8,6 +8,13 @@
 //! [`Sealer::tick`] between groups, which seals when the batch is full or
 //! the flush interval has passed, and backs off exponentially (up to 10 s)
 //! while the store fails.
+//!
+//! A seal's writes (the batch object, then the seal) run on the sealer's
+//! own runtime thread, one seal at a time, while the caller goes on
+//! chaining and spooling into the next batch; a later `tick` takes the
+//! outcome. Before a batch is fixed, a spool marker naming it is written,
+//! so each seal covers exactly the spooled lines before its marker; the
+//! spool's older segments go once that batch is sealed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -116,7 +123,23 @@ pub struct Sealer {
     /// A spool write or sync failed at some point: what was chained since
     /// may not be durable. The collector stops on this; the layer counts it.
     spool_broken: bool,
+    /// The seal being written, apart from this thread.
+    in_flight: Option<InFlight>,
+    /// The batch named by the newest spool marker, until it is sealed: the
+    /// segments before that marker may go only then.
+    marker: Option<u64>,
 }
+
+/// A seal whose writes run on the runtime's thread while records keep coming.
+#[derive(Debug)]
+struct InFlight {
+    handle: tokio::task::JoinHandle<crate::writer::SealDone>,
+    /// When the oldest record it seals was chained.
+    since: Option<Instant>,
+}
+
+/// How often a seal in flight is checked for completion.
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(2);
 
 /// What [`Sealer::open`] found in the spool from an earlier run.
 #[derive(Debug, Default)]
@@ -161,7 +184,11 @@ impl Sealer {
         counters: Arc<Counters>,
         visit: Option<&mut dyn FnMut(&TraceRecord)>,
     ) -> Result<(Sealer, Recovered)> {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // One thread of its own: seal writes run there while the caller
+        // goes on chaining and spooling (see Sealer::tick).
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sealtrail-seal")
             .enable_all()
             .build()
             .map_err(|source| crate::Error::Io {
@@ -208,6 +235,8 @@ impl Sealer {
             pending_since: None,
             spool_failed: None,
             spool_broken: false,
+            in_flight: None,
+            marker: None,
         };
         for u in unsealed {
             match u {
@@ -271,18 +300,18 @@ impl Sealer {
         self.spool_broken
     }
 
-    /// Records that fit in the pending batch before it is full (at least one, at most `cap`).
+    /// Records that fit in the next batch before it is full (at least one, at most `cap`).
     pub fn room(&self, cap: usize) -> usize {
         self.cfg
             .max_batch_records
-            .saturating_sub(self.writer.pending_records())
+            .saturating_sub(self.writer.open_records())
             .clamp(1, cap.max(1))
     }
 
-    /// Whether the pending batch reached a limit.
+    /// Whether the next batch (records not being sealed yet) reached a limit.
     pub fn full(&self) -> bool {
-        self.writer.pending_records() >= self.cfg.max_batch_records
-            || self.writer.pending_bytes() >= self.cfg.max_batch_bytes
+        self.writer.open_records() >= self.cfg.max_batch_records
+            || self.writer.open_bytes() >= self.cfg.max_batch_bytes
     }
 
     /// Records chained but not sealed.
@@ -297,25 +326,119 @@ impl Sealer {
 
     /// When [`Sealer::tick`] next has something to do.
     pub fn next_seal(&self) -> Instant {
-        self.next_seal
-    }
-
-    /// Seals when due: the batch is full (and the store is not failing), or
-    /// the flush interval (or the backoff after failures) has passed.
-    /// `held` are the records still held, encoded ([`spool::encode_held`]),
-    /// written again when the spool compacts ([`Spool::sealed`]).
-    pub fn tick<'a>(&mut self, held: impl IntoIterator<Item = (u64, &'a [u8])>) {
-        if (self.full() && self.failures == 0) || Instant::now() >= self.next_seal {
-            self.failures = match self.seal(false, held) {
-                Ok(()) => 0,
-                Err(_) => self.failures.saturating_add(1),
-            };
-            self.next_seal = Instant::now() + self.retry_delay();
+        match self.in_flight {
+            Some(_) => self.next_seal.min(Instant::now() + IN_FLIGHT_POLL),
+            None => self.next_seal,
         }
     }
 
-    /// Seals now (pending records, or a heartbeat when due), whatever the backoff.
-    pub fn flush<'a>(&mut self, held: impl IntoIterator<Item = (u64, &'a [u8])>) -> Result<()> {
+    /// Seals when due: the batch is full (and the store is not failing), or
+    /// the flush interval (or the backoff after failures) has passed. The
+    /// seal's writes run on the sealer's own thread; records chained
+    /// meanwhile go to the next batch, and a later `tick` takes the outcome.
+    /// `held` are the records still held, encoded ([`spool::encode_held`]),
+    /// written again when the spool compacts ([`Spool::sealed`]).
+    pub fn tick<'a>(&mut self, held: impl IntoIterator<Item = (u64, &'a [u8])>) {
+        if let Some(f) = &self.in_flight {
+            if !f.handle.is_finished() {
+                return;
+            }
+            let _ = self.complete(held);
+        }
+        if (self.full() && self.failures == 0) || Instant::now() >= self.next_seal {
+            self.start();
+        }
+    }
+
+    /// Starts a seal: of the batch whose seal failed, if any, else of every
+    /// pending record (behind a new spool marker), else a heartbeat when due.
+    fn start(&mut self) {
+        if self.writer.pending_records() == 0 && !self.writer.heartbeat_due() {
+            self.next_seal = Instant::now() + self.cfg.flush_interval;
+            return;
+        }
+        if self.writer.open_records() > 0 && !self.writer.has_frozen() {
+            let batch_no = self.writer.next_batch_no();
+            if let Err(e) = self.spool.mark_sealing(batch_no) {
+                tracing::error!(error = %e, "the spool marker could not be written");
+                self.counters.spool_errors.fetch_add(1, Ordering::Relaxed);
+                self.spool_broken = true;
+                self.next_seal = Instant::now() + self.retry_delay();
+                return;
+            }
+            self.marker = Some(batch_no);
+        }
+        match self.writer.begin_seal(false) {
+            Ok(job) => {
+                self.in_flight = Some(InFlight {
+                    handle: self.rt.spawn(job.run()),
+                    since: self.pending_since.take(),
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a seal could not be prepared");
+                self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                self.failures = self.failures.saturating_add(1);
+                self.next_seal = Instant::now() + self.retry_delay();
+            }
+        }
+    }
+
+    /// Takes the outcome of the seal in flight (waiting for it).
+    fn complete<'a>(&mut self, held: impl IntoIterator<Item = (u64, &'a [u8])>) -> Result<()> {
+        let Some(f) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let done = match self.rt.block_on(f.handle) {
+            Ok(d) => d,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        let c = self.counters.clone();
+        let r = self.writer.finish_seal(done);
+        match &r {
+            Ok(receipt) => {
+                self.failures = 0;
+                c.seals.fetch_add(1, Ordering::Relaxed);
+                c.sealed.fetch_add(receipt.records, Ordering::Relaxed);
+                if let (Some(t), true) = (f.since, receipt.records > 0) {
+                    c.seal_latency.observe(t.elapsed());
+                }
+                if self.marker.is_some_and(|m| receipt.batch_no >= m) {
+                    self.marker = None;
+                    self.compact(held);
+                }
+                c.spool_bytes.store(self.spool.bytes(), Ordering::Relaxed);
+            }
+            Err(_) => {
+                c.store_errors.fetch_add(1, Ordering::Relaxed);
+                self.failures = self.failures.saturating_add(1);
+                // The batch is sealed again later: its records are the oldest.
+                if f.since.is_some() {
+                    self.pending_since = f.since;
+                }
+            }
+        }
+        self.next_seal = Instant::now() + self.retry_delay();
+        r.map(|_| ())
+    }
+
+    /// The segments before the newest marker are sealed: lets them go.
+    fn compact<'a>(&mut self, held: impl IntoIterator<Item = (u64, &'a [u8])>) {
+        if let Err(e) = self.spool.sealed(held) {
+            // Sealed, but the spool may now hold a torn entry.
+            tracing::error!(error = %e, "the spool could not be compacted");
+            self.counters.spool_errors.fetch_add(1, Ordering::Relaxed);
+            self.spool_broken = true;
+        }
+    }
+
+    /// Seals now (pending records, or a heartbeat when due), whatever the
+    /// backoff, after the seal in flight if there is one.
+    pub fn flush<'a>(
+        &mut self,
+        held: impl IntoIterator<Item = (u64, &'a [u8])> + Clone,
+    ) -> Result<()> {
+        let _ = self.complete(held.clone());
         let r = self.seal(false, held);
         self.failures = if r.is_ok() { 0 } else { self.failures + 1 };
         self.next_seal = Instant::now() + self.retry_delay();
@@ -345,11 +468,13 @@ impl Sealer {
         // records still held in them written again first; see Spool::sealed).
         let marking = pending > 0;
         if marking {
-            if let Err(e) = self.spool.mark_sealing(self.writer.last_pending_batch_no()) {
+            let named = self.writer.last_pending_batch_no();
+            if let Err(e) = self.spool.mark_sealing(named) {
                 c.spool_errors.fetch_add(1, Ordering::Relaxed);
                 self.spool_broken = true;
                 return Err(e);
             }
+            self.marker = Some(named);
         }
         let result = if closing {
             self.rt.block_on(self.writer.close()).map(Some)
@@ -366,13 +491,9 @@ impl Sealer {
                         c.seal_latency.observe(t.elapsed());
                     }
                 }
-                if marking && self.writer.pending_records() == 0 {
-                    if let Err(e) = self.spool.sealed(held) {
-                        // Sealed, but the spool may now hold a torn entry.
-                        tracing::error!(error = %e, "the spool could not be compacted");
-                        c.spool_errors.fetch_add(1, Ordering::Relaxed);
-                        self.spool_broken = true;
-                    }
+                if self.marker.is_some() && self.writer.pending_records() == 0 {
+                    self.marker = None;
+                    self.compact(held);
                 }
                 c.spool_bytes.store(self.spool.bytes(), Ordering::Relaxed);
                 Ok(())
@@ -391,6 +512,7 @@ impl Sealer {
         &mut self,
         held: impl IntoIterator<Item = (u64, &'a [u8])> + Clone,
     ) -> Result<()> {
+        let _ = self.complete(held.clone());
         let mut last = Ok(());
         for attempt in 0..3 {
             last = self.seal(true, held.clone());

@@ -507,8 +507,7 @@ impl Writer {
         if !self.pending.hashes.is_empty() {
             return self.flush().await;
         }
-        let now = (self.opts.clock)();
-        if now.saturating_sub(self.last_seal_ns) >= self.opts.heartbeat.as_nanos() as u64 {
+        if self.heartbeat_due() {
             return self.heartbeat().await.map(Some);
         }
         Ok(None)
@@ -528,6 +527,17 @@ impl Writer {
     async fn seal_batch(&mut self, closed: bool) -> Result<SealReceipt> {
         let job = self.begin_seal(closed)?;
         self.finish_seal(job.run().await)
+    }
+
+    /// Whether a batch whose seal failed waits to be sealed again as it is.
+    pub fn has_frozen(&self) -> bool {
+        self.pending.frozen.is_some()
+    }
+
+    /// Whether a heartbeat interval passed since the last seal.
+    pub fn heartbeat_due(&self) -> bool {
+        let now = (self.opts.clock)();
+        now.saturating_sub(self.last_seal_ns) >= self.opts.heartbeat.as_nanos() as u64
     }
 
     /// Whether a [`SealJob`] from [`Writer::begin_seal`] is not finished yet.

@@ -1065,6 +1065,93 @@ fn a_failing_store_backs_clients_off_and_loses_nothing_acknowledged() {
 }
 
 #[test]
+fn exports_are_acknowledged_while_a_seal_waits_for_the_store() {
+    let bucket = std::env::var("SEALTRAIL_TEST_S3_BUCKET").unwrap_or_else(|_| {
+        panic!("SEALTRAIL_TEST_S3_BUCKET is not set: run the suite with `bash scripts/test`, which starts the S3 server")
+    });
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (set by scripts/test)");
+    let target = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("AWS_ENDPOINT_URL is http://<ip>:<port>");
+    let proxy = common::StallProxy::start(target);
+    let dir = workdir();
+    let store = format!("s3://{bucket}/stalled-seal-{}", std::process::id());
+    let c = Collector::start_with(
+        dir.path(),
+        &[
+            "--store",
+            &store,
+            "--retention",
+            "1d",
+            "--flush-interval",
+            "100ms",
+        ],
+        |cmd| {
+            cmd.env("AWS_ENDPOINT_URL", format!("http://{}", proxy.addr));
+        },
+    );
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = c.url("/v1/traces");
+    let counter = |name: &str| -> u64 {
+        let m = http.get(c.url("/metrics")).send().unwrap().text().unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}:\n{m}"))
+    };
+    let wait_sealed = |n: u64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while counter("sealtrail_records_sealed_total") < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not sealed:\n{}",
+                c.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(stream_request(&http, &url, 0).0.map(|a| a.0), Some(200));
+    wait_sealed(50);
+
+    // The store hangs: the next seal waits for it, and exports are still
+    // acknowledged (durable in the spool) meanwhile.
+    proxy.stall(true);
+    for batch in 1..=5 {
+        let (answer, _) = stream_request(&http, &url, batch);
+        assert_eq!(
+            answer.as_ref().map(|a| a.0),
+            Some(200),
+            "export {batch} while the store hangs: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert_eq!(counter("sealtrail_records_spooled_total"), 300);
+    assert_eq!(
+        counter("sealtrail_records_sealed_total"),
+        50,
+        "the store hangs"
+    );
+
+    // The store is back: everything is sealed, and the archive is intact.
+    proxy.stall(false);
+    wait_sealed(300);
+    c.stop_ok();
+    let o = std::process::Command::new(common::bin())
+        .args(["verify", "--store", &store, "--public-key", "k.key.pub"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("300 record(s)"), "{out}");
+}
+
+#[test]
 fn connections_past_the_limit_wait_until_one_closes_or_idles_out() {
     let dir = workdir();
     let c = Collector::start(

@@ -205,3 +205,56 @@ pub fn session<'a>(all: &'a [TraceRecord], session: &str) -> Vec<&'a TraceRecord
     v.sort_by_key(|r| r.seq);
     v
 }
+
+/// A TCP proxy to `target` that can be told to stop forwarding: a store
+/// that hangs. Data already sent waits until forwarding resumes.
+pub struct StallProxy {
+    pub addr: std::net::SocketAddr,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StallProxy {
+    pub fn start(target: std::net::SocketAddr) -> StallProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stalled.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let (Ok(down), Ok(up)) = (conn, std::net::TcpStream::connect(target)) else {
+                    continue;
+                };
+                let pairs = [
+                    (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                    (up, down),
+                ];
+                for (mut from, mut to) in pairs {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 64 << 10];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            while s.load(Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        StallProxy { addr, stalled }
+    }
+
+    /// Stops (`true`) or resumes forwarding.
+    pub fn stall(&self, on: bool) {
+        self.stalled.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+}
