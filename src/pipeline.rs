@@ -9,8 +9,9 @@
 //! the flush interval has passed, and backs off exponentially (up to 10 s)
 //! while the store fails.
 //!
-//! A seal's writes (the batch object, then the seal) run on the sealer's
-//! own runtime thread, one seal at a time, while the caller goes on
+//! A seal's work (compressing the batch, writing its object, signing and
+//! writing the seal) runs on the sealer's own runtime thread, one seal at a
+//! time, while the caller goes on
 //! chaining and spooling into the next batch; a later `tick` takes the
 //! outcome. Before a batch is fixed, a spool marker naming it is written,
 //! so each seal covers exactly the spooled lines before its marker; the

@@ -151,24 +151,27 @@ pub struct SealReceipt {
     pub records: u64,
 }
 
+/// Records chained and not sealed.
 #[derive(Default)]
 struct Pending {
+    /// The lines and hashes of the records not yet fixed in a batch.
     lines: Vec<u8>,
     hashes: Vec<Digest>,
-    /// Summaries of the records after the frozen ones.
+    /// Their sessions.
     sessions: BTreeMap<String, SessionSummary>,
-    /// The first records of `lines`, fixed as a batch whose seal failed:
-    /// it is sealed again as it is.
+    /// A batch whose seal failed: it is sealed again as it is.
     frozen: Option<Frozen>,
-    /// Records and line bytes at the start of `lines` that a [`SealJob`]
-    /// is sealing now.
+    /// Records and line bytes of the batch a [`SealJob`] is sealing now.
     sealing: Option<(usize, usize)>,
 }
 
 /// A batch whose content is fixed.
 #[derive(Clone, Default)]
 struct Frozen {
-    /// The batch object's reference (its version id once written).
+    /// Its lines, until compressed.
+    lines: Vec<u8>,
+    hashes: Vec<Digest>,
+    /// The batch object's reference, once compressed (its version id once written).
     batch: Option<BatchRef>,
     /// The batch object, compressed.
     bytes: Bytes,
@@ -184,6 +187,7 @@ pub struct SealJob {
     archive: Archive,
     key: SigningKey,
     writer: String,
+    zstd_level: i32,
     frozen: Frozen,
     body: SealBody,
     seal_key: String,
@@ -214,8 +218,9 @@ impl fmt::Debug for SealDone {
 }
 
 impl SealJob {
-    /// Writes the batch object (an identical one left by an earlier attempt
-    /// is accepted), then signs and writes the seal.
+    /// Compresses the batch (the first time), writes the batch object (an
+    /// identical one left by an earlier attempt is accepted), then signs and
+    /// writes the seal.
     pub async fn run(mut self) -> SealDone {
         let result = self.write().await;
         SealDone {
@@ -224,7 +229,34 @@ impl SealJob {
         }
     }
 
+    /// Compresses the lines and fixes the batch object's reference.
+    fn compress(&mut self) -> Result<()> {
+        let f = &mut self.frozen;
+        if f.records == 0 || f.batch.is_some() {
+            return Ok(());
+        }
+        let compressed =
+            zstd::bulk::compress(&f.lines, self.zstd_level).map_err(|source| Error::Io {
+                path: "zstd".into(),
+                source,
+            })?;
+        let sha256 = Digest::sha256(&compressed);
+        f.batch = Some(BatchRef {
+            key: layout::batch_key(&self.writer, self.body.batch_no, &sha256),
+            len: compressed.len() as u64,
+            merkle_root: merkle::root(&f.hashes).unwrap_or_default(),
+            records: f.records as u64,
+            sha256,
+            version_id: None,
+        });
+        f.bytes = Bytes::from(compressed);
+        f.lines = Vec::new();
+        f.hashes = Vec::new();
+        Ok(())
+    }
+
     async fn write(&mut self) -> Result<(Seal, Option<String>)> {
+        self.compress()?;
         if let Some(b) = &mut self.frozen.batch {
             b.version_id =
                 put_batch(&self.archive, &b.key, self.frozen.bytes.clone(), &b.sha256).await?;
@@ -294,7 +326,7 @@ impl fmt::Debug for Writer {
             .field("archive", &self.archive)
             .field("id", &self.id)
             .field("batch_no", &self.batch_no)
-            .field("pending", &self.pending.hashes.len())
+            .field("pending", &self.pending_records())
             .field("closed", &self.closed)
             .finish_non_exhaustive()
     }
@@ -401,19 +433,23 @@ impl Writer {
     /// records came after it.
     pub fn last_pending_batch_no(&self) -> u64 {
         match &self.pending.frozen {
-            Some(f) if self.pending.hashes.len() > f.records => self.batch_no + 1,
+            Some(_) if !self.pending.hashes.is_empty() => self.batch_no + 1,
             _ => self.batch_no,
         }
     }
 
     /// Records appended but not yet sealed.
     pub fn pending_records(&self) -> usize {
-        self.pending.hashes.len()
+        let fixed = self.pending.sealing.map(|(r, _)| r).unwrap_or(0)
+            + self.pending.frozen.as_ref().map_or(0, |f| f.records);
+        self.pending.hashes.len() + fixed
     }
 
     /// Uncompressed bytes appended but not yet sealed.
     pub fn pending_bytes(&self) -> usize {
-        self.pending.lines.len()
+        let fixed = self.pending.sealing.map(|(_, b)| b).unwrap_or(0)
+            + self.pending.frozen.as_ref().map_or(0, |f| f.line_bytes);
+        self.pending.lines.len() + fixed
     }
 
     /// The session chains.
@@ -490,7 +526,7 @@ impl Writer {
     /// earlier attempt wrote a batch object but not its seal. Returns the last seal.
     pub async fn flush(&mut self) -> Result<Option<SealReceipt>> {
         let mut last = None;
-        while !self.pending.hashes.is_empty() {
+        while self.pending_records() > 0 {
             last = Some(self.seal_batch(false).await?);
         }
         Ok(last)
@@ -504,7 +540,7 @@ impl Writer {
     /// Seals pending records, or an empty heartbeat batch when nothing was
     /// sealed for a heartbeat interval. Call it at least every flush interval.
     pub async fn tick(&mut self) -> Result<Option<SealReceipt>> {
-        if !self.pending.hashes.is_empty() {
+        if self.pending_records() > 0 {
             return self.flush().await;
         }
         if self.heartbeat_due() {
@@ -547,23 +583,19 @@ impl Writer {
 
     /// Pending records not in the batch being sealed or to be sealed again.
     pub fn open_records(&self) -> usize {
-        let fixed = self.pending.sealing.map(|(r, _)| r).unwrap_or(0)
-            + self.pending.frozen.as_ref().map_or(0, |f| f.records);
-        self.pending.hashes.len() - fixed
+        self.pending.hashes.len()
     }
 
     /// Pending line bytes not in the batch being sealed or to be sealed again.
     pub fn open_bytes(&self) -> usize {
-        let fixed = self.pending.sealing.map(|(_, b)| b).unwrap_or(0)
-            + self.pending.frozen.as_ref().map_or(0, |f| f.line_bytes);
-        self.pending.lines.len() - fixed
+        self.pending.lines.len()
     }
 
     /// Fixes the next seal: the batch whose seal failed, if there is one
     /// (sealed again as it was: re-batching it could leave an object
-    /// unsealed), else every pending record (none: a heartbeat). Compresses
-    /// the batch and returns the writes to do; records may be appended
-    /// while they run. Give the job's outcome to [`Writer::finish_seal`]
+    /// unsealed), else every pending record (none: a heartbeat), and returns
+    /// the work to do (compressing, writing); records may be appended while
+    /// it runs. Give the job's outcome to [`Writer::finish_seal`]
     /// before beginning another.
     pub fn begin_seal(&mut self, closed: bool) -> Result<SealJob> {
         if self.closed {
@@ -579,7 +611,7 @@ impl Writer {
         }
         let frozen = match self.pending.frozen.take() {
             Some(f) => f,
-            None => self.freeze()?,
+            None => self.freeze(),
         };
         self.pending.sealing = Some((frozen.records, frozen.line_bytes));
         let body = SealBody {
@@ -599,6 +631,7 @@ impl Writer {
             archive: self.archive.clone(),
             key: self.key.clone(),
             writer: self.id.clone(),
+            zstd_level: self.opts.zstd_level,
             seal_key: layout::seal_key(&self.id, self.batch_no),
             frozen,
             body,
@@ -619,9 +652,6 @@ impl Writer {
             }
         };
         self.prev_seal_version = version;
-        self.pending.lines.drain(..frozen.line_bytes);
-        self.pending.hashes.drain(..frozen.records);
-        self.last_line = self.last_line.saturating_sub(frozen.line_bytes);
         self.batch_no += 1;
         self.prev_seal = sealed.hash;
         self.last_seal_ns = sealed.body.created_ns;
@@ -637,39 +667,20 @@ impl Writer {
         })
     }
 
-    /// Fixes the pending records as the next batch and compresses it.
-    /// Records appended later go to the next batch.
-    fn freeze(&mut self) -> Result<Frozen> {
-        let records = self.pending.hashes.len();
-        if records == 0 {
-            return Ok(Frozen::default());
-        }
-        let compressed =
-            zstd::bulk::compress(&self.pending.lines, self.opts.zstd_level).map_err(|source| {
-                Error::Io {
-                    path: "zstd".into(),
-                    source,
-                }
-            })?;
-        let sha256 = Digest::sha256(&compressed);
-        let key = layout::batch_key(&self.id, self.batch_no, &sha256);
-        let len = compressed.len() as u64;
-        Ok(Frozen {
-            batch: Some(BatchRef {
-                key,
-                len,
-                merkle_root: merkle::root(&self.pending.hashes).unwrap_or_default(),
-                records: records as u64,
-                sha256,
-                version_id: None,
-            }),
-            bytes: Bytes::from(compressed),
-            records,
+    /// Fixes the pending records as the next batch (compressed later, by
+    /// its [`SealJob`]). Records appended later go to the next batch.
+    fn freeze(&mut self) -> Frozen {
+        self.last_line = 0;
+        Frozen {
+            records: self.pending.hashes.len(),
             line_bytes: self.pending.lines.len(),
+            lines: std::mem::take(&mut self.pending.lines),
+            hashes: std::mem::take(&mut self.pending.hashes),
             sessions: std::mem::take(&mut self.pending.sessions)
                 .into_values()
                 .collect(),
-        })
+            ..Frozen::default()
+        }
     }
 }
 
