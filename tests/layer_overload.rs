@@ -114,3 +114,86 @@ async fn drop_with_gap_record_states_its_loss_and_verify_reports_it() {
     assert_eq!(reported, stats.dropped, "{}", show(&report));
     assert!(!report.is_intact());
 }
+
+/// While the store fails, `Block` keeps memory bounded: past the backlog
+/// limit the worker takes no more spans, the queue fills and the agent
+/// waits. Nothing is dropped, and once the store is back everything is
+/// sealed and verify is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_waits_at_the_backlog_limit_while_the_store_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let archive = Archive::open(data.to_str().unwrap()).unwrap();
+    const BACKLOG: usize = 32 << 10;
+    let (layer, guard) = layer_builder(&archive, dir.path())
+        .with_queue_capacity(8)
+        .with_max_batch_records(16)
+        .with_max_backlog(BACKLOG)
+        .with_flush_interval(Duration::from_millis(1))
+        .with_shutdown_timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+
+    // The store fails: its directory is replaced by a file.
+    let moved = dir.path().join("data.away");
+    std::fs::rename(&data, &moved).unwrap();
+    std::fs::write(&data, b"not a directory").unwrap();
+
+    let n = 2_000;
+    let emitted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let e = emitted.clone();
+    let agent = std::thread::spawn(move || {
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            for i in 0..n {
+                info_span!(
+                    "execute_tool",
+                    gen_ai.operation.name = "execute_tool",
+                    audit.session_id = "s",
+                    i
+                )
+                .in_scope(|| {});
+                e.store(i + 1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    });
+
+    // The agent stops: it waits for room rather than filling memory.
+    let progress = || emitted.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = progress();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = progress();
+        assert!(
+            now < n,
+            "all {n} spans were taken while the store failed: no backpressure"
+        );
+        if now == last && guard.stats().store_errors > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never waited"
+        );
+        last = now;
+    }
+    let stats = guard.stats();
+    assert!(
+        stats.backlog_bytes >= BACKLOG as u64 && stats.backlog_bytes < 2 * BACKLOG as u64,
+        "{stats:?}"
+    );
+    assert_eq!(stats.dropped, 0);
+
+    // The store is back: the agent goes on, and everything is sealed.
+    std::fs::remove_file(&data).unwrap();
+    std::fs::rename(&moved, &data).unwrap();
+    agent.join().unwrap();
+    let stats = guard.stats();
+    drop(guard);
+    assert_eq!((stats.captured, stats.dropped), (n as u64, 0));
+    let records = all_records(&archive).await;
+    assert_eq!(records.len(), n);
+    let report = verify_now(&archive).await;
+    assert!(report.is_intact(), "{}", show(&report));
+}

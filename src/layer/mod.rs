@@ -20,7 +20,7 @@ mod worker;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -46,6 +46,9 @@ use fields::Capture as FieldCapture;
 pub const SIGNING_KEY_ENV: &str = "SEALTRAIL_SIGNING_KEY_FILE";
 /// Default spool directory.
 pub const DEFAULT_SPOOL_DIR: &str = "./sealtrail-spool";
+
+/// Default of [`AuditLayerBuilder::with_max_backlog`]: 64 MiB.
+pub const DEFAULT_MAX_BACKLOG: usize = 64 << 20;
 pub use crate::record::GAP_SESSION;
 
 /// Which spans become records.
@@ -89,12 +92,20 @@ pub struct Stats {
     pub store_errors: u64,
     /// Failed spool writes (the records are still sealed, but were not durable in between).
     pub spool_errors: u64,
+    /// Bytes of records chained and spooled but not sealed yet. It grows
+    /// while the store is slow or failing, up to about the backlog limit
+    /// ([`AuditLayerBuilder::with_max_backlog`]).
+    pub backlog_bytes: u64,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) captured: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// Bytes chained but not sealed (set by the worker).
+    pub(crate) backlog: AtomicU64,
+    /// The guard is being dropped: the worker stops waiting for room.
+    pub(crate) closing: AtomicBool,
     pub(crate) sealer: Arc<crate::pipeline::Counters>,
 }
 
@@ -110,6 +121,7 @@ impl Counters {
             seals: g(&p.seals),
             store_errors: g(&p.store_errors),
             spool_errors: g(&p.spool_errors),
+            backlog_bytes: g(&self.backlog),
         }
     }
 }
@@ -252,6 +264,7 @@ pub struct AuditLayerBuilder {
     heartbeat: Duration,
     max_batch_records: usize,
     max_batch_bytes: usize,
+    max_backlog: usize,
     queue_capacity: usize,
     session_keys: Vec<String>,
     capture: Capture,
@@ -276,6 +289,7 @@ impl fmt::Debug for AuditLayerBuilder {
             .field("heartbeat", &self.heartbeat)
             .field("overload", &self.overload)
             .field("capture", &self.capture)
+            .field("max_backlog", &self.max_backlog)
             .finish_non_exhaustive()
     }
 }
@@ -298,6 +312,7 @@ impl Default for AuditLayerBuilder {
             heartbeat: crate::writer::DEFAULT_HEARTBEAT,
             max_batch_records: 10_000,
             max_batch_bytes: 8 << 20,
+            max_backlog: DEFAULT_MAX_BACKLOG,
             queue_capacity: 65_536,
             session_keys: map::DEFAULT_SESSION_KEYS
                 .iter()
@@ -389,6 +404,17 @@ impl AuditLayerBuilder {
         self.max_batch_bytes = n.max(1);
         self
     }
+    /// Bytes of records that may wait for their seal (default 64 MiB) while
+    /// the store is slow or failing. They are spooled, so durable, but also
+    /// kept in memory until sealed. At the limit the worker takes no more
+    /// spans until a seal succeeds: the queue fills and the overload policy
+    /// applies ([`Overload::Block`]: the agent waits for the store;
+    /// [`Overload::DropWithGapRecord`]: spans are dropped and the loss is
+    /// recorded). See [`Stats::backlog_bytes`].
+    pub fn with_max_backlog(mut self, bytes: usize) -> Self {
+        self.max_backlog = bytes.max(1);
+        self
+    }
     /// Capacity of the queue to the worker, in spans (default 65,536).
     pub fn with_queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n.max(1);
@@ -474,6 +500,7 @@ impl AuditLayerBuilder {
             },
             resource: self.resource.clone(),
             counters: counters.clone(),
+            max_backlog: self.max_backlog,
         };
         let thread = std::thread::Builder::new()
             .name("sealtrail-worker".into())
@@ -565,6 +592,7 @@ impl FlushGuard {
 
 impl Drop for FlushGuard {
     fn drop(&mut self) {
+        self.counters.closing.store(true, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         if self.tx.send(Msg::Shutdown(tx)).is_ok() && rx.recv_timeout(self.timeout).is_ok() {
             if let Some(t) = self.thread.take() {

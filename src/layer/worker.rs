@@ -18,6 +18,7 @@ pub(crate) struct Config {
     pub(crate) sealer: SealerConfig,
     pub(crate) resource: Attributes,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) max_backlog: usize,
 }
 
 /// Spans taken from the queue in one go, spooled with one fsync.
@@ -29,10 +30,14 @@ const LINGER: Duration = Duration::from_millis(2);
 /// The layer never holds records: every span knows its session when it closes.
 const NOTHING_HELD: [(u64, &[u8]); 0] = [];
 
+/// How often the worker looks again while the backlog is full.
+const BACKLOG_POLL: Duration = Duration::from_millis(10);
+
 struct Worker {
     sealer: Sealer,
     resource: Attributes,
     counters: Arc<Counters>,
+    max_backlog: usize,
     reported_dropped: u64,
     last_gap_ns: u64,
 }
@@ -55,6 +60,7 @@ pub(crate) fn run(
         sealer,
         resource: cfg.resource,
         counters: cfg.counters,
+        max_backlog: cfg.max_backlog,
         reported_dropped: 0,
         last_gap_ns: now_ns(),
     };
@@ -68,6 +74,7 @@ impl Worker {
     fn serve(&mut self, rx: Receiver<Msg>) {
         let mut group: Vec<TraceRecord> = Vec::with_capacity(GROUP);
         loop {
+            self.wait_for_room();
             let wait = self
                 .sealer
                 .next_seal()
@@ -128,7 +135,33 @@ impl Worker {
                 _ => {}
             }
             self.sealer.tick(NOTHING_HELD);
+            self.publish_backlog();
         }
+    }
+
+    /// While the records waiting for their seal fill the backlog (the store
+    /// is slow or failing), takes no more spans, so that memory stays
+    /// bounded: the queue fills and the overload policy applies. Seals (and
+    /// retries) meanwhile; returns once there is room, or when the guard is
+    /// dropped (what is queued then is spooled and the final seal tried).
+    fn wait_for_room(&mut self) {
+        while self.sealer.pending_bytes() >= self.max_backlog
+            && !self.counters.closing.load(Ordering::Relaxed)
+        {
+            let wait = self
+                .sealer
+                .next_seal()
+                .saturating_duration_since(Instant::now());
+            std::thread::sleep(wait.min(BACKLOG_POLL));
+            self.sealer.tick(NOTHING_HELD);
+            self.publish_backlog();
+        }
+    }
+
+    fn publish_backlog(&self) {
+        self.counters
+            .backlog
+            .store(self.sealer.pending_bytes() as u64, Ordering::Relaxed);
     }
 
     fn record(&self, c: super::Closed) -> TraceRecord {
