@@ -163,7 +163,15 @@ struct Pending {
     frozen: Option<Frozen>,
     /// Records and line bytes of the batch a [`SealJob`] is sealing now.
     sealing: Option<(usize, usize)>,
+    /// The buffers of the batch sealed last, emptied, for the next one: a
+    /// fresh buffer of a batch's size costs a page fault (and the zeroing
+    /// of a page) every 4 KiB of records.
+    spare: Option<(Vec<u8>, Vec<Digest>)>,
 }
+
+/// The largest line buffer kept for the next batch (a batch that grew
+/// while the store was slow is not kept).
+const SPARE_MAX: usize = 32 << 20;
 
 /// A batch whose content is fixed.
 #[derive(Clone, Default)]
@@ -250,8 +258,13 @@ impl SealJob {
             version_id: None,
         });
         f.bytes = Bytes::from(compressed);
-        f.lines = Vec::new();
-        f.hashes = Vec::new();
+        // Emptied, and given back to the writer by `finish_seal`.
+        f.lines.clear();
+        f.hashes.clear();
+        if f.lines.capacity() > SPARE_MAX {
+            f.lines = Vec::new();
+            f.hashes = Vec::new();
+        }
         Ok(())
     }
 
@@ -658,6 +671,9 @@ impl Writer {
         if sealed.body.closed {
             self.closed = true;
         }
+        if frozen.lines.capacity() > 0 && frozen.lines.is_empty() {
+            self.pending.spare = Some((frozen.lines, frozen.hashes));
+        }
         Ok(SealReceipt {
             batch_no: sealed.body.batch_no,
             seal_key: layout::seal_key(&self.id, sealed.body.batch_no),
@@ -671,11 +687,12 @@ impl Writer {
     /// its [`SealJob`]). Records appended later go to the next batch.
     fn freeze(&mut self) -> Frozen {
         self.last_line = 0;
+        let (lines, hashes) = self.pending.spare.take().unwrap_or_default();
         Frozen {
             records: self.pending.hashes.len(),
             line_bytes: self.pending.lines.len(),
-            lines: std::mem::take(&mut self.pending.lines),
-            hashes: std::mem::take(&mut self.pending.hashes),
+            lines: std::mem::replace(&mut self.pending.lines, lines),
+            hashes: std::mem::replace(&mut self.pending.hashes, hashes),
             sessions: std::mem::take(&mut self.pending.sessions)
                 .into_values()
                 .collect(),
