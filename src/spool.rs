@@ -10,7 +10,10 @@
 //! deletes the segments before the active one, whose lines the seal now
 //! covers (see below for segments that hold held records). After a crash, [`Spool::open`] returns every entry left;
 //! [`unsealed`] keeps those after the last marker whose seal exists, which
-//! the writer adopts again ([`crate::Writer::adopt`]), continuing its chains.
+//! the writer adopts again ([`crate::Writer::adopt`]), continuing its chains;
+//! those before the next marker (a seal begun, not written: its batch object
+//! may be in the store already) are sealed again as exactly that batch
+//! ([`Recovery::begun`]), so that no object is left that no seal covers.
 //!
 //! The collector also spools records whose session is not known yet
 //! ([`Spool::append_held`], with a hold id, not chained) and, once known,
@@ -499,19 +502,33 @@ fn read_segment(path: &Path, newest: bool, out: &mut Vec<Entry>) -> Result<u64> 
 /// The records of `entries` that no seal covers yet, given the writer's next
 /// batch number: those after the last marker whose seal exists.
 pub fn unsealed(entries: Vec<Entry>, next_batch_no: u64) -> Vec<Unsealed> {
-    recover(entries, next_batch_no, None).0
+    recover(entries, next_batch_no, None).unsealed
 }
 
-/// Sorts the entries an earlier run left (taking them): the records no seal
-/// covers yet, as [`unsealed`]; the held records not released, as [`held`];
-/// and a hold id larger than every one in the spool. `visit`, if given,
+/// What an earlier run left in the spool, sorted by [`recover`].
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// The records no seal covers yet, in spool order, as [`unsealed`].
+    pub unsealed: Vec<Unsealed>,
+    /// How many of the first `unsealed` form the batch whose seal was begun
+    /// (their marker, naming the writer's next batch, is in the spool) but
+    /// not written: they are sealed again as exactly that batch, since its
+    /// object may already be in the store. 0 when no seal was begun.
+    pub begun: usize,
+    /// The held records not released, as [`held`].
+    pub held: Vec<(u64, TraceRecord)>,
+    /// A hold id larger than every one in the spool.
+    pub next_hold_id: u64,
+}
+
+/// Sorts the entries an earlier run left (taking them): see [`Recovery`]. `visit`, if given,
 /// sees every record of a chained line or of an earlier version's entry,
 /// sealed or not, in spool order, one at a time.
 pub fn recover(
     entries: Vec<Entry>,
     next_batch_no: u64,
     mut visit: Option<&mut dyn FnMut(&TraceRecord)>,
-) -> (Vec<Unsealed>, Vec<(u64, TraceRecord)>, u64) {
+) -> Recovery {
     let cut = entries
         .iter()
         .rposition(|e| matches!(e, Entry::Sealing { batch_no } if *batch_no < next_batch_no))
@@ -520,6 +537,7 @@ pub fn recover(
     let mut held = std::collections::BTreeMap::new();
     let mut released = std::collections::HashSet::new();
     let mut next_hold_id = 0;
+    let mut begun = None;
     for (i, e) in entries.into_iter().enumerate() {
         match e {
             Entry::Record(r) => {
@@ -551,11 +569,21 @@ pub fn recover(
                     held.entry(id).or_insert(record);
                 }
             }
-            Entry::Sealing { .. } => {}
+            Entry::Sealing { .. } => {
+                // The first marker after the last sealed one: its seal was
+                // begun (and it names the writer's next batch).
+                if i >= cut && begun.is_none() {
+                    begun = Some(out.len());
+                }
+            }
         }
     }
-    let held = held.into_iter().map(|(id, r)| (id, *r)).collect();
-    (out, held, next_hold_id)
+    Recovery {
+        unsealed: out,
+        begun: begun.unwrap_or(0),
+        held: held.into_iter().map(|(id, r)| (id, *r)).collect(),
+        next_hold_id,
+    }
 }
 
 /// A held record as [`Spool::append_held_encoded`] takes it: its JSON.
@@ -569,7 +597,7 @@ pub fn encode_held(record: &TraceRecord) -> Result<Vec<u8>> {
 
 /// The held records of `entries` that no entry releases, once each, by hold id.
 pub fn held(entries: &[Entry]) -> Vec<(u64, TraceRecord)> {
-    recover(entries.to_vec(), 0, None).1
+    recover(entries.to_vec(), 0, None).held
 }
 
 #[cfg(test)]

@@ -683,6 +683,20 @@ impl Writer {
         })
     }
 
+    /// Fixes the pending records as the next batch, as a seal begun before a
+    /// crash fixed them: the next seal seals exactly these records (so a
+    /// batch object an earlier attempt wrote is the same object), and
+    /// records appended later go to the batch after. Does nothing when a
+    /// batch is already fixed or nothing is pending.
+    pub fn fix_pending(&mut self) {
+        if self.pending.frozen.is_none()
+            && self.pending.sealing.is_none()
+            && !self.pending.hashes.is_empty()
+        {
+            self.pending.frozen = Some(self.freeze());
+        }
+    }
+
     /// Fixes the pending records as the next batch (compressed later, by
     /// its [`SealJob`]). Records appended later go to the next batch.
     fn freeze(&mut self) -> Frozen {
