@@ -113,6 +113,25 @@ async fn drop_with_gap_record_states_its_loss_and_verify_reports_it() {
         .sum();
     assert_eq!(reported, stats.dropped, "{}", show(&report));
     assert!(!report.is_intact());
+
+    // Verifying one session still states the losses (a gap record does not
+    // say which sessions lost spans).
+    let one = sealtrail::verify(
+        &archive,
+        &[key().verifying_key()],
+        &sealtrail::VerifyOptions::default().with_session("s"),
+    )
+    .await
+    .unwrap();
+    let reported: u64 = one
+        .findings
+        .iter()
+        .map(|f| match f.problem {
+            Problem::RecordsDropped { count, .. } => count,
+            ref p => panic!("unexpected finding {p:?}"),
+        })
+        .sum();
+    assert_eq!(reported, stats.dropped, "{}", show(&one));
 }
 
 /// While the store fails, `Block` keeps memory bounded: past the backlog

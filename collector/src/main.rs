@@ -162,7 +162,7 @@ async fn run_verify(a: &VerifyArgs) -> sealtrail::Result<ExitCode> {
         .iter()
         .map(|p| keys::read_verifying_key(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let archive = Archive::open(&a.store)?;
+    let archive = Archive::open_existing(&a.store)?;
     let mut opts = VerifyOptions::default()
         .with_heartbeat_grace(a.heartbeat_grace)
         .with_threads(a.threads)

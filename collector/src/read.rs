@@ -64,7 +64,7 @@ fn short(v: &Value) -> String {
 }
 
 pub(crate) async fn run_sessions(a: &SessionsArgs) -> sealtrail::Result<ExitCode> {
-    let list = sessions(&Archive::open(&a.store)?).await?;
+    let list = sessions(&Archive::open_existing(&a.store)?).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
@@ -90,7 +90,7 @@ pub(crate) async fn run_sessions(a: &SessionsArgs) -> sealtrail::Result<ExitCode
 }
 
 pub(crate) async fn run_show(a: &ShowArgs) -> sealtrail::Result<ExitCode> {
-    let recs = records(&Archive::open(&a.store)?, |s| s == a.session).await?;
+    let recs = records(&Archive::open_existing(&a.store)?, |s| s == a.session).await?;
     if recs.is_empty() {
         eprintln!("no records of session {:?} in {}", a.session, a.store);
         return Ok(ExitCode::from(1));

@@ -50,6 +50,23 @@ fn keygen_then_demo_then_verify_intact() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["records"], 12);
     assert_eq!(v["findings"], serde_json::json!([]));
+
+    // A session that is not there is not "intact".
+    let o = sealtrail(
+        d,
+        &[
+            "verify",
+            "--public-key",
+            "audit.key.pub",
+            "--json",
+            "--session",
+            "no-such-session",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["findings"][0]["problem"], "session_not_found", "{v}");
+    assert_eq!(v["findings"][0]["session"], "no-such-session", "{v}");
 }
 
 #[test]
@@ -145,6 +162,40 @@ fn usage_and_io_errors_exit_2() {
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("unsupported scheme"), "{}", text(&o));
+
+    // A mistyped store path is an error, and is not created.
+    let o = sealtrail(
+        d,
+        &[
+            "verify",
+            "--public-key",
+            "audit.key.pub",
+            "--store",
+            "no-such-dir",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no archive here"), "{}", text(&o));
+    assert!(!d.join("no-such-dir").exists());
+    for cmd in [&["sessions"][..], &["show", "--session", "x"][..]] {
+        let o = sealtrail(d, &[cmd, &["--store", "no-such-dir"]].concat());
+        assert_eq!(o.status.code(), Some(2), "{cmd:?}: {}", text(&o));
+        assert!(!d.join("no-such-dir").exists());
+    }
+    // An archive without a single seal proves nothing: not intact.
+    std::fs::create_dir(d.join("empty")).unwrap();
+    let o = sealtrail(
+        d,
+        &[
+            "verify",
+            "--public-key",
+            "audit.key.pub",
+            "--store",
+            "empty",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("holds no seal"), "{}", text(&o));
 
     // A demo with a world-readable key is refused.
     #[cfg(unix)]

@@ -55,6 +55,17 @@ impl Archive {
     /// Opens the archive at `url`: `memory://`, `file:///abs/path` or a bare path.
     /// A local directory is created if it does not exist.
     pub fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, true)
+    }
+
+    /// Opens the archive at `url` to read it: as [`Archive::open`], but a
+    /// local directory that does not exist is an error (a mistyped path is
+    /// not an empty archive), and nothing is created.
+    pub fn open_existing(url: &str) -> Result<Self> {
+        Self::open_with(url, false)
+    }
+
+    fn open_with(url: &str, create: bool) -> Result<Self> {
         let bad = |reason: &str| Error::InvalidStoreUrl {
             url: url.to_owned(),
             reason: reason.to_owned(),
@@ -83,10 +94,20 @@ impl Archive {
         } else {
             std::path::PathBuf::from(url)
         };
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        if create {
+            std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        } else if !dir.is_dir() {
+            return Err(Error::Io {
+                path: dir.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no archive here: the directory does not exist",
+                ),
+            });
+        }
         let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|source| Error::Store {
             key: dir.display().to_string(),
             source,

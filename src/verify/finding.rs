@@ -65,6 +65,11 @@ impl fmt::Display for Location {
 #[serde(tag = "problem", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Problem {
+    /// The archive holds no seal at all: nothing is proven, not even that
+    /// nothing was written (a wrong store, or everything deleted).
+    NoSeals,
+    /// The session asked for (`--session`) has no record in the archive.
+    SessionNotFound,
     /// An object that no seal covers (an unsealed batch, or anything else in the archive).
     UncoveredObject,
     /// S3: a delete marker hides the object (it was verified from its version).
@@ -280,6 +285,8 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use Problem::*;
         match self {
+            NoSeals => write!(f, "the archive holds no seal: nothing is proven (wrong store, or everything deleted?)"),
+            SessionNotFound => write!(f, "no record of this session is in the archive"),
             UncoveredObject => write!(f, "object not covered by any seal"),
             DeleteMarker => write!(f, "a delete marker hides this object; its version was verified"),
             SealedVersionMissing { version_id } => {

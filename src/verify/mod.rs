@@ -399,9 +399,29 @@ pub async fn verify(
             });
         }
     }
+    if report.writers == 0 {
+        findings.push(Finding {
+            at: Location::default(),
+            problem: Problem::NoSeals,
+        });
+    }
     if let Some(session) = &opts.session {
-        findings.retain(|f| f.at.session.as_deref().is_none_or(|s| s == session));
+        // Stated losses (gap records) may concern any session: kept.
+        findings.retain(|f| {
+            f.at.session
+                .as_deref()
+                .is_none_or(|s| s == session || s == crate::record::GAP_SESSION)
+        });
         report.sessions = stitch.heads.keys().filter(|(_, s)| s == session).count() as u64;
+        if report.sessions == 0 {
+            findings.push(Finding {
+                at: Location {
+                    session: Some(session.clone()),
+                    ..Default::default()
+                },
+                problem: Problem::SessionNotFound,
+            });
+        }
     }
     findings.sort_by(|a, b| {
         let key = |f: &Finding| {
@@ -612,14 +632,9 @@ fn check_seal_chain(
             );
         }
         if let Some(b) = &body.batch {
-            let ok = matches!(layout::parse(&b.key),
-                Some(layout::Name::Batch { writer: w, batch_no }) if w == writer && batch_no == l.batch_no);
-            if !ok || !b.key.contains(&b.sha256.to_hex()[..16]) {
-                misplaced(
-                    "batch.key",
-                    layout::batch_key(writer, l.batch_no, &b.sha256),
-                    b.key.clone(),
-                );
+            let expected = layout::batch_key(writer, l.batch_no, &b.sha256);
+            if b.key != expected {
+                misplaced("batch.key", expected, b.key.clone());
             }
         }
         let problem = match seal::verify_seal(s, trusted) {
