@@ -4,7 +4,8 @@
 //! attribute conventions and resolves the session id. The whole table is in
 //! docs/MAPPING.md; each row has a unit test below.
 
-use crate::record::{Attributes, Event, Kind, Status, TraceRecord, Value};
+use crate::chain::MAX_SESSION_LEN;
+use crate::record::{Attributes, Event, Kind, Status, TraceRecord, Value, GAP_SESSION};
 
 /// `audit.kind`: an explicit kind (`llm_call`, `tool_call`, `policy_check`, `agent`, `human`, `data_access`, `span`).
 pub const AUDIT_KIND: &str = "audit.kind";
@@ -150,10 +151,26 @@ pub fn session_from<'a>(
     keys: &[impl AsRef<str>],
 ) -> Option<String> {
     keys.iter().find_map(|k| match lookup(k.as_ref())? {
-        Value::Str(s) if !s.is_empty() => Some(s.clone()),
+        Value::Str(s) if !s.is_empty() => Some(storable_session(s.clone())),
         Value::Int(i) => Some(i.to_string()),
         _ => None,
     })
+}
+
+/// A session id as the archive holds it: the id itself, unless it is
+/// longer than [`MAX_SESSION_LEN`] bytes or is the reserved
+/// [`GAP_SESSION`]; then `sha256:` and the hex SHA-256 of the id (the
+/// record's attribute still holds the id itself). So no span is refused for
+/// its session id, and no span can pose as a statement of loss.
+pub fn storable_session(id: String) -> String {
+    if id.len() > MAX_SESSION_LEN || id == GAP_SESSION {
+        format!(
+            "sha256:{}",
+            crate::digest::Digest::sha256(id.as_bytes()).to_hex()
+        )
+    } else {
+        id
+    }
 }
 
 /// A span as the layer or a receiver saw it.
@@ -321,6 +338,24 @@ mod tests {
     fn anything_else_is_a_span() {
         assert_eq!(kind_of(&[("http.method", "GET")]), Kind::Span);
     }
+    #[test]
+    fn over_long_and_reserved_session_ids_are_stored_as_their_digest() {
+        let long = "x".repeat(MAX_SESSION_LEN + 1);
+        for id in [long.as_str(), GAP_SESSION] {
+            let a: Attributes = [(AUDIT_SESSION_ID, Value::from(id))].into_iter().collect();
+            let s = session_of(&a, DEFAULT_SESSION_KEYS).unwrap();
+            assert_eq!(
+                s,
+                format!(
+                    "sha256:{}",
+                    crate::digest::Digest::sha256(id.as_bytes()).to_hex()
+                )
+            );
+        }
+        let at_limit = "y".repeat(MAX_SESSION_LEN);
+        assert_eq!(storable_session(at_limit.clone()), at_limit);
+    }
+
     #[test]
     fn session_keys_in_order() {
         let a: Attributes = [

@@ -345,3 +345,37 @@ fn layers_with_different_session_keys_each_read_their_own() {
     }
     assert_eq!(sessions, ["from-a", "from-b"]);
 }
+
+/// A span whose session id is over-long, or the reserved gap session, is
+/// archived under the digest of the id (never refused, never taken for a
+/// statement of loss), and verify is intact.
+#[tokio::test]
+async fn over_long_and_reserved_session_ids_are_archived_under_their_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::memory();
+    let (layer, guard) = layer_builder(&archive, dir.path()).build().unwrap();
+    let long = "s".repeat(2000);
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for id in [long.as_str(), sealtrail::layer::GAP_SESSION] {
+            info_span!(
+                "execute_tool",
+                gen_ai.operation.name = "execute_tool",
+                audit.session_id = id
+            )
+            .in_scope(|| info_span!("child", step = 1).in_scope(|| {}));
+        }
+    });
+    let stats = guard.stats();
+    drop(guard);
+    assert_eq!((stats.captured, stats.dropped), (4, 0));
+    let records = all_records(&archive).await;
+    assert_eq!(records.len(), 4);
+    for (r, id) in records.iter().zip([&long, &long, GAP, GAP].iter()) {
+        let digest = sealtrail::Digest::sha256(id.as_bytes()).to_hex();
+        assert_eq!(r.session, format!("sha256:{digest}"), "{}", r.name);
+    }
+    let report = verify_now(&archive).await;
+    assert!(report.is_intact(), "{}", show(&report));
+}
+
+const GAP: &str = sealtrail::layer::GAP_SESSION;

@@ -81,7 +81,7 @@ impl FieldValue<'_> {
     /// The value as a session id, as [`crate::map::session_from`] reads one.
     pub(crate) fn as_session(self) -> Option<String> {
         match self {
-            FieldValue::Str(s) if !s.is_empty() => Some(s.to_owned()),
+            FieldValue::Str(s) if !s.is_empty() => Some(crate::map::storable_session(s.to_owned())),
             FieldValue::Int(i) => Some(i.to_string()),
             _ => None,
         }
