@@ -332,12 +332,19 @@ impl Sealer {
         self.writer.pending_bytes()
     }
 
-    /// When [`Sealer::tick`] next has something to do.
+    /// When [`Sealer::tick`] next has something to do: the flush interval
+    /// (or the backoff after failures), a seal in flight, or a heartbeat
+    /// due, whichever comes first (a heartbeat is not late by up to a
+    /// flush interval: verify allows only a few seconds' grace).
     pub fn next_seal(&self) -> Instant {
-        match self.in_flight {
-            Some(_) => self.next_seal.min(Instant::now() + IN_FLIGHT_POLL),
-            None => self.next_seal,
+        let now = Instant::now();
+        let mut next = self.next_seal;
+        if self.in_flight.is_some() {
+            next = next.min(now + IN_FLIGHT_POLL);
+        } else if self.failures == 0 {
+            next = next.min(now + self.writer.heartbeat_in());
         }
+        next
     }
 
     /// Seals when due: the batch is full (and the store is not failing), or
@@ -353,7 +360,8 @@ impl Sealer {
             }
             let _ = self.complete(held);
         }
-        if (self.full() && self.failures == 0) || Instant::now() >= self.next_seal {
+        let due = (self.full() || self.writer.heartbeat_due()) && self.failures == 0;
+        if due || Instant::now() >= self.next_seal {
             self.start();
         }
     }
@@ -649,6 +657,32 @@ mod tests {
             .unwrap();
         assert!(report.is_intact(), "{:?}", report.findings);
         assert_eq!((report.records, report.batches), (3, 2));
+    }
+
+    /// Heartbeats are written when due, not at the next flush interval: a
+    /// flush interval longer than verify's grace must not make an idle
+    /// writer look as if seals were deleted.
+    #[test]
+    fn heartbeats_are_on_time_whatever_the_flush_interval() {
+        let archive = Archive::memory();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(&archive);
+        cfg.flush_interval = Duration::from_secs(30);
+        cfg.heartbeat = Duration::from_millis(200);
+        let (spool, left) = Spool::open(dir.path()).unwrap();
+        let (mut s, _) = Sealer::open(cfg, spool, left, Arc::new(Counters::default())).unwrap();
+        let end = Instant::now() + Duration::from_millis(1200);
+        while Instant::now() < end {
+            std::thread::sleep(s.next_seal().saturating_duration_since(Instant::now()));
+            s.tick(NONE);
+        }
+        s.close(NONE).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let key = SigningKey::from_bytes(&[3; 32]).verifying_key();
+        let opts = crate::VerifyOptions::default().with_heartbeat_grace(Duration::from_millis(150));
+        let report = rt.block_on(crate::verify(&archive, &[key], &opts)).unwrap();
+        assert!(report.is_intact(), "{:?}", report.findings);
+        assert!(report.batches >= 5, "{}", report.batches);
     }
 
     #[test]

@@ -589,6 +589,14 @@ impl Writer {
         now.saturating_sub(self.last_seal_ns) >= self.opts.heartbeat.as_nanos() as u64
     }
 
+    /// How long until a heartbeat is due (zero when it is).
+    pub fn heartbeat_in(&self) -> Duration {
+        let since = (self.opts.clock)().saturating_sub(self.last_seal_ns);
+        self.opts
+            .heartbeat
+            .saturating_sub(Duration::from_nanos(since))
+    }
+
     /// Whether a [`SealJob`] from [`Writer::begin_seal`] is not finished yet.
     pub fn sealing(&self) -> bool {
         self.pending.sealing.is_some()
