@@ -216,3 +216,42 @@ async fn block_waits_at_the_backlog_limit_while_the_store_fails() {
     let report = verify_now(&archive).await;
     assert!(report.is_intact(), "{}", show(&report));
 }
+
+/// Dropping the guard waits at most the shutdown timeout, even when the
+/// worker is stuck on a store that does not answer and the queue is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_guard_is_bounded_while_the_store_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = slow_archive(Duration::from_secs(120));
+    let (layer, guard) = layer_builder(&archive, dir.path())
+        .with_overload(Overload::DropWithGapRecord)
+        .with_queue_capacity(1)
+        .with_flush_interval(Duration::from_millis(1))
+        .with_shutdown_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let agent = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let spans = |n: usize| {
+        tracing::dispatcher::with_default(&agent, || {
+            for i in 0..n {
+                info_span!("execute_tool", gen_ai.operation.name = "execute_tool", i)
+                    .in_scope(|| {});
+            }
+        })
+    };
+    // A seal starts, and hangs in the store.
+    spans(5);
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    // The worker now waits for that seal (1 s bound for the caller)...
+    assert!(guard.flush().is_err(), "the store never answered");
+    // ... while the queue fills.
+    spans(50);
+    assert!(guard.stats().dropped > 0, "{:?}", guard.stats());
+    drop(guard);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(20),
+        "flush and drop waited {waited:?}; the bound is 1 s each"
+    );
+}

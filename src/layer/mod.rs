@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::span::{Attributes as SpanAttributes, Id, Record};
 use tracing::{Event as TracingEvent, Level, Subscriber};
@@ -571,10 +571,11 @@ impl FlushGuard {
         let stopped = || Error::WriterClosed {
             writer: "sealtrail-worker".into(),
         };
-        self.tx.send(Msg::Flush(tx)).map_err(|_| stopped())?;
-        match rx.recv_timeout(self.timeout) {
-            Ok(r) => r,
-            Err(_) => Err(Error::Io {
+        let deadline = Instant::now() + self.timeout;
+        let sent = send_by(&self.tx, Msg::Flush(tx), deadline).map_err(|_| stopped())?;
+        match sent.then(|| rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))) {
+            Some(Ok(r)) => r,
+            _ => Err(Error::Io {
                 path: "sealtrail-worker".into(),
                 source: std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
@@ -594,9 +595,33 @@ impl Drop for FlushGuard {
     fn drop(&mut self) {
         self.counters.closing.store(true, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
-        if self.tx.send(Msg::Shutdown(tx)).is_ok() && rx.recv_timeout(self.timeout).is_ok() {
+        let deadline = Instant::now() + self.timeout;
+        if send_by(&self.tx, Msg::Shutdown(tx), deadline) == Ok(true)
+            && rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .is_ok()
+        {
             if let Some(t) = self.thread.take() {
                 let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Queues `msg` for the worker, waiting for room no later than `deadline`
+/// (the queue is full while the worker waits for the store). `Ok(false)`:
+/// not queued in time; `Err`: the worker is gone.
+fn send_by(tx: &SyncSender<Msg>, mut msg: Msg, deadline: Instant) -> Result<bool, ()> {
+    loop {
+        match tx.try_send(msg) {
+            Ok(()) => return Ok(true),
+            Err(TrySendError::Disconnected(_)) => return Err(()),
+            Err(TrySendError::Full(m)) => {
+                if Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                msg = m;
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
     }
