@@ -294,6 +294,32 @@ fn build_errors_are_clear() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("missing.key"), "{err}");
+    // A bad setting creates nothing.
+    assert!(!dir.path().join("data").exists() && !dir.path().join("s2").exists());
+
+    if std::env::var_os(sealtrail::layer::SIGNING_KEY_ENV).is_none() {
+        let err = sealtrail::AuditLayer::builder()
+            .with_store(dir.path().join("data").to_str().unwrap())
+            .with_spool_dir(dir.path().join("s3"))
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("SEALTRAIL_SIGNING_KEY_FILE"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("sealtrail keygen"), "{err}");
+        assert!(!dir.path().join("data").exists());
+    }
+
+    // A store that cannot be reached (here: a path under a regular file).
+    std::fs::write(dir.path().join("file"), b"").unwrap();
+    let err = sealtrail::AuditLayer::builder()
+        .with_store(dir.path().join("file/data").to_str().unwrap())
+        .with_signing_key(key())
+        .with_spool_dir(dir.path().join("s4"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("file/data"), "{err}");
 
     let archive = Archive::memory();
     let (_layer, _guard) = layer_builder(&archive, dir.path()).build().unwrap();
@@ -379,3 +405,51 @@ async fn over_long_and_reserved_session_ids_are_archived_under_their_digest() {
 }
 
 const GAP: &str = sealtrail::layer::GAP_SESSION;
+
+/// The layer composes with per-layer filters, and `Capture::All` narrowed by
+/// one captures exactly what the filter lets through.
+#[tokio::test]
+async fn per_layer_filters_and_capture_all() {
+    use tracing_subscriber::filter::{filter_fn, LevelFilter};
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::memory();
+    let (audit, guard) = layer_builder(&archive, dir.path()).build().unwrap();
+    let all = Archive::memory();
+    let other = dir.path().join("other");
+    let (everything, guard_all) = layer_builder(&all, &other)
+        .with_capture(sealtrail::layer::Capture::All)
+        .build()
+        .unwrap();
+    let subscriber = tracing_subscriber::registry()
+        .with(audit.with_filter(LevelFilter::INFO))
+        .with(everything.with_filter(filter_fn(|m| m.target() == "billing")));
+    tracing::subscriber::with_default(subscriber, || {
+        info_span!(
+            "chat",
+            gen_ai.operation.name = "chat",
+            audit.session_id = "s"
+        )
+        .in_scope(|| {
+            tracing::debug_span!("debug child", gen_ai.operation.name = "chat").in_scope(|| {});
+            info_span!("info child").in_scope(|| {});
+        });
+        info_span!(target: "billing", "charge", amount = 12).in_scope(|| {});
+        info_span!(target: "elsewhere", "ignored", amount = 1).in_scope(|| {});
+        // Captured by both layers, each into its own archive.
+        info_span!(target: "billing", "both", audit.kind = "data_access", amount = 3)
+            .in_scope(|| {});
+    });
+    drop((guard, guard_all));
+    let names = |records: Vec<sealtrail::TraceRecord>| {
+        let mut n: Vec<String> = records.into_iter().map(|r| r.name).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        names(all_records(&archive).await),
+        ["both", "chat", "info child"]
+    );
+    assert_eq!(names(all_records(&all).await), ["both", "charge"]);
+    assert!(verify_now(&archive).await.is_intact());
+    assert!(verify_now(&all).await.is_intact());
+}

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use tracing::span::{Attributes as SpanAttributes, Id, Record};
 use tracing::{Event as TracingEvent, Level, Subscriber};
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{Extensions, ExtensionsMut, LookupSpan};
 use tracing_subscriber::Layer;
 
 pub use fields::{OTEL_KIND, OTEL_NAME, OTEL_STATUS_CODE, OTEL_STATUS_MESSAGE};
@@ -127,8 +127,60 @@ impl Counters {
 }
 
 /// A span's state in the registry's extensions: boxed once when the span
-/// opens, and the same box goes to the worker when it closes.
-struct Open(Box<Closed>);
+/// opens, and the same box goes to the worker when it closes. `layer` tells
+/// apart the sealtrail layers of one subscriber (each with its own filter,
+/// say): a span that a second one captures too keeps that state in a
+/// [`MoreOpen`].
+struct Open {
+    layer: u64,
+    closed: Box<Closed>,
+}
+
+/// The states of a span captured by more than one sealtrail layer, beyond the first.
+struct MoreOpen(Vec<Open>);
+
+/// The state `layer` keeps for a span.
+fn open_of<'a>(ext: &'a Extensions<'_>, layer: u64) -> Option<&'a Closed> {
+    match ext.get::<Open>() {
+        Some(o) if o.layer == layer => Some(&o.closed),
+        _ => ext
+            .get::<MoreOpen>()?
+            .0
+            .iter()
+            .find(|o| o.layer == layer)
+            .map(|o| &*o.closed),
+    }
+}
+
+fn open_of_mut<'a>(ext: &'a mut ExtensionsMut<'_>, layer: u64) -> Option<&'a mut Closed> {
+    if ext.get_mut::<Open>().is_some_and(|o| o.layer == layer) {
+        return ext.get_mut::<Open>().map(|o| &mut *o.closed);
+    }
+    ext.get_mut::<MoreOpen>()?
+        .0
+        .iter_mut()
+        .find(|o| o.layer == layer)
+        .map(|o| &mut *o.closed)
+}
+
+fn insert_open(ext: &mut ExtensionsMut<'_>, open: Open) {
+    if ext.get_mut::<Open>().is_none() {
+        ext.insert(open);
+    } else if let Some(more) = ext.get_mut::<MoreOpen>() {
+        more.0.push(open);
+    } else {
+        ext.insert(MoreOpen(vec![open]));
+    }
+}
+
+fn remove_open(ext: &mut ExtensionsMut<'_>, layer: u64) -> Option<Box<Closed>> {
+    if ext.get_mut::<Open>().is_some_and(|o| o.layer == layer) {
+        return ext.remove::<Open>().map(|o| o.closed);
+    }
+    let more = ext.get_mut::<MoreOpen>()?;
+    let i = more.0.iter().position(|o| o.layer == layer)?;
+    Some(more.0.swap_remove(i).closed)
+}
 
 /// A span, open (in an [`Open`]) or closed on its way to the worker, which
 /// formats and maps it.
@@ -455,13 +507,7 @@ impl AuditLayerBuilder {
     /// Errors: a bad store URL or unreachable store, a missing or unreadable
     /// key, a spool locked by another process or damaged.
     pub fn build(self) -> Result<(AuditLayer, FlushGuard)> {
-        let mut archive = match &self.archive {
-            Some(a) => a.clone(),
-            None => crate::Archive::open(&self.store)?,
-        };
-        if let Some(r) = self.retention {
-            archive = archive.with_retention(r)?;
-        }
+        // The key and the writer id first: a bad setting creates nothing.
         let key = match &self.key {
             Some(KeySource::Key(k)) => (**k).clone(),
             Some(KeySource::File(p)) => keys::read_signing_key(p)?,
@@ -477,10 +523,19 @@ impl AuditLayerBuilder {
                 }
             },
         };
+        if let Some(id) = self.writer_id.as_ref().filter(|id| !valid_writer_id(id)) {
+            return Err(Error::InvalidWriterId { id: id.clone() });
+        }
+        let mut archive = match &self.archive {
+            Some(a) => a.clone(),
+            None => crate::Archive::open(&self.store)?,
+        };
+        if let Some(r) = self.retention {
+            archive = archive.with_retention(r)?;
+        }
         let (spool, left) = crate::spool::Spool::open(&self.spool_dir)?;
         let writer_id = match &self.writer_id {
-            Some(id) if valid_writer_id(id) => id.clone(),
-            Some(id) => return Err(Error::InvalidWriterId { id: id.clone() }),
+            Some(id) => id.clone(),
             None => crate::writer::persisted_writer_id(&self.spool_dir)?,
         };
         let counters = Arc::new(Counters::default());
@@ -744,9 +799,7 @@ where
         let Some(span) = ctx.span(id) else { return };
         let parent = span.parent();
         let parent_ids = parent.as_ref().and_then(|p| {
-            p.extensions()
-                .get::<Open>()
-                .map(|o| (o.0.state.trace_id, o.0.state.span_id))
+            open_of(&p.extensions(), self.site_id).map(|o| (o.state.trace_id, o.state.span_id))
         });
         let captured = parent_ids.is_some()
             || self.capture == Capture::All
@@ -767,19 +820,26 @@ where
             parent_span_id: parent_ids.map_or(0, |(_, s)| s),
         };
         state.record(|c| attrs.record(c));
-        span.extensions_mut().insert(Open(Box::new(Closed {
+        let closed = Box::new(Closed {
             state,
             metadata: attrs.metadata(),
             session: SessionOf::Trace,
             end_ns: 0,
-        })));
+        });
+        insert_open(
+            &mut span.extensions_mut(),
+            Open {
+                layer: self.site_id,
+                closed,
+            },
+        );
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut ext = span.extensions_mut();
-        if let Some(open) = ext.get_mut::<Open>() {
-            open.0.state.record(|c| values.record(c));
+        if let Some(open) = open_of_mut(&mut ext, self.site_id) {
+            open.state.record(|c| values.record(c));
         }
     }
 
@@ -788,7 +848,7 @@ where
             return;
         };
         let mut ext = span.extensions_mut();
-        let Some(Open(open)) = ext.get_mut::<Open>() else {
+        let Some(open) = open_of_mut(&mut ext, self.site_id) else {
             return;
         };
         let state = &mut open.state;
@@ -826,15 +886,13 @@ where
             return;
         };
         // Only a captured span has ids to link to.
-        let Some(link) = cause
-            .extensions()
-            .get::<Open>()
-            .map(|o| (o.0.state.trace_id, o.0.state.span_id))
+        let Some(link) =
+            open_of(&cause.extensions(), self.site_id).map(|o| (o.state.trace_id, o.state.span_id))
         else {
             return;
         };
         let mut ext = span.extensions_mut();
-        if let Some(Open(open)) = ext.get_mut::<Open>() {
+        if let Some(open) = open_of_mut(&mut ext, self.site_id) {
             open.state
                 .rare
                 .get_or_insert_with(Box::default)
@@ -845,7 +903,7 @@ where
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
-        let Some(Open(mut closed)) = span.extensions_mut().remove::<Open>() else {
+        let Some(mut closed) = remove_open(&mut span.extensions_mut(), self.site_id) else {
             return;
         };
         let state = &closed.state;
@@ -856,10 +914,7 @@ where
                 .scope()
                 .skip(1)
                 .find_map(|ancestor| {
-                    ancestor
-                        .extensions()
-                        .get::<Open>()?
-                        .0
+                    open_of(&ancestor.extensions(), self.site_id)?
                         .state
                         .session(self.site(ancestor.metadata()).sessions())
                 })
