@@ -1,7 +1,9 @@
 //! OTLP trace messages into [`SpanData`], the input of the shared mapping
 //! (`sealtrail::map`).
 //!
-//! Everything the sender sent is kept: attributes, typed; events; status;
+//! What the sender sent is kept (except what docs/COLLECTOR.md lists as
+//! not kept: trace state and flags, schema URLs, the scope's attributes, a
+//! log record's flags and its observed time when it has a time): attributes, typed; events; status;
 //! ids in hex; resource attributes; the instrumentation scope as
 //! `otel.scope.name` / `otel.scope.version`; the span kind as `otel.kind`;
 //! and any counts the SDK reports as dropped (`otel.dropped_attributes_count`,
@@ -129,6 +131,50 @@ pub(crate) fn attributes(kvs: Vec<KeyValue>, at: At<'_>) -> Result<Attributes, C
     Ok(out)
 }
 
+/// Attribute names the collector writes itself (a span's kind, links and
+/// dropped counts; a log record's body, severity, signal and digest).
+const RESERVED: &[&str] = &[
+    "log.body",
+    "log.severity_number",
+    "log.severity_text",
+    "otel.dropped_attributes_count",
+    "otel.dropped_events_count",
+    "otel.dropped_links_count",
+    "otel.kind",
+    LINKS,
+    SIGNAL,
+    LOG_DIGEST,
+];
+
+/// A sender's attribute under a name the collector writes itself is kept
+/// as `client.<name>`: it neither overwrites nor is overwritten by what the
+/// collector derives (and cannot make a span pass for a log record).
+fn set_aside_reserved(attrs: &mut Attributes) {
+    let mut found = Vec::new();
+    for prefix in ["log.", "otel.", "sealtrail."] {
+        let end = format!("{}/", &prefix[..prefix.len() - 1]);
+        found.extend(
+            attrs
+                .0
+                .range::<str, _>((
+                    std::ops::Bound::Included(prefix),
+                    std::ops::Bound::Excluded(end.as_str()),
+                ))
+                .filter(|(k, _)| RESERVED.contains(&k.as_str()))
+                .map(|(k, _)| k.clone()),
+        );
+    }
+    for k in found {
+        if let Some(v) = attrs.0.remove(&k) {
+            let mut to = format!("client.{k}");
+            while attrs.0.contains_key(&to) {
+                to.insert_str(0, "client.");
+            }
+            attrs.0.insert(to, v);
+        }
+    }
+}
+
 /// Lowercase hex of an id (`hex::encode` goes through `char`s, several
 /// times slower on the three ids of every span).
 fn hex_id(bytes: &[u8]) -> String {
@@ -174,6 +220,7 @@ fn convert_span(
     let (name, span_id) = (&s.name, &s.span_id);
     let at = || format!("span {:?} ({})", name, hex::encode(span_id));
     let mut attrs = attributes(s.attributes, &at)?;
+    set_aside_reserved(&mut attrs);
     for (k, v) in scope {
         if attrs.get(k).is_none() {
             attrs.insert(k.clone(), v.clone());
@@ -360,6 +407,7 @@ fn convert_log(
     let mut key = [0u8; 24];
     key.copy_from_slice(&digest[..24]);
     let mut attrs = attributes(l.attributes, &|| "log record".to_owned())?;
+    set_aside_reserved(&mut attrs);
     let name = if !l.event_name.is_empty() {
         l.event_name
     } else if let Some(Value::Str(n)) = attrs.get("event.name") {
@@ -730,6 +778,39 @@ mod tests {
         );
         // The same record sent twice has the same identity.
         assert_eq!(c.items[0].key, c.items[1].key);
+    }
+
+    #[test]
+    fn a_senders_attributes_under_reserved_names_are_set_aside() {
+        let s = |k: &str, v: &str| kv(k, any_value::Value::StringValue(v.into()));
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "chat".into(),
+            kind: span::SpanKind::Client as i32,
+            attributes: vec![
+                s(SIGNAL, "log"),
+                s("otel.kind", "bogus"),
+                s(LOG_DIGEST, "00"),
+                s("client.otel.kind", "taken"),
+                s("otel.other", "kept"),
+            ],
+            ..Default::default()
+        };
+        let got = convert_span(span, &Attributes::new(), &[]).unwrap();
+        let a = &got.attributes;
+        let str_of = |k: &str| match a.get(k) {
+            Some(Value::Str(v)) => Some(v.as_str()),
+            _ => None,
+        };
+        assert_eq!(str_of(SIGNAL), None, "a span is not a log record");
+        assert_eq!(str_of(LOG_DIGEST), None);
+        assert_eq!(str_of("otel.kind"), Some("client"));
+        assert_eq!(str_of("client.otel.signal"), Some("log"));
+        assert_eq!(str_of("client.sealtrail.log_digest"), Some("00"));
+        assert_eq!(str_of("client.otel.kind"), Some("taken"));
+        assert_eq!(str_of("client.client.otel.kind"), Some("bogus"));
+        assert_eq!(str_of("otel.other"), Some("kept"));
     }
 
     #[test]
