@@ -19,8 +19,9 @@
 //!
 //! **Duplicates.** A span whose (trace id, span id) was received before is
 //! acknowledged and not archived again. The window is the last [`WINDOW`]
-//! records received (and, after a restart, the spans still in the spool;
-//! log records are identified by a digest that is not kept across restarts).
+//! records received (and, after a restart, the records still in the spool;
+//! a log record is identified by a digest of its encoding, kept in the
+//! record as [`LOG_DIGEST`], so across restarts too).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;

@@ -587,31 +587,51 @@ fn bad_requests_are_refused_with_the_right_status_and_change_nothing() {
     // The token is checked before the message is read.
     let st = grpc_export_with(&c, big.clone(), None).unwrap_err();
     assert_eq!(st.code(), tonic::Code::Unauthenticated, "{st:?}");
-    // A message flagged gzip that is not gzip: INVALID_ARGUMENT.
+    // A message flagged gzip that is not gzip, and a message shorter than
+    // its frame says: INVALID_ARGUMENT.
+    let raw_grpc = |frame: Vec<u8>| {
+        let r = reqwest::blocking::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap()
+            .post(format!(
+                "http://{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                c.grpc
+            ))
+            .header("content-type", "application/grpc")
+            .header("grpc-encoding", "gzip")
+            .header("te", "trailers")
+            .header("authorization", "Bearer s3cret")
+            .body(frame)
+            .send()
+            .unwrap();
+        let status = r
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, format!("{:?}", r.headers()))
+    };
     let mut frame = vec![1u8];
     frame.extend_from_slice(&8u32.to_be_bytes());
     frame.extend_from_slice(b"not gzip");
-    let r = reqwest::blocking::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap()
-        .post(format!(
-            "http://{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            c.grpc
-        ))
-        .header("content-type", "application/grpc")
-        .header("grpc-encoding", "gzip")
-        .header("te", "trailers")
-        .header("authorization", "Bearer s3cret")
-        .body(frame)
-        .send()
-        .unwrap();
-    assert_eq!(
-        r.headers().get("grpc-status").map(|v| v.to_str().unwrap()),
-        Some("3"),
-        "{:?}",
-        r.headers()
+    let (status, headers) = raw_grpc(frame);
+    assert_eq!(status.as_deref(), Some("3"), "{headers}");
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&100u32.to_be_bytes());
+    frame.extend_from_slice(&pb(&good(9))[..10]);
+    let (status, headers) = raw_grpc(frame);
+    assert_eq!(status.as_deref(), Some("3"), "{headers}");
+    // A gzip body with bytes after its end.
+    let mut trailing = gzip(&pb(&good(9)));
+    trailing.extend_from_slice(b"junk after the gzip member");
+    let (s, body) = post(
+        &c,
+        "/v1/traces",
+        "application/x-protobuf",
+        trailing,
+        &[auth[0], ("content-encoding", "gzip")],
     );
+    assert_eq!(s, 400, "{body}");
 
     // After: accepted, gzip too.
     let (s, _) = post(
@@ -623,6 +643,25 @@ fn bad_requests_are_refused_with_the_right_status_and_change_nothing() {
     );
     assert_eq!(s, 200);
     grpc_export_with(&c, good(3), Some("s3cret")).unwrap();
+    // A body of two gzip members (RFC 1952 allows it): both are read.
+    let two = [gzip(&pb(&good(4))), gzip(&pb(&good(5)))].concat();
+    let (s, _) = post(
+        &c,
+        "/v1/traces",
+        "application/x-protobuf",
+        two,
+        &[auth[0], ("content-encoding", "gzip")],
+    );
+    assert_eq!(s, 200);
+    // The scheme of the token is case-insensitive.
+    let (s, _) = post(
+        &c,
+        "/v1/traces",
+        "application/x-protobuf",
+        pb(&good(6)),
+        &[("authorization", "bearer s3cret")],
+    );
+    assert_eq!(s, 200);
 
     let m = client()
         .get(c.url("/metrics"))
@@ -631,18 +670,21 @@ fn bad_requests_are_refused_with_the_right_status_and_change_nothing() {
         .text()
         .unwrap();
     for line in [
-        "sealtrail_requests_rejected_total{reason=\"decode\"} 4",
+        "sealtrail_requests_rejected_total{reason=\"decode\"} 6",
         "sealtrail_requests_rejected_total{reason=\"content_type\"} 1",
         "sealtrail_requests_rejected_total{reason=\"too_large\"} 3",
         "sealtrail_requests_rejected_total{reason=\"unauthenticated\"} 5",
-        "sealtrail_spans_received_total 3",
+        "sealtrail_spans_received_total 6",
     ] {
         assert!(m.contains(line), "{line} not in\n{m}");
     }
     c.stop_ok();
     let all = records(dir.path());
     let names: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["good-1", "good-2", "good-3"]);
+    assert_eq!(
+        names,
+        ["good-1", "good-2", "good-3", "good-4", "good-5", "good-6"]
+    );
     assert_intact(dir.path());
 }
 

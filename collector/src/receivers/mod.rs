@@ -52,7 +52,11 @@ impl Shared {
         let Some(token) = &self.token else {
             return true;
         };
-        let Some(given) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        let Some(given) = header
+            .filter(|h| h.len() > 7 && h[..7].eq_ignore_ascii_case(b"bearer "))
+            .map(|h| &h[7..])
+        else {
             return false;
         };
         given.ct_eq(token.as_bytes()).into()

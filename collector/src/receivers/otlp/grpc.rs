@@ -153,10 +153,14 @@ fn fix_status(h: &mut http::HeaderMap) -> Option<(Reason, String)> {
         b"8" if msg.contains("exceeded while decompressing") => ("8", Reason::TooLarge),
         b"13"
             if msg.contains("failed to decode Protobuf message")
-                || msg.starts_with("Error decompressing") =>
+                || msg.starts_with("Error decompressing")
+                || msg.starts_with("Unexpected EOF decoding stream")
+                || msg.starts_with("Missing request message") =>
         {
             ("3", Reason::Decode) // INVALID_ARGUMENT
         }
+        // The gRPC compression spec asks for INTERNAL here: counted, not rewritten.
+        b"13" if msg.starts_with("protocol error: received message with") => ("13", Reason::Decode),
         _ => return None,
     };
     h.insert("grpc-status", http::HeaderValue::from_static(code));

@@ -215,7 +215,7 @@ async fn export(s: &Shared, signal: Signal, req: Request) -> Response {
     let body = if gzip {
         let mut out = Vec::new();
         let limit = s.max_body as u64 + 1;
-        match flate2::read::GzDecoder::new(&body[..])
+        match flate2::read::MultiGzDecoder::new(&body[..])
             .take(limit)
             .read_to_end(&mut out)
         {
