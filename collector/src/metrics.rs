@@ -47,6 +47,8 @@ pub(crate) fn render(m: &Metrics) -> String {
         ("too_large", &r.too_large),
         ("unauthenticated", &r.unauthenticated),
         ("backlog", &r.backlog),
+        ("spool", &r.spool),
+        ("shutting_down", &r.shutting_down),
     ] {
         let _ = writeln!(
             out,
@@ -54,13 +56,22 @@ pub(crate) fn render(m: &Metrics) -> String {
             g(v)
         );
     }
-    one(
-        &mut out,
-        "sealtrail_records_rejected_total",
-        "counter",
-        "Spans and log records rejected alone (OTLP partial success).",
-        g(&r.invalid),
+    let _ = writeln!(
+        out,
+        "# HELP sealtrail_records_rejected_total Spans and log records not taken, by reason: invalid (rejected alone, OTLP partial success), or in a request refused as retryable.\n# TYPE sealtrail_records_rejected_total counter"
     );
+    for (reason, v) in [
+        ("invalid", &r.invalid),
+        ("backlog", &r.records_backlog),
+        ("spool", &r.records_spool),
+        ("shutting_down", &r.records_shutting_down),
+    ] {
+        let _ = writeln!(
+            out,
+            "sealtrail_records_rejected_total{{reason=\"{reason}\"}} {}",
+            g(v)
+        );
+    }
     one(
         &mut out,
         "sealtrail_duplicates_total",

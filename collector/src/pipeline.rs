@@ -121,7 +121,29 @@ pub(crate) struct Rejected {
     pub(crate) unauthenticated: AtomicU64,
     /// Refused as retryable: over `--max-backlog` while the store fails.
     pub(crate) backlog: AtomicU64,
+    /// Refused as retryable: the spool could not be written.
+    pub(crate) spool: AtomicU64,
+    /// Refused as retryable: the collector is shutting down.
+    pub(crate) shutting_down: AtomicU64,
+    /// Records rejected alone (partial success).
     pub(crate) invalid: AtomicU64,
+    /// Records of requests refused as retryable, by reason.
+    pub(crate) records_backlog: AtomicU64,
+    pub(crate) records_spool: AtomicU64,
+    pub(crate) records_shutting_down: AtomicU64,
+}
+
+impl Rejected {
+    /// Counts a decoded request of `records` records refused as retryable.
+    pub(crate) fn unavailable(&self, why: &Unavailable, records: u64) {
+        let (requests, recs) = match why {
+            Unavailable::Backlog(_) => (&self.backlog, &self.records_backlog),
+            Unavailable::Spool(_) => (&self.spool, &self.records_spool),
+            Unavailable::ShuttingDown => (&self.shutting_down, &self.records_shutting_down),
+        };
+        requests.fetch_add(1, Ordering::Relaxed);
+        recs.fetch_add(records, Ordering::Relaxed);
+    }
 }
 
 enum Msg {
@@ -442,10 +464,7 @@ impl State {
                 if backlog > self.max_backlog {
                     // Backpressure while the store fails: take nothing more
                     // into memory; the clients retry (nothing is lost).
-                    self.metrics
-                        .rejected
-                        .backlog
-                        .fetch_add(1, Ordering::Relaxed);
+                    // (Counted by the receiver.)
                     let _ = ack.send(Err(Unavailable::Backlog(backlog)));
                     continue;
                 }

@@ -1084,6 +1084,12 @@ fn a_failing_store_backs_clients_off_and_loses_nothing_acknowledged() {
         1,
         "{m}"
     );
+    // Its 50 spans, counted as records not taken.
+    assert_eq!(
+        counter(&m, "sealtrail_records_rejected_total{reason=\"backlog\"}"),
+        50,
+        "{m}"
+    );
 
     // The store is back: the backlog is sealed and exports are taken again.
     std::fs::remove_file(&data).unwrap();

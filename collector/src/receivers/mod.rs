@@ -96,7 +96,14 @@ impl Shared {
         let accepted = if converted.items.is_empty() {
             Default::default()
         } else {
-            self.pipeline.submit(converted.items).await?
+            let items = converted.items.len() as u64;
+            match self.pipeline.submit(converted.items).await {
+                Ok(a) => a,
+                Err(e) => {
+                    m.rejected.unavailable(&e, items);
+                    return Err(e);
+                }
+            }
         };
         m.duplicates
             .fetch_add(accepted.duplicates as u64, Ordering::Relaxed);
