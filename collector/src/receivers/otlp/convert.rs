@@ -396,14 +396,13 @@ pub(crate) fn spans(req: ExportTraceServiceRequest) -> Converted {
 
 fn convert_log(
     l: LogRecord,
+    context: &Sha256,
     resource: &Attributes,
     scope: &[(String, Value)],
 ) -> Result<Item, ConvertError> {
-    // A retried export sends the same bytes: the record's digest identifies it.
-    let digest = Sha256::new()
-        .chain_update(b"sealtrail.log\0")
-        .chain_update(l.encode_to_vec())
-        .finalize();
+    // A retried export sends the same bytes: the digest of the record (in
+    // its resource and scope, see `logs`) identifies it.
+    let digest = context.clone().chain_update(l.encode_to_vec()).finalize();
     let mut key = [0u8; 24];
     key.copy_from_slice(&digest[..24]);
     let mut attrs = attributes(l.attributes, &|| "log record".to_owned())?;
@@ -465,6 +464,17 @@ fn convert_log(
 pub(crate) fn logs(req: ExportLogsServiceRequest) -> Converted {
     let mut out = Converted::default();
     for rl in req.resource_logs {
+        // Two services may log the same record: the resource and the scope
+        // are part of a log record's identity.
+        let encoded = rl
+            .resource
+            .as_ref()
+            .map(|r| r.encode_to_vec())
+            .unwrap_or_default();
+        let in_resource = Sha256::new()
+            .chain_update(b"sealtrail.log\0")
+            .chain_update((encoded.len() as u64).to_le_bytes())
+            .chain_update(&encoded);
         let resource = match resource_attributes(rl.resource) {
             Ok(r) => r,
             Err(e) => {
@@ -478,9 +488,18 @@ pub(crate) fn logs(req: ExportLogsServiceRequest) -> Converted {
             }
         };
         for sl in rl.scope_logs {
+            let encoded = sl
+                .scope
+                .as_ref()
+                .map(|s| s.encode_to_vec())
+                .unwrap_or_default();
+            let context = in_resource
+                .clone()
+                .chain_update((encoded.len() as u64).to_le_bytes())
+                .chain_update(&encoded);
             let scope = scope_attributes(sl.scope);
             for l in sl.log_records {
-                match convert_log(l, &resource, &scope) {
+                match convert_log(l, &context, &resource, &scope) {
                     Ok(item) => out.items.push(item),
                     Err(e) => out.errors.push(e),
                 }
@@ -762,6 +781,7 @@ mod tests {
                 ..Default::default()
             }],
         };
+        let req_again = req.clone();
         let c = logs(req);
         assert!(c.errors.is_empty());
         let i = &c.items[0];
@@ -776,8 +796,20 @@ mod tests {
             i.span.attributes.get(SIGNAL),
             Some(&Value::Str("log".into()))
         );
-        // The same record sent twice has the same identity.
+        // The same record sent twice has the same identity...
         assert_eq!(c.items[0].key, c.items[1].key);
+        // ... but not the same record logged by another service.
+        let mut other = req_again.clone();
+        other.resource_logs[0].resource =
+            Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: vec![kv(
+                    "service.name",
+                    any_value::Value::StringValue("b".into()),
+                )],
+                ..Default::default()
+            });
+        assert_eq!(logs(req_again).items[0].key, c.items[0].key);
+        assert_ne!(logs(other).items[0].key, c.items[0].key);
     }
 
     #[test]
