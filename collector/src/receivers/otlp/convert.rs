@@ -151,14 +151,18 @@ const RESERVED: &[&str] = &[
 /// collector derives (and cannot make a span pass for a log record).
 fn set_aside_reserved(attrs: &mut Attributes) {
     let mut found = Vec::new();
-    for prefix in ["log.", "otel.", "sealtrail."] {
-        let end = format!("{}/", &prefix[..prefix.len() - 1]);
+    // Each range: the names that start with the prefix ('/' follows '.').
+    for (prefix, end) in [
+        ("log.", "log/"),
+        ("otel.", "otel/"),
+        ("sealtrail.", "sealtrail/"),
+    ] {
         found.extend(
             attrs
                 .0
                 .range::<str, _>((
                     std::ops::Bound::Included(prefix),
-                    std::ops::Bound::Excluded(end.as_str()),
+                    std::ops::Bound::Excluded(end),
                 ))
                 .filter(|(k, _)| RESERVED.contains(&k.as_str()))
                 .map(|(k, _)| k.clone()),
