@@ -483,3 +483,41 @@ impl HasProblemAt for sealtrail::Report {
             .any(|f| f.at.batch_no == Some(batch_no))
     }
 }
+
+/// A record or a seal of a format this verifier does not read is reported,
+/// not checked under the rules of format 1.
+#[tokio::test]
+async fn records_and_seals_of_another_format_version_are_reported() {
+    let f = fixture().await;
+    let key = f.batch_key(1);
+    let mut lines = f.lines(&key).await;
+    let i = line_of(&lines, "session-2", 6);
+    let mut changed = lines[i].clone();
+    let at = changed.len() - 3; // `…,"v":1}}`
+    assert_eq!(&changed[at..], b"1}}");
+    changed[at] = b'2';
+    lines[i] = changed;
+    f.write_lines(&key, &lines).await;
+    let seal_key = f.seal_key(2);
+    let mut s: Seal = serde_json::from_slice(&f.get(&seal_key).await).unwrap();
+    s.body.format = 2;
+    f.overwrite(&seal_key, serde_json::to_vec(&s).unwrap())
+        .await;
+
+    let r = f.verify().await;
+    let hits = with_problem(
+        &r,
+        |p| matches!(p, Problem::RecordMalformed { reason } if reason.contains("format version 2")),
+    );
+    assert_eq!(hits.len(), 1, "{}", show(&r));
+    assert_eq!(
+        (hits[0].at.session.as_deref(), hits[0].at.seq),
+        (Some("session-2"), Some(6))
+    );
+    let hits = with_problem(
+        &r,
+        |p| matches!(p, Problem::SealUnreadable { reason } if reason.contains("seal format 2")),
+    );
+    assert_eq!(hits.len(), 1, "{}", show(&r));
+    assert_eq!(hits[0].at.batch_no, Some(2));
+}

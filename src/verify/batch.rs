@@ -154,6 +154,24 @@ impl BatchJob {
             let session = fields.session.as_ref();
             // Built only for a finding: most records have none.
             let here = || at(Some(session), Some(fields.seq));
+            // The format version, last member of a canonical record.
+            if !rec.ends_with(b",\"v\":1}") {
+                let v = serde_json::from_slice::<serde_json::Value>(rec)
+                    .ok()
+                    .and_then(|r| r.get("v").cloned());
+                if v != Some(serde_json::Value::from(crate::record::FORMAT_VERSION)) {
+                    let found = v.map_or("none".to_owned(), |v| v.to_string());
+                    push(
+                        here(),
+                        Problem::RecordMalformed {
+                            reason: format!(
+                                "format version {found}: this verifier reads version {}",
+                                crate::record::FORMAT_VERSION
+                            ),
+                        },
+                    );
+                }
+            }
             if self.strict {
                 if let Err(e) = serde_json::from_slice::<TraceRecord>(rec) {
                     let reason = e.to_string();

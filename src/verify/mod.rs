@@ -229,7 +229,15 @@ pub async fn verify(
         let loaded: Vec<LoadedSeal> = futures::stream::iter(keys.iter().cloned())
             .map(|(batch_no, key)| async move {
                 let bytes = fetch(key.clone()).await?;
-                let parsed = serde_json::from_slice::<Seal>(&bytes).map_err(|e| e.to_string());
+                let parsed = serde_json::from_slice::<Seal>(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| match s.body.format {
+                        crate::seal::SEAL_FORMAT => Ok(s),
+                        other => Err(format!(
+                            "seal format {other}: this verifier reads format {}",
+                            crate::seal::SEAL_FORMAT
+                        )),
+                    });
                 Ok::<_, Error>((batch_no, key, parsed))
             })
             .buffered(32)
