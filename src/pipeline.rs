@@ -662,6 +662,56 @@ mod tests {
     /// Heartbeats are written when due, not at the next flush interval: a
     /// flush interval longer than verify's grace must not make an idle
     /// writer look as if seals were deleted.
+    /// A marker written for a batch that was fixed only later (the batch
+    /// before it was failing) does not end that batch at the restart.
+    #[test]
+    fn a_stale_marker_does_not_split_the_batch_being_sealed_at_a_crash() {
+        let store = Arc::new(FailSeals {
+            inner: object_store::memory::InMemory::new(),
+            fail: AtomicUsize::new(2),
+            pass: AtomicUsize::new(0),
+        });
+        let archive = Archive::from_store(store.clone(), "", "memory://fail-seals");
+        let dir = tempfile::tempdir().unwrap();
+        let counters = Arc::new(Counters::default());
+        let rec = |n: &str| TraceRecord::new("s", Kind::Span, n);
+        {
+            let (spool, left) = Spool::open(dir.path()).unwrap();
+            let (mut s, _) = Sealer::open(config(&archive), spool, left, counters.clone()).unwrap();
+            s.append(rec("a"), None).unwrap();
+            s.sync(1).unwrap();
+            s.start();
+            assert!(s.complete(NONE).is_err(), "seal 0 fails");
+            s.append(rec("b"), None).unwrap();
+            s.sync(1).unwrap();
+            // Marks batch 1 (after "b"), but seal 0 fails again.
+            assert!(s.flush(NONE).is_err());
+            s.start();
+            s.complete(NONE).unwrap();
+            s.append(rec("c"), None).unwrap();
+            s.sync(1).unwrap();
+            // Batch 1 is "b" and "c": its object is written, its seal is not.
+            store.fail.store(1, Ordering::SeqCst);
+            s.start();
+            assert!(s.complete(NONE).is_err());
+            // A crash.
+        }
+        let (spool, left) = Spool::open(dir.path()).unwrap();
+        let (mut s, _) = Sealer::open(config(&archive), spool, left, counters).unwrap();
+        s.close(NONE).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let key = SigningKey::from_bytes(&[3; 32]).verifying_key();
+        let report = rt
+            .block_on(crate::verify(
+                &archive,
+                &[key],
+                &crate::VerifyOptions::default(),
+            ))
+            .unwrap();
+        assert!(report.is_intact(), "{:?}", report.findings);
+        assert_eq!(report.records, 3);
+    }
+
     #[test]
     fn heartbeats_are_on_time_whatever_the_flush_interval() {
         let archive = Archive::memory();

@@ -511,8 +511,8 @@ pub struct Recovery {
     /// The records no seal covers yet, in spool order, as [`unsealed`].
     pub unsealed: Vec<Unsealed>,
     /// How many of the first `unsealed` form the batch whose seal was begun
-    /// (their marker, naming the writer's next batch, is in the spool) but
-    /// not written: they are sealed again as exactly that batch, since its
+    /// (the last marker naming the writer's next batch ends it) but not
+    /// written: they are sealed again as exactly that batch, since its
     /// object may already be in the store. 0 when no seal was begun.
     pub begun: usize,
     /// The held records not released, as [`held`].
@@ -569,10 +569,12 @@ pub fn recover(
                     held.entry(id).or_insert(record);
                 }
             }
-            Entry::Sealing { .. } => {
-                // The first marker after the last sealed one: its seal was
-                // begun (and it names the writer's next batch).
-                if i >= cut && begun.is_none() {
+            Entry::Sealing { batch_no } => {
+                // The batch a seal was begun for ends at the last marker
+                // naming it: a marker may name it earlier, written for a
+                // seal that then did not get that far (the batch before
+                // it was failing), and the batch was fixed later.
+                if i >= cut && batch_no == next_batch_no {
                     begun = Some(out.len());
                 }
             }
