@@ -570,6 +570,7 @@ mod tests {
             inner: object_store::memory::InMemory::new(),
             fail: AtomicUsize::new(1),
             pass: AtomicUsize::new(0),
+            lose_answer: Default::default(),
         });
         let archive = Archive::from_store(store.clone(), "", "memory://fail-seals");
         let dir = tempfile::tempdir().unwrap();
@@ -622,6 +623,7 @@ mod tests {
             inner: object_store::memory::InMemory::new(),
             fail: AtomicUsize::new(1),
             pass: AtomicUsize::new(0),
+            lose_answer: Default::default(),
         });
         let archive = Archive::from_store(store.clone(), "", "memory://fail-seals");
         let dir = tempfile::tempdir().unwrap();
@@ -670,6 +672,7 @@ mod tests {
             inner: object_store::memory::InMemory::new(),
             fail: AtomicUsize::new(2),
             pass: AtomicUsize::new(0),
+            lose_answer: Default::default(),
         });
         let archive = Archive::from_store(store.clone(), "", "memory://fail-seals");
         let dir = tempfile::tempdir().unwrap();

@@ -186,6 +186,10 @@ struct Frozen {
     records: usize,
     line_bytes: usize,
     sessions: Vec<SessionSummary>,
+    /// The seal as first signed, with its bytes: a retry writes exactly
+    /// these, so that a seal written by an attempt whose answer was lost is
+    /// recognised as ours.
+    signed: Option<(Seal, Bytes)>,
 }
 
 /// The writes of one seal (the batch object, then the seal object), done
@@ -274,21 +278,31 @@ impl SealJob {
             b.version_id =
                 put_batch(&self.archive, &b.key, self.frozen.bytes.clone(), &b.sha256).await?;
         }
-        self.body.batch = self.frozen.batch.clone();
-        let sealed = seal::seal(self.body.clone(), &self.key)?;
-        let bytes = crate::canonical::to_vec(&sealed)?;
-        match self
-            .archive
-            .put_new(&self.seal_key, Bytes::from(bytes))
-            .await
-        {
+        let (sealed, bytes) = match &self.frozen.signed {
+            Some(signed) => signed.clone(),
+            None => {
+                self.body.batch = self.frozen.batch.clone();
+                let sealed = seal::seal(self.body.clone(), &self.key)?;
+                let bytes = Bytes::from(crate::canonical::to_vec(&sealed)?);
+                self.frozen.signed = Some((sealed.clone(), bytes.clone()));
+                (sealed, bytes)
+            }
+        };
+        match self.archive.put_new(&self.seal_key, bytes.clone()).await {
             Ok(version) => Ok((sealed, version)),
-            Err(Error::AlreadyExists { key }) => Err(Error::Recovery {
-                writer: self.writer.clone(),
-                reason: format!(
-                    "{key} was written by someone else: is another process using this writer id?"
-                ),
-            }),
+            Err(Error::AlreadyExists { key }) => {
+                // An earlier attempt may have written it and lost the answer.
+                if self.archive.get(&key).await? == bytes {
+                    let version = self.archive.version_of(&key).await?;
+                    return Ok((sealed, version));
+                }
+                Err(Error::Recovery {
+                    writer: self.writer.clone(),
+                    reason: format!(
+                        "{key} was written by someone else: is another process using this writer id?"
+                    ),
+                })
+            }
             Err(e) => Err(e),
         }
     }
@@ -566,7 +580,11 @@ impl Writer {
     /// heartbeat is expected and the writer accepts nothing more.
     pub async fn close(&mut self) -> Result<SealReceipt> {
         if self.pending.frozen.is_some() {
-            self.seal_batch(false).await?;
+            let r = self.seal_batch(false).await?;
+            // Its seal was first signed by a close: it is the final seal.
+            if self.closed {
+                return Ok(r);
+            }
         }
         let r = self.seal_batch(true).await?;
         self.closed = true;
@@ -817,6 +835,8 @@ pub(crate) mod tests {
         pub(crate) inner: object_store::memory::InMemory,
         pub(crate) fail: std::sync::atomic::AtomicUsize,
         pub(crate) pass: std::sync::atomic::AtomicUsize,
+        /// Failed seal writes are written first (their answer is lost).
+        pub(crate) lose_answer: std::sync::atomic::AtomicBool,
     }
 
     impl std::fmt::Display for FailSeals {
@@ -842,6 +862,9 @@ pub(crate) mod tests {
                 && self.fail.load(Ordering::SeqCst) > 0
             {
                 self.fail.fetch_sub(1, Ordering::SeqCst);
+                if self.lose_answer.load(Ordering::SeqCst) {
+                    self.inner.put_opts(p, payload, opts).await?;
+                }
                 return Err(object_store::Error::Generic {
                     store: "FailSeals",
                     source: "injected outage".into(),
@@ -902,6 +925,7 @@ pub(crate) mod tests {
             inner: object_store::memory::InMemory::new(),
             fail: std::sync::atomic::AtomicUsize::new(1),
             pass: std::sync::atomic::AtomicUsize::new(0),
+            lose_answer: Default::default(),
         });
         let archive = Archive::from_store(store, "", "memory://fail-seals");
         let key = SigningKey::from_bytes(&[3; 32]);
@@ -931,6 +955,46 @@ pub(crate) mod tests {
         .unwrap();
         assert!(report.is_intact(), "{:?}", report.findings);
         assert_eq!(report.records, 3);
+    }
+
+    /// A seal written by an attempt whose answer was lost is recognised as
+    /// ours when the seal is written again: the writer goes on.
+    #[tokio::test]
+    async fn a_seal_whose_answer_was_lost_is_recognised_on_retry() {
+        for closing in [false, true] {
+            let store = Arc::new(FailSeals {
+                inner: object_store::memory::InMemory::new(),
+                fail: std::sync::atomic::AtomicUsize::new(1),
+                pass: std::sync::atomic::AtomicUsize::new(0),
+                lose_answer: std::sync::atomic::AtomicBool::new(true),
+            });
+            let archive = Archive::from_store(store, "", "memory://lost-answer");
+            let key = SigningKey::from_bytes(&[3; 32]);
+            let mut w = Writer::open(archive.clone(), key.clone(), "w", WriterOptions::default())
+                .await
+                .unwrap();
+            w.append(TraceRecord::new("s", Kind::Span, "a")).unwrap();
+            if closing {
+                assert!(w.close().await.is_err(), "the answer is lost");
+                w.close().await.unwrap();
+            } else {
+                assert!(w.flush().await.is_err(), "the answer is lost");
+                w.append(TraceRecord::new("s", Kind::Span, "b")).unwrap();
+                let r = w.flush().await.unwrap().unwrap();
+                assert_eq!(r.batch_no, 1);
+                w.close().await.unwrap();
+            }
+            let report = crate::verify(
+                &archive,
+                &[key.verifying_key()],
+                &crate::VerifyOptions::default(),
+            )
+            .await
+            .unwrap();
+            assert!(report.is_intact(), "{closing}: {:?}", report.findings);
+            let want = if closing { (1, 1) } else { (2, 3) };
+            assert_eq!((report.records, report.batches), want, "{closing}");
+        }
     }
 
     #[tokio::test]
