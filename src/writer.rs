@@ -84,7 +84,23 @@ pub fn persisted_writer_id(spool: &std::path::Path) -> Result<String> {
         hex::encode(r)
     );
     let id = id.trim_start_matches('.').to_owned();
-    std::fs::write(&path, format!("{id}\n")).map_err(|source| Error::Io { path, source })?;
+    // Durable before any record is spooled under it: written aside, synced,
+    // renamed into place, and the directory synced (a power loss must not
+    // leave an empty file, or none, beside records chained under the id).
+    let tmp = path.with_extension("tmp");
+    let io = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| Error::Io { path, source }
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    std::io::Write::write_all(&mut f, format!("{id}\n").as_bytes()).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
     Ok(id)
 }
 
