@@ -45,6 +45,14 @@ pub enum Error {
         /// The bucket.
         bucket: String,
     },
+    /// The bucket has Object Lock but no default retention, and none is configured.
+    #[error(
+        "bucket {bucket:?} has Object Lock enabled but no default retention, and no retention is configured,          so archived objects would be written without a lock. Configure one (--retention and --lock-mode, or          with_retention), or give the bucket a default (aws s3api put-object-lock-configuration --bucket {bucket}          --object-lock-configuration '{{\"ObjectLockEnabled\":\"Enabled\",\"Rule\":{{\"DefaultRetention\":{{\"Mode\":\"COMPLIANCE\",\"Years\":7}}}}}}'),          or accept unlocked objects explicitly (allow_unlocked / --allow-unlocked)"
+    )]
+    ObjectLockNoRetention {
+        /// The bucket.
+        bucket: String,
+    },
     /// A key file is missing, malformed, or would be overwritten.
     #[error("key file {path}: {reason}")]
     KeyFile {

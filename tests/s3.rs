@@ -187,9 +187,24 @@ async fn a_bucket_without_object_lock_is_refused_unless_allowed() {
         .build()
         .unwrap();
     drop(guard);
-    // A locked bucket passes the check and reports its default retention.
+    // A locked bucket without a default retention locks nothing by itself:
+    // refused, unless a retention is configured or unlocked objects allowed.
     let locked = Archive::open(&s3_url("check")).unwrap();
-    assert_eq!(locked.check_object_lock(false).await.unwrap(), None);
+    let err = locked.check_object_lock(false).await.unwrap_err();
+    assert!(
+        matches!(err, sealtrail::Error::ObjectLockNoRetention { ref bucket } if bucket == "sealtrail-test"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--retention"), "{err}");
+    assert_eq!(locked.check_object_lock(true).await.unwrap(), None);
+    let configured = locked
+        .with_retention(sealtrail::archive::Retention {
+            mode: sealtrail::archive::LockMode::Governance,
+            period: std::time::Duration::from_secs(3600),
+        })
+        .unwrap();
+    assert_eq!(configured.check_object_lock(false).await.unwrap(), None);
+    // A bucket with a default retention reports it.
     let with_default = Archive::open("s3://sealtrail-default-retention/x").unwrap();
     assert_eq!(
         with_default.check_object_lock(false).await.unwrap(),

@@ -316,17 +316,23 @@ impl Archive {
             };
         }
         let mode = match xml_text(&body, "Mode") {
-            Some("COMPLIANCE") => LockMode::Compliance,
-            Some("GOVERNANCE") => LockMode::Governance,
-            _ => return Ok(None),
+            Some("COMPLIANCE") => Some(LockMode::Compliance),
+            Some("GOVERNANCE") => Some(LockMode::Governance),
+            _ => None,
         };
         let days: Option<u64> = xml_text(&body, "Days").and_then(|d| d.parse().ok());
         let years: Option<u64> = xml_text(&body, "Years").and_then(|d| d.parse().ok());
         let period = days.map(|d| d * 86_400).or(years.map(|y| y * 365 * 86_400));
-        Ok(period.map(|secs| Retention {
+        let default = mode.zip(period).map(|(mode, secs)| Retention {
             mode,
             period: Duration::from_secs(secs),
-        }))
+        });
+        // Object Lock alone locks nothing: an object needs a retention of
+        // its own or the bucket's default.
+        if default.is_none() && self.retention.is_none() && !allow_unlocked {
+            return Err(Error::ObjectLockNoRetention { bucket });
+        }
+        Ok(default)
     }
 
     /// Every version and delete marker under the archive root, for an `s3://`
