@@ -112,10 +112,20 @@ fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// One HTTP client for these calls (connection reuse).
+/// One HTTP client for these calls (connection reuse). With timeouts: a
+/// server that accepts a connection and never answers must fail the call
+/// (the seal is retried), not hang it for good. The read timeout catches a
+/// stalled server; the total one is long enough for a large batch.
 fn http_client() -> &'static reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(reqwest::Client::new)
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .timeout(Duration::from_secs(600))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new())
+    })
 }
 
 /// The text of the first `<tag>…</tag>` in a small S3 XML answer.
