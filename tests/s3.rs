@@ -226,6 +226,8 @@ s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name
 bucket, key, action = os.environ["SEALTRAIL_TEST_S3_BUCKET"], sys.argv[1], sys.argv[2]
 if action == "overwrite":
     s3.put_object(Bucket=bucket, Key=key, Body=b"forged")
+elif action.startswith("delete-version:"):
+    s3.delete_object(Bucket=bucket, Key=key, VersionId=action.split(":", 1)[1])
 else:
     s3.delete_object(Bucket=bucket, Key=key)
 "#;
@@ -428,4 +430,23 @@ async fn seals_name_the_versions_written_and_verify_reads_those() {
         r.findings[0].problem,
         sealtrail::verify::Problem::ObjectOverwritten { versions: 2 }
     );
+    // The version the seal names is deleted (possible here: not locked):
+    // reported as such, not read from the forged one.
+    tamper_through_server(
+        &format!("{prefix}/{}", batch.key),
+        &format!("delete-version:{batch_version}"),
+    );
+    let r = f.verify().await;
+    let missing: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|x| {
+            x.problem
+                == sealtrail::verify::Problem::SealedVersionMissing {
+                    version_id: batch_version.clone(),
+                }
+        })
+        .collect();
+    assert_eq!(missing.len(), 1, "{}", show(&r));
+    assert_eq!(missing[0].at.batch_no, Some(1));
 }

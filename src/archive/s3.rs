@@ -406,6 +406,17 @@ impl Archive {
 
     /// Reads one version of an object of an `s3://` archive.
     pub async fn get_version(&self, key: &str, version_id: &str) -> Result<Bytes> {
+        self.find_version(key, version_id).await?.ok_or_else(|| {
+            s3_err(
+                &format!("{key}?versionId={version_id}"),
+                "no such version (404)",
+            )
+        })
+    }
+
+    /// Reads one version of an object of an `s3://` archive: `None` when
+    /// the server has no such version (404); any other failure is an error.
+    pub async fn find_version(&self, key: &str, version_id: &str) -> Result<Option<Bytes>> {
         let what = format!("{key}?versionId={version_id}");
         let resp = self
             .s3_send(
@@ -418,8 +429,12 @@ impl Archive {
             )
             .await?;
         match resp.status().as_u16() {
-            200 => resp.bytes().await.map_err(|e| s3_err(&what, e)),
-            code => Err(s3_err(&what, format!("GET answered {code}"))),
+            200 => resp.bytes().await.map(Some).map_err(|e| s3_err(&what, e)),
+            404 => Ok(None),
+            code => {
+                let body = resp.text().await.unwrap_or_default();
+                Err(s3_err(&what, format!("GET answered {code}: {body}")))
+            }
         }
     }
 

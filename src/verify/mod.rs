@@ -325,9 +325,11 @@ pub async fn verify(
                     // The seal names the version written: read that one.
                     Some(b) if b.version_id.is_some() && archive.is_s3() => {
                         let v = b.version_id.as_deref().unwrap_or_default();
-                        match archive.get_version(&b.key, v).await {
-                            Ok(bytes) => (Some(bytes), None),
-                            Err(_) => (
+                        // Only a version the server does not have is a
+                        // finding; a failure to read is an error (exit 2).
+                        match archive.find_version(&b.key, v).await? {
+                            Some(bytes) => (Some(bytes), None),
+                            None => (
                                 None,
                                 Some(Finding {
                                     at: Location {
