@@ -416,33 +416,54 @@ impl Writer {
             writer: self.id.clone(),
             reason,
         };
-        let listed = self.archive.list(&layout::seals_dir(&self.id)).await?;
+        let dir = layout::seals_dir(&self.id);
+        // On S3, every seal as first written, also one hidden by a delete
+        // marker or overwritten: the writer continues its true chain (and
+        // never writes a second seal under a key that holds one).
+        let listed: Vec<(String, Option<String>)> =
+            match self.archive.list_versions_in(&dir).await? {
+                Some(versions) => {
+                    let mut first: BTreeMap<String, String> = BTreeMap::new();
+                    // Newest first per key: the last version with data is the first written.
+                    for v in versions.into_iter().filter(|v| !v.delete_marker) {
+                        first.insert(v.key, v.version_id);
+                    }
+                    first.into_iter().map(|(k, v)| (k, Some(v))).collect()
+                }
+                None => self
+                    .archive
+                    .list(&dir)
+                    .await?
+                    .into_iter()
+                    .map(|o| (o.key, None))
+                    .collect(),
+            };
         let trusted = [self.key.verifying_key()];
-        if let Some(last) = listed.last() {
-            self.prev_seal_version = self.archive.version_of(&last.key).await?;
+        if let Some((last, version)) = listed.last() {
+            self.prev_seal_version = match version {
+                Some(v) => Some(v.clone()),
+                None => self.archive.version_of(last).await?,
+            };
         }
-        for obj in listed {
-            let Some(layout::Name::Seal { batch_no, .. }) = layout::parse(&obj.key) else {
-                return Err(fail(format!(
-                    "unexpected object {} among the seals",
-                    obj.key
-                )));
+        for (key, version) in listed {
+            let Some(layout::Name::Seal { batch_no, .. }) = layout::parse(&key) else {
+                return Err(fail(format!("unexpected object {key} among the seals")));
             };
             if batch_no != self.batch_no {
                 return Err(fail(format!("seal {} is missing", self.batch_no)));
             }
-            let bytes = self.archive.get(&obj.key).await?;
+            let bytes = match &version {
+                Some(v) => self.archive.get_version(&key, v).await?,
+                None => self.archive.get(&key).await?,
+            };
             let s: Seal = serde_json::from_slice(&bytes)
-                .map_err(|e| fail(format!("seal {} is unreadable: {e}", obj.key)))?;
-            seal::verify_seal(&s, &trusted).map_err(|e| fail(format!("seal {}: {e}", obj.key)))?;
+                .map_err(|e| fail(format!("seal {key} is unreadable: {e}")))?;
+            seal::verify_seal(&s, &trusted).map_err(|e| fail(format!("seal {key}: {e}")))?;
             if s.body.writer != self.id
                 || s.body.batch_no != batch_no
                 || s.body.prev_seal != self.prev_seal
             {
-                return Err(fail(format!(
-                    "seal {} does not continue the seal chain",
-                    obj.key
-                )));
+                return Err(fail(format!("seal {key} does not continue the seal chain")));
             }
             for sess in &s.body.sessions {
                 self.chain.set_head(

@@ -450,3 +450,52 @@ async fn seals_name_the_versions_written_and_verify_reads_those() {
     assert_eq!(missing.len(), 1, "{}", show(&r));
     assert_eq!(missing[0].at.batch_no, Some(1));
 }
+
+/// A delete marker on a writer's newest seal does not make the restarted
+/// writer write that seal again (a second version under the same key, a
+/// fork of its chain): it continues after the seal as first written.
+#[tokio::test]
+async fn a_writer_continues_after_a_seal_hidden_by_a_delete_marker() {
+    use sealtrail::{Writer, WriterOptions};
+    let url = s3_url("hidden-seal");
+    let prefix = url.splitn(4, '/').nth(3).unwrap().to_owned();
+    let archive = Archive::open(&url).unwrap();
+    let open = || {
+        Writer::open(
+            archive.clone(),
+            key(),
+            "hidden-writer",
+            WriterOptions::default(),
+        )
+    };
+    let mut w = open().await.unwrap();
+    for i in 0..2 {
+        w.append(sample_record("s", i)).unwrap();
+        w.flush().await.unwrap();
+    }
+    drop(w);
+    let hidden = sealtrail::archive::layout::seal_key("hidden-writer", 1);
+    tamper_through_server(&format!("{prefix}/{hidden}"), "delete");
+
+    let mut w = open().await.unwrap();
+    w.append(sample_record("s", 2)).unwrap();
+    let r = w.flush().await.unwrap().unwrap();
+    assert_eq!(r.batch_no, 2, "the writer continues after seal 1");
+    w.close().await.unwrap();
+    let report = verify_now(&archive).await;
+    let found: Vec<_> = report
+        .findings
+        .iter()
+        .map(|f| (f.at.key.as_deref(), &f.problem))
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            Some(hidden.as_str()),
+            &sealtrail::verify::Problem::DeleteMarker
+        )],
+        "{}",
+        show(&report)
+    );
+    assert_eq!(report.records, 3);
+}

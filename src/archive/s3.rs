@@ -348,15 +348,22 @@ impl Archive {
     /// Every version and delete marker under the archive root, for an `s3://`
     /// archive (`None` for other stores), newest first per key as S3 lists them.
     pub async fn list_versions(&self) -> Result<Option<Vec<ObjectVersion>>> {
+        self.list_versions_in("").await
+    }
+
+    /// [`Archive::list_versions`] of the keys under `dir` (relative to the
+    /// archive root, e.g. `v1/writers/w/seals/`).
+    pub async fn list_versions_in(&self, dir: &str) -> Result<Option<Vec<ObjectVersion>>> {
         if self.s3.is_none() {
             return Ok(None);
         }
         let what = format!("{}?versions", self.url);
-        let prefix = if self.prefix.as_ref().is_empty() {
+        let root = if self.prefix.as_ref().is_empty() {
             String::new()
         } else {
             format!("{}/", self.prefix)
         };
+        let prefix = format!("{root}{dir}");
         let mut out = Vec::new();
         let mut markers: Option<(String, String)> = None;
         loop {
@@ -385,7 +392,7 @@ impl Archive {
                     VersionEntry::Other => continue,
                 };
                 out.push(ObjectVersion {
-                    key: f.key.strip_prefix(&prefix).unwrap_or(&f.key).to_owned(),
+                    key: f.key.strip_prefix(&root).unwrap_or(&f.key).to_owned(),
                     version_id: f.version_id,
                     is_latest: f.is_latest,
                     delete_marker,
@@ -397,8 +404,18 @@ impl Archive {
                 page.next_key_marker,
                 page.next_version_id_marker,
             ) {
-                (true, Some(k), Some(v)) => markers = Some((k, v)),
-                _ => break,
+                (false, _, _) => break,
+                (true, Some(k), Some(v)) if markers.as_ref() != Some(&(k.clone(), v.clone())) => {
+                    markers = Some((k, v))
+                }
+                // A listing that says it goes on but not from where (or from
+                // where it was) would end early and silently: an error.
+                _ => {
+                    return Err(s3_err(
+                        &what,
+                        "ListObjectVersions is truncated without a new next marker",
+                    ))
+                }
             }
         }
         Ok(Some(out))
