@@ -274,10 +274,13 @@ impl Sealer {
             return Err(e);
         }
         self.pending_since.get_or_insert_with(Instant::now);
-        if let Err(e) = self.spool.append_line(self.writer.last_line(), released) {
-            // Still chained, so still sealed; but not durable until then,
-            // which the next sync reports.
-            self.spool_failed.get_or_insert(e);
+        // After a failed write the spool may end in a torn entry: nothing is
+        // written after it (so that the next start can cut it off), and
+        // records are still chained and sealed, only not durable before.
+        if self.spool_failed.is_none() && !self.spool_broken {
+            if let Err(e) = self.spool.append_line(self.writer.last_line(), released) {
+                self.spool_failed = Some(e);
+            }
         }
         Ok(())
     }
@@ -286,6 +289,12 @@ impl Sealer {
     pub fn sync(&mut self, n: usize) -> Result<()> {
         let r = match self.spool_failed.take() {
             Some(e) => Err(e),
+            None if self.spool_broken => Err(crate::Error::Io {
+                path: "spool".into(),
+                source: std::io::Error::other(
+                    "a spool write failed earlier: records are sealed, but no longer spooled until the next start",
+                ),
+            }),
             None => self.spool.sync(),
         };
         self.spool_broken |= r.is_err();
@@ -373,16 +382,18 @@ impl Sealer {
             self.next_seal = Instant::now() + self.cfg.flush_interval;
             return;
         }
-        if self.writer.open_records() > 0 && !self.writer.has_frozen() {
+        // A broken spool gets no marker (see `append`); the seal goes on
+        // without one, and the next start skips what the seals cover.
+        if self.writer.open_records() > 0 && !self.writer.has_frozen() && !self.spool_broken {
             let batch_no = self.writer.next_batch_no();
-            if let Err(e) = self.spool.mark_sealing(batch_no) {
-                tracing::error!(error = %e, "the spool marker could not be written");
-                self.counters.spool_errors.fetch_add(1, Ordering::Relaxed);
-                self.spool_broken = true;
-                self.next_seal = Instant::now() + self.retry_delay();
-                return;
+            match self.spool.mark_sealing(batch_no) {
+                Ok(()) => self.marker = Some(batch_no),
+                Err(e) => {
+                    tracing::error!(error = %e, "the spool marker could not be written");
+                    self.counters.spool_errors.fetch_add(1, Ordering::Relaxed);
+                    self.spool_broken = true;
+                }
             }
-            self.marker = Some(batch_no);
         }
         match self.writer.begin_seal(false) {
             Ok(job) => {
@@ -440,6 +451,9 @@ impl Sealer {
 
     /// The segments before the newest marker are sealed: lets them go.
     fn compact<'a>(&mut self, held: impl IntoIterator<Item = (u64, &'a [u8])>) {
+        if self.spool_broken {
+            return;
+        }
         if let Err(e) = self.spool.sealed(held) {
             // Sealed, but the spool may now hold a torn entry.
             tracing::error!(error = %e, "the spool could not be compacted");
@@ -482,15 +496,16 @@ impl Sealer {
         // The marker names the batch that will hold the last pending record:
         // once the seal is written, the segments before it may go (the
         // records still held in them written again first; see Spool::sealed).
-        let marking = pending > 0;
-        if marking {
+        if pending > 0 && !self.spool_broken {
             let named = self.writer.last_pending_batch_no();
-            if let Err(e) = self.spool.mark_sealing(named) {
-                c.spool_errors.fetch_add(1, Ordering::Relaxed);
-                self.spool_broken = true;
-                return Err(e);
+            match self.spool.mark_sealing(named) {
+                Ok(()) => self.marker = Some(named),
+                Err(e) => {
+                    tracing::error!(error = %e, "the spool marker could not be written");
+                    c.spool_errors.fetch_add(1, Ordering::Relaxed);
+                    self.spool_broken = true;
+                }
             }
-            self.marker = Some(named);
         }
         let result = if closing {
             self.rt.block_on(self.writer.close()).map(Some)

@@ -572,6 +572,18 @@ impl Writer {
         let session = stored.record.session.clone();
         let start = self.pending.lines.len();
         let head = self.chain.head(&session);
+        // Already sealed (by a seal written without a spool marker, when
+        // the spool could not be written): nothing to do. (Below the head of
+        // a session with records pending, it is an error, as below.)
+        let pending = self.pending.sessions.contains_key(&session)
+            || self
+                .pending
+                .frozen
+                .as_ref()
+                .is_some_and(|f| f.sessions.iter().any(|s| s.id == session));
+        if !pending && head.is_some_and(|h| seq < h.next_seq) {
+            return Ok(stored.hash);
+        }
         let hash = self.append(stored.record)?;
         if hash != stored.hash || self.pending.lines[start..self.pending.lines.len() - 1] != *line {
             return Err(Error::Recovery {
