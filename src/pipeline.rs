@@ -251,6 +251,10 @@ impl Sealer {
                 // is not this run's: no compaction after its seal; the next
                 // marker's seal covers the older segments.)
                 s.writer.fix_pending();
+                if let Err(e) = s.rt.block_on(s.writer.reuse_written_batch()) {
+                    // Compressed anew then: at worst its first object stays uncovered.
+                    tracing::warn!(error = %e, "could not look for the batch object an earlier run wrote");
+                }
             }
         }
         if recovered.chained > 0 {
@@ -660,7 +664,11 @@ mod tests {
             // A crash.
         }
         let (spool, left) = Spool::open(dir.path()).unwrap();
-        let (mut s, rec) = Sealer::open(config(&archive), spool, left, counters).unwrap();
+        // Another zstd level than the run that wrote batch 0's object: the
+        // object is taken as written all the same.
+        let mut cfg = config(&archive);
+        cfg.zstd_level = 19;
+        let (mut s, rec) = Sealer::open(cfg, spool, left, counters).unwrap();
         assert_eq!(rec.chained, 3);
         s.close(NONE).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();

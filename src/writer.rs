@@ -772,6 +772,48 @@ impl Writer {
         }
     }
 
+    /// After [`Writer::fix_pending`] at a restart: if an earlier run wrote
+    /// the fixed batch's object (and crashed before its seal), takes that
+    /// object as it is when its content is exactly the fixed lines, so the
+    /// seal covers it even when this run would compress differently (another
+    /// zstd level or version). Returns whether one was found.
+    pub async fn reuse_written_batch(&mut self) -> Result<bool> {
+        let Some(f) = self.pending.frozen.as_mut() else {
+            return Ok(false);
+        };
+        if f.batch.is_some() || f.records == 0 {
+            return Ok(false);
+        }
+        let prefix = format!("{}{:020}-", layout::batches_dir(&self.id), self.batch_no);
+        for obj in self.archive.list(&layout::batches_dir(&self.id)).await? {
+            if !obj.key.starts_with(&prefix) || obj.size > 2 * f.lines.len() as u64 + 1024 {
+                continue;
+            }
+            let bytes = self.archive.get(&obj.key).await?;
+            let same = crate::verify::batch::decode(&bytes, f.lines.len() as u64)
+                .is_ok_and(|(content, frame_len)| frame_len == bytes.len() && content == f.lines);
+            if same {
+                let sha256 = Digest::sha256(&bytes);
+                if obj.key != layout::batch_key(&self.id, self.batch_no, &sha256) {
+                    continue;
+                }
+                f.batch = Some(BatchRef {
+                    key: obj.key,
+                    len: bytes.len() as u64,
+                    merkle_root: merkle::root(&f.hashes).unwrap_or_default(),
+                    records: f.records as u64,
+                    sha256,
+                    version_id: None,
+                });
+                f.bytes = bytes;
+                f.lines.clear();
+                f.hashes.clear();
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Fixes the pending records as the next batch (compressed later, by
     /// its [`SealJob`]). Records appended later go to the next batch.
     fn freeze(&mut self) -> Frozen {

@@ -251,6 +251,11 @@ pub mod layout {
     /// Root of everything written in format version 1.
     pub const ROOT: &str = "v1/writers";
 
+    /// Directory of a writer's batch objects.
+    pub fn batches_dir(writer: &str) -> String {
+        format!("{ROOT}/{writer}/batches/")
+    }
+
     /// Directory of a writer's seals.
     pub fn seals_dir(writer: &str) -> String {
         format!("{ROOT}/{writer}/seals/")
