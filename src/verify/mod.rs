@@ -528,7 +528,17 @@ async fn check_retention(
         .try_collect()
         .await?;
     for (key, lock) in locks {
-        let written = lock.written.map(ns).unwrap_or(0);
+        // Without the write time the required date is unknown: an error, not
+        // a lock that passes against 1970.
+        let Some(written) = lock.written.map(ns) else {
+            return Err(Error::Store {
+                key: key.clone(),
+                source: object_store::Error::Generic {
+                    store: "S3",
+                    source: "HEAD gave no readable Last-Modified: cannot check the retention".into(),
+                },
+            });
+        };
         let required = written.saturating_add(policy.period.as_nanos() as u64);
         let found_until = lock.retain_until.map(ns);
         let ok = lock.mode == Some(policy.mode) && found_until.is_some_and(|u| u >= required);
