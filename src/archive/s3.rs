@@ -314,7 +314,10 @@ impl Archive {
         let body = resp.text().await.unwrap_or_default();
         if status != 200 || xml_text(&body, "ObjectLockEnabled") != Some("Enabled") {
             if status == 404 && body.contains("NoSuchBucket") {
-                return Err(s3_err(&what, format!("the bucket {bucket:?} does not exist")));
+                return Err(s3_err(
+                    &what,
+                    format!("the bucket {bucket:?} does not exist"),
+                ));
             }
             if status != 200 && status != 404 {
                 return Err(s3_err(

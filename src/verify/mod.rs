@@ -535,7 +535,8 @@ async fn check_retention(
                 key: key.clone(),
                 source: object_store::Error::Generic {
                     store: "S3",
-                    source: "HEAD gave no readable Last-Modified: cannot check the retention".into(),
+                    source: "HEAD gave no readable Last-Modified: cannot check the retention"
+                        .into(),
                 },
             });
         };
