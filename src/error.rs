@@ -61,6 +61,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A setting is not acceptable.
+    #[error("invalid setting {setting}: {reason}")]
+    InvalidSetting {
+        /// The setting.
+        setting: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// A writer id is not acceptable.
     #[error("invalid writer id {id:?}: use 1 to 64 characters from [A-Za-z0-9._-], not starting with '.'")]
     InvalidWriterId {

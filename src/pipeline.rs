@@ -345,6 +345,15 @@ impl Sealer {
         self.writer.pending_bytes()
     }
 
+    /// Seals at the next [`Sealer::tick`] (after the seal in flight, if
+    /// any), as for a full batch: the caller's backlog is full. Not while
+    /// the store is failing (the backoff holds).
+    pub fn seal_soon(&mut self) {
+        if self.failures == 0 {
+            self.next_seal = Instant::now();
+        }
+    }
+
     /// When [`Sealer::tick`] next has something to do: the flush interval
     /// (or the backoff after failures), a seal in flight, or a heartbeat
     /// due, whichever comes first (a heartbeat is not late by up to a

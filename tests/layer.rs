@@ -296,6 +296,15 @@ fn build_errors_are_clear() {
     assert!(err.to_string().contains("missing.key"), "{err}");
     // A bad setting creates nothing.
     assert!(!dir.path().join("data").exists() && !dir.path().join("s2").exists());
+    let err = sealtrail::AuditLayer::builder()
+        .with_store(dir.path().join("data").to_str().unwrap())
+        .with_signing_key(key())
+        .with_spool_dir(dir.path().join("s2"))
+        .with_heartbeat(std::time::Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("at least 1 s"), "{err}");
+    assert!(!dir.path().join("data").exists() && !dir.path().join("s2").exists());
 
     if std::env::var_os(sealtrail::layer::SIGNING_KEY_ENV).is_none() {
         let err = sealtrail::AuditLayer::builder()
@@ -452,4 +461,17 @@ async fn per_layer_filters_and_capture_all() {
     assert_eq!(names(all_records(&all).await), ["both", "charge"]);
     assert!(verify_now(&archive).await.is_intact());
     assert!(verify_now(&all).await.is_intact());
+}
+
+/// An unbounded shutdown timeout means "wait for good", not a panic.
+#[test]
+fn an_unbounded_shutdown_timeout_waits_rather_than_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::memory();
+    let (_layer, guard) = layer_builder(&archive, dir.path())
+        .with_shutdown_timeout(std::time::Duration::MAX)
+        .build()
+        .unwrap();
+    guard.flush().unwrap();
+    drop(guard);
 }

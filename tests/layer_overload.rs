@@ -217,6 +217,36 @@ async fn block_waits_at_the_backlog_limit_while_the_store_fails() {
     assert!(report.is_intact(), "{}", show(&report));
 }
 
+/// With a healthy store, a backlog limit smaller than a batch does not make
+/// the agent wait for the flush interval: reaching it seals at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_backlog_seals_early_rather_than_stalling() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::memory();
+    let (layer, guard) = layer_builder(&archive, dir.path())
+        .with_queue_capacity(16)
+        .with_max_backlog(16 << 10)
+        .with_flush_interval(Duration::from_secs(3600))
+        .with_heartbeat(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let n = 2_000;
+    emit(layer, n);
+    // Reaching the limit seals at once, not at the flush interval (an hour).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while guard.stats().sealed == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing sealed: {:?}",
+            guard.stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(guard.stats().captured, n as u64);
+    drop(guard);
+    assert_eq!(all_records(&archive).await.len(), n);
+}
+
 /// Dropping the guard waits at most the shutdown timeout, even when the
 /// worker is stuck on a store that does not answer and the queue is full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

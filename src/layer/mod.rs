@@ -441,7 +441,8 @@ impl AuditLayerBuilder {
         self.flush_interval = d;
         self
     }
-    /// Heartbeat interval (default 60 s).
+    /// Heartbeat interval (default 60 s, at least 1 s). The writer seals at
+    /// least this often, records or not.
     pub fn with_heartbeat(mut self, d: Duration) -> Self {
         self.heartbeat = d;
         self
@@ -462,7 +463,9 @@ impl AuditLayerBuilder {
     /// spans until a seal succeeds: the queue fills and the overload policy
     /// applies ([`Overload::Block`]: the agent waits for the store;
     /// [`Overload::DropWithGapRecord`]: spans are dropped and the loss is
-    /// recorded). See [`Stats::backlog_bytes`].
+    /// recorded). Reaching it with a healthy store seals at once. Memory
+    /// stays within about this limit plus one group the worker takes from
+    /// the queue (up to 4,096 spans). See [`Stats::backlog_bytes`].
     pub fn with_max_backlog(mut self, bytes: usize) -> Self {
         self.max_backlog = bytes.max(1);
         self
@@ -507,7 +510,20 @@ impl AuditLayerBuilder {
     /// Errors: a bad store URL or unreachable store, a missing or unreadable
     /// key, a spool locked by another process or damaged.
     pub fn build(self) -> Result<(AuditLayer, FlushGuard)> {
-        // The key and the writer id first: a bad setting creates nothing.
+        // The settings, the key and the writer id first: a bad one creates nothing.
+        if self.flush_interval < Duration::from_millis(1) {
+            return Err(Error::InvalidSetting {
+                setting: "flush interval",
+                reason: "it must be at least 1 ms".into(),
+            });
+        }
+        // Each heartbeat is an object kept for the retention period.
+        if self.heartbeat < Duration::from_secs(1) {
+            return Err(Error::InvalidSetting {
+                setting: "heartbeat",
+                reason: format!("{:?}: it must be at least 1 s", self.heartbeat),
+            });
+        }
         let key = match &self.key {
             Some(KeySource::Key(k)) => (**k).clone(),
             Some(KeySource::File(p)) => keys::read_signing_key(p)?,
@@ -626,9 +642,9 @@ impl FlushGuard {
         let stopped = || Error::WriterClosed {
             writer: "sealtrail-worker".into(),
         };
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now().checked_add(self.timeout);
         let sent = send_by(&self.tx, Msg::Flush(tx), deadline).map_err(|_| stopped())?;
-        match sent.then(|| rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))) {
+        match sent.then(|| rx.recv_timeout(left(deadline))) {
             Some(Ok(r)) => r,
             _ => Err(Error::Io {
                 path: "sealtrail-worker".into(),
@@ -648,14 +664,17 @@ impl FlushGuard {
 
 impl Drop for FlushGuard {
     fn drop(&mut self) {
+        // The worker stops waiting for room in the backlog, to reach the
+        // shutdown message behind the spans queued before it.
         self.counters.closing.store(true, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
-        let deadline = Instant::now() + self.timeout;
-        if send_by(&self.tx, Msg::Shutdown(tx), deadline) == Ok(true)
-            && rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .is_ok()
-        {
+        let deadline = Instant::now().checked_add(self.timeout);
+        let queued = send_by(&self.tx, Msg::Shutdown(tx), deadline) == Ok(true);
+        if !queued {
+            // Not queued: the layer lives on, and so does the backlog limit.
+            self.counters.closing.store(false, Ordering::Relaxed);
+        }
+        if queued && rx.recv_timeout(left(deadline)).is_ok() {
             if let Some(t) = self.thread.take() {
                 let _ = t.join();
             }
@@ -663,16 +682,23 @@ impl Drop for FlushGuard {
     }
 }
 
+/// Time left until `deadline` (`None`: none, wait for good).
+fn left(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(Duration::MAX, |d| {
+        d.saturating_duration_since(Instant::now())
+    })
+}
+
 /// Queues `msg` for the worker, waiting for room no later than `deadline`
 /// (the queue is full while the worker waits for the store). `Ok(false)`:
 /// not queued in time; `Err`: the worker is gone.
-fn send_by(tx: &SyncSender<Msg>, mut msg: Msg, deadline: Instant) -> Result<bool, ()> {
+fn send_by(tx: &SyncSender<Msg>, mut msg: Msg, deadline: Option<Instant>) -> Result<bool, ()> {
     loop {
         match tx.try_send(msg) {
             Ok(()) => return Ok(true),
             Err(TrySendError::Disconnected(_)) => return Err(()),
             Err(TrySendError::Full(m)) => {
-                if Instant::now() >= deadline {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Ok(false);
                 }
                 msg = m;

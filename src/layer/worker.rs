@@ -148,6 +148,8 @@ impl Worker {
         while self.sealer.pending_bytes() >= self.max_backlog
             && !self.counters.closing.load(Ordering::Relaxed)
         {
+            // A healthy store: seal now, not at the flush interval.
+            self.sealer.seal_soon();
             let wait = self
                 .sealer
                 .next_seal()
