@@ -157,6 +157,17 @@ pub fn session_from<'a>(
     })
 }
 
+/// The session a user names (`verify --session`, `show --session`) as the
+/// archive holds it: an id over [`MAX_SESSION_LEN`] bytes by its digest
+/// (see [`storable_session`]); any other as it is.
+pub fn named_session(id: &str) -> String {
+    if id.len() > MAX_SESSION_LEN {
+        storable_session(id.to_owned())
+    } else {
+        id.to_owned()
+    }
+}
+
 /// A session id as the archive holds it: the id itself, unless it is
 /// longer than [`MAX_SESSION_LEN`] bytes or is the reserved
 /// [`GAP_SESSION`]; then `sha256:` and the hex SHA-256 of the id (the
@@ -354,6 +365,10 @@ mod tests {
         }
         let at_limit = "y".repeat(MAX_SESSION_LEN);
         assert_eq!(storable_session(at_limit.clone()), at_limit);
+        // What a user names on the command line: the long id by its digest,
+        // the gap session as it is (to read the statements of loss).
+        assert_eq!(named_session(&long), storable_session(long.clone()));
+        assert_eq!(named_session(GAP_SESSION), GAP_SESSION);
     }
 
     #[test]

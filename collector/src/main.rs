@@ -171,7 +171,7 @@ async fn run_verify(a: &VerifyArgs) -> sealtrail::Result<ExitCode> {
         opts = opts.with_as_of(t);
     }
     if let Some(s) = &a.session {
-        opts = opts.with_session(s.clone());
+        opts = opts.with_session(sealtrail::map::named_session(s));
     }
     if let Some(period) = a.check_retention {
         let mode = if a.lock_mode == "governance" {

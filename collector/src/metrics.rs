@@ -131,7 +131,7 @@ pub(crate) fn render(m: &Metrics) -> String {
         &mut out,
         "sealtrail_records_refused_total",
         "counter",
-        "Records the chain refused (an empty or over-long session id).",
+        "Records the chain refused (not archivable as they are; none expected).",
         g(&p.refused),
     );
     one(

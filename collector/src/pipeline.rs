@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sealtrail::chain::MAX_SESSION_LEN;
 use sealtrail::map::{self, SpanData};
 use sealtrail::pipeline::{self, Sealer, SealerConfig};
 use sealtrail::spool::Spool;
@@ -502,21 +501,6 @@ impl State {
             if !self.remember(item.key) {
                 a.duplicates += 1;
                 continue;
-            }
-            if let Some(s) = map::session_of(&item.span.attributes, &self.session_keys) {
-                if s.len() > MAX_SESSION_LEN {
-                    // Not archived: forget it, so a corrected retry is taken.
-                    self.known.remove(&item.key);
-                    a.rejected += 1;
-                    a.message.get_or_insert_with(|| {
-                        format!(
-                            "span {:?}: the session id is {} bytes long; the limit is {MAX_SESSION_LEN}",
-                            item.span.name,
-                            s.len()
-                        )
-                    });
-                    continue;
-                }
             }
             let record = map::to_record(item.span, String::new(), "otlp", received);
             let id = self.next_hold_id;

@@ -90,7 +90,8 @@ pub(crate) async fn run_sessions(a: &SessionsArgs) -> sealtrail::Result<ExitCode
 }
 
 pub(crate) async fn run_show(a: &ShowArgs) -> sealtrail::Result<ExitCode> {
-    let recs = records(&Archive::open_existing(&a.store)?, |s| s == a.session).await?;
+    let session = sealtrail::map::named_session(&a.session);
+    let recs = records(&Archive::open_existing(&a.store)?, |s| s == session).await?;
     if recs.is_empty() {
         eprintln!("no records of session {:?} in {}", a.session, a.store);
         return Ok(ExitCode::from(1));

@@ -453,7 +453,8 @@ impl Archive {
             .await?;
         match resp.status().as_u16() {
             200 => resp.bytes().await.map(Some).map_err(|e| s3_err(&what, e)),
-            404 => Ok(None),
+            // 400: a version id that cannot exist (S3: InvalidArgument).
+            404 | 400 => Ok(None),
             code => {
                 let body = resp.text().await.unwrap_or_default();
                 Err(s3_err(&what, format!("GET answered {code}: {body}")))
