@@ -574,7 +574,6 @@ mod tests {
     use super::*;
     use crate::record::Kind;
     use crate::writer::tests::FailSeals;
-    use std::sync::atomic::AtomicUsize;
 
     fn config(archive: &Archive) -> SealerConfig {
         SealerConfig {
@@ -592,15 +591,21 @@ mod tests {
 
     const NONE: [(u64, &[u8]); 0] = [];
 
+    /// A store whose next `fail` seal writes fail, and an archive over it.
+    fn failing_seals(fail: usize) -> (Arc<FailSeals>, Archive) {
+        FailSeals::archive(fail, false)
+    }
+
+    /// Verifies `archive` with the key of [`config`].
+    fn verify_with(archive: &Archive, opts: &crate::VerifyOptions) -> crate::Report {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let key = SigningKey::from_bytes(&[3; 32]).verifying_key();
+        rt.block_on(crate::verify(archive, &[key], opts)).unwrap()
+    }
+
     #[test]
     fn records_after_a_failed_seal_survive_a_crash_while_the_next_seal_fails() {
-        let store = Arc::new(FailSeals {
-            inner: object_store::memory::InMemory::new(),
-            fail: AtomicUsize::new(1),
-            pass: AtomicUsize::new(0),
-            lose_answer: Default::default(),
-        });
-        let archive = Archive::from_store(store.clone(), "", "memory://fail-seals");
+        let (store, archive) = failing_seals(1);
         let dir = tempfile::tempdir().unwrap();
         let counters = Arc::new(Counters::default());
         {
@@ -627,15 +632,7 @@ mod tests {
             "the acknowledged record \"b\" is adopted again"
         );
         s.close(NONE).unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let key = SigningKey::from_bytes(&[3; 32]).verifying_key();
-        let report = rt
-            .block_on(crate::verify(
-                &archive,
-                &[key],
-                &crate::VerifyOptions::default(),
-            ))
-            .unwrap();
+        let report = verify_with(&archive, &crate::VerifyOptions::default());
         assert!(report.is_intact(), "{:?}", report.findings);
         assert_eq!(report.records, 2);
     }
@@ -647,13 +644,7 @@ mod tests {
     /// records spooled after the marker go to the next batch.
     #[test]
     fn a_crash_between_a_batch_and_its_seal_leaves_no_uncovered_object() {
-        let store = Arc::new(FailSeals {
-            inner: object_store::memory::InMemory::new(),
-            fail: AtomicUsize::new(1),
-            pass: AtomicUsize::new(0),
-            lose_answer: Default::default(),
-        });
-        let archive = Archive::from_store(store.clone(), "", "memory://fail-seals");
+        let (_store, archive) = failing_seals(1);
         let dir = tempfile::tempdir().unwrap();
         let counters = Arc::new(Counters::default());
         {
@@ -680,15 +671,7 @@ mod tests {
         let (mut s, rec) = Sealer::open(cfg, spool, left, counters).unwrap();
         assert_eq!(rec.chained, 3);
         s.close(NONE).unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let key = SigningKey::from_bytes(&[3; 32]).verifying_key();
-        let report = rt
-            .block_on(crate::verify(
-                &archive,
-                &[key],
-                &crate::VerifyOptions::default(),
-            ))
-            .unwrap();
+        let report = verify_with(&archive, &crate::VerifyOptions::default());
         assert!(report.is_intact(), "{:?}", report.findings);
         assert_eq!((report.records, report.batches), (3, 2));
     }
@@ -700,13 +683,7 @@ mod tests {
     /// before it was failing) does not end that batch at the restart.
     #[test]
     fn a_stale_marker_does_not_split_the_batch_being_sealed_at_a_crash() {
-        let store = Arc::new(FailSeals {
-            inner: object_store::memory::InMemory::new(),
-            fail: AtomicUsize::new(2),
-            pass: AtomicUsize::new(0),
-            lose_answer: Default::default(),
-        });
-        let archive = Archive::from_store(store.clone(), "", "memory://fail-seals");
+        let (store, archive) = failing_seals(2);
         let dir = tempfile::tempdir().unwrap();
         let counters = Arc::new(Counters::default());
         let rec = |n: &str| TraceRecord::new("s", Kind::Span, n);
@@ -734,15 +711,7 @@ mod tests {
         let (spool, left) = Spool::open(dir.path()).unwrap();
         let (mut s, _) = Sealer::open(config(&archive), spool, left, counters).unwrap();
         s.close(NONE).unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let key = SigningKey::from_bytes(&[3; 32]).verifying_key();
-        let report = rt
-            .block_on(crate::verify(
-                &archive,
-                &[key],
-                &crate::VerifyOptions::default(),
-            ))
-            .unwrap();
+        let report = verify_with(&archive, &crate::VerifyOptions::default());
         assert!(report.is_intact(), "{:?}", report.findings);
         assert_eq!(report.records, 3);
     }
@@ -762,10 +731,8 @@ mod tests {
             s.tick(NONE);
         }
         s.close(NONE).unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let key = SigningKey::from_bytes(&[3; 32]).verifying_key();
         let opts = crate::VerifyOptions::default().with_heartbeat_grace(Duration::from_millis(150));
-        let report = rt.block_on(crate::verify(&archive, &[key], &opts)).unwrap();
+        let report = verify_with(&archive, &opts);
         assert!(report.is_intact(), "{:?}", report.findings);
         assert!(report.batches >= 5, "{}", report.batches);
     }

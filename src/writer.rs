@@ -930,6 +930,32 @@ pub(crate) mod tests {
         pub(crate) lose_answer: std::sync::atomic::AtomicBool,
     }
 
+    impl FailSeals {
+        /// A store whose next `fail` seal writes fail (written first when
+        /// `lose_answer`), and an archive over it.
+        pub(crate) fn archive(fail: usize, lose_answer: bool) -> (Arc<Self>, Archive) {
+            let store = Arc::new(FailSeals {
+                inner: object_store::memory::InMemory::new(),
+                fail: std::sync::atomic::AtomicUsize::new(fail),
+                pass: std::sync::atomic::AtomicUsize::new(0),
+                lose_answer: std::sync::atomic::AtomicBool::new(lose_answer),
+            });
+            let archive = Archive::from_store(store.clone(), "", "memory://fail-seals");
+            (store, archive)
+        }
+    }
+
+    /// Verifies `archive` against `key`, with the default options.
+    async fn verify_by(archive: &Archive, key: &SigningKey) -> crate::Report {
+        crate::verify(
+            archive,
+            &[key.verifying_key()],
+            &crate::VerifyOptions::default(),
+        )
+        .await
+        .unwrap()
+    }
+
     impl std::fmt::Display for FailSeals {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("FailSeals")
@@ -1012,13 +1038,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_failed_seal_is_retried_with_the_same_batch_and_leaves_no_orphan() {
-        let store = Arc::new(FailSeals {
-            inner: object_store::memory::InMemory::new(),
-            fail: std::sync::atomic::AtomicUsize::new(1),
-            pass: std::sync::atomic::AtomicUsize::new(0),
-            lose_answer: Default::default(),
-        });
-        let archive = Archive::from_store(store, "", "memory://fail-seals");
+        let (_store, archive) = FailSeals::archive(1, false);
         let key = SigningKey::from_bytes(&[3; 32]);
         let mut w = Writer::open(archive.clone(), key.clone(), "w", WriterOptions::default())
             .await
@@ -1037,13 +1057,7 @@ pub(crate) mod tests {
             .filter(|o| o.key.contains("/batches/"))
             .count();
         assert_eq!(batches, 2, "{objects:?}");
-        let report = crate::verify(
-            &archive,
-            &[key.verifying_key()],
-            &crate::VerifyOptions::default(),
-        )
-        .await
-        .unwrap();
+        let report = verify_by(&archive, &key).await;
         assert!(report.is_intact(), "{:?}", report.findings);
         assert_eq!(report.records, 3);
     }
@@ -1053,13 +1067,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_seal_whose_answer_was_lost_is_recognised_on_retry() {
         for closing in [false, true] {
-            let store = Arc::new(FailSeals {
-                inner: object_store::memory::InMemory::new(),
-                fail: std::sync::atomic::AtomicUsize::new(1),
-                pass: std::sync::atomic::AtomicUsize::new(0),
-                lose_answer: std::sync::atomic::AtomicBool::new(true),
-            });
-            let archive = Archive::from_store(store, "", "memory://lost-answer");
+            let (_store, archive) = FailSeals::archive(1, true);
             let key = SigningKey::from_bytes(&[3; 32]);
             let mut w = Writer::open(archive.clone(), key.clone(), "w", WriterOptions::default())
                 .await
@@ -1075,13 +1083,7 @@ pub(crate) mod tests {
                 assert_eq!(r.batch_no, 1);
                 w.close().await.unwrap();
             }
-            let report = crate::verify(
-                &archive,
-                &[key.verifying_key()],
-                &crate::VerifyOptions::default(),
-            )
-            .await
-            .unwrap();
+            let report = verify_by(&archive, &key).await;
             assert!(report.is_intact(), "{closing}: {:?}", report.findings);
             let want = if closing { (1, 1) } else { (2, 3) };
             assert_eq!((report.records, report.batches), want, "{closing}");

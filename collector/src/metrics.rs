@@ -18,6 +18,18 @@ fn one(out: &mut String, name: &str, kind: &str, help: &str, v: u64) {
     );
 }
 
+/// A counter with one series per reason.
+fn by_reason(out: &mut String, name: &str, help: &str, series: &[(&str, &AtomicU64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (reason, v) in series {
+        let _ = writeln!(
+            out,
+            "{name}{{reason=\"{reason}\"}} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
+}
+
 /// Renders every metric.
 pub(crate) fn render(m: &Metrics) -> String {
     let mut out = String::new();
@@ -37,41 +49,31 @@ pub(crate) fn render(m: &Metrics) -> String {
         g(&m.logs_received),
     );
     let r = &m.rejected;
-    let _ = writeln!(
-        out,
-        "# HELP sealtrail_requests_rejected_total Requests refused whole, nothing taken, by reason.\n# TYPE sealtrail_requests_rejected_total counter"
+    by_reason(
+        &mut out,
+        "sealtrail_requests_rejected_total",
+        "Requests refused whole, nothing taken, by reason.",
+        &[
+            ("decode", &r.decode),
+            ("content_type", &r.content_type),
+            ("too_large", &r.too_large),
+            ("unauthenticated", &r.unauthenticated),
+            ("backlog", &r.backlog),
+            ("spool", &r.spool),
+            ("shutting_down", &r.shutting_down),
+        ],
     );
-    for (reason, v) in [
-        ("decode", &r.decode),
-        ("content_type", &r.content_type),
-        ("too_large", &r.too_large),
-        ("unauthenticated", &r.unauthenticated),
-        ("backlog", &r.backlog),
-        ("spool", &r.spool),
-        ("shutting_down", &r.shutting_down),
-    ] {
-        let _ = writeln!(
-            out,
-            "sealtrail_requests_rejected_total{{reason=\"{reason}\"}} {}",
-            g(v)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP sealtrail_records_rejected_total Spans and log records not taken, by reason: invalid (rejected alone, OTLP partial success), or in a request refused as retryable.\n# TYPE sealtrail_records_rejected_total counter"
+    by_reason(
+        &mut out,
+        "sealtrail_records_rejected_total",
+        "Spans and log records not taken, by reason: invalid (rejected alone, OTLP partial success), or in a request refused as retryable.",
+        &[
+            ("invalid", &r.invalid),
+            ("backlog", &r.records_backlog),
+            ("spool", &r.records_spool),
+            ("shutting_down", &r.records_shutting_down),
+        ],
     );
-    for (reason, v) in [
-        ("invalid", &r.invalid),
-        ("backlog", &r.records_backlog),
-        ("spool", &r.records_spool),
-        ("shutting_down", &r.records_shutting_down),
-    ] {
-        let _ = writeln!(
-            out,
-            "sealtrail_records_rejected_total{{reason=\"{reason}\"}} {}",
-            g(v)
-        );
-    }
     one(
         &mut out,
         "sealtrail_duplicates_total",
