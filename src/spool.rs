@@ -10,10 +10,11 @@
 //! deletes the segments before the active one, whose lines the seal now
 //! covers (see below for segments that hold held records). After a crash, [`Spool::open`] returns every entry left;
 //! [`unsealed`] keeps those after the last marker whose seal exists, which
-//! the writer adopts again ([`crate::Writer::adopt`]), continuing its chains;
-//! those before the next marker (a seal begun, not written: its batch object
-//! may be in the store already) are sealed again as exactly that batch
-//! ([`Recovery::begun`]), so that no object is left that no seal covers.
+//! the writer adopts again ([`crate::Writer::adopt`]), continuing its chains.
+//! The batch whose seal was begun but not written is sealed again as exactly
+//! the lines its object in the store holds, if that object was written
+//! ([`crate::Writer::written_batch_len`]), else up to the last marker naming
+//! it ([`Recovery::begun`]), so that no object is left that no seal covers.
 //!
 //! The collector also spools records whose session is not known yet
 //! ([`Spool::append_held`], with a hold id, not chained) and, once known,

@@ -772,6 +772,38 @@ impl Writer {
         }
     }
 
+    /// At a restart: if an earlier run wrote the object of this writer's
+    /// next batch (and crashed before its seal), how many of `lines` (the
+    /// spooled lines no seal covers, in order) that object holds, exactly;
+    /// `None` when there is no such object, or none those lines begin.
+    pub async fn written_batch_len(&self, lines: &[&[u8]]) -> Result<Option<usize>> {
+        let dir = layout::batches_dir(&self.id);
+        let prefix = format!("{dir}{:020}-", self.batch_no);
+        let most: usize = lines.iter().map(|l| l.len() + 1).sum();
+        for obj in self.archive.list(&dir).await? {
+            if !obj.key.starts_with(&prefix) || obj.size > 2 * most as u64 + 1024 {
+                continue;
+            }
+            let bytes = self.archive.get(&obj.key).await?;
+            let Ok((content, _)) = crate::verify::batch::decode(&bytes, most as u64) else {
+                continue;
+            };
+            let (mut at, mut n) = (0, 0);
+            for l in lines {
+                let end = at + l.len();
+                if content.get(at..end) != Some(l) || content.get(end) != Some(&b'\n') {
+                    break;
+                }
+                at = end + 1;
+                n += 1;
+                if at == content.len() {
+                    return Ok(Some(n));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// After [`Writer::fix_pending`] at a restart: if an earlier run wrote
     /// the fixed batch's object (and crashed before its seal), takes that
     /// object as it is when its content is exactly the fixed lines, so the
