@@ -293,7 +293,7 @@ fn write_event(e: &Event, out: &mut Vec<u8>) -> io::Result<()> {
 }
 
 /// Appends the canonical bytes of `r` to `out`: the same bytes as
-/// [`write`]`(r, out)`, faster. On error `out` may hold a partial record.
+/// [`write()`]`(r, out)`, faster. On error `out` may hold a partial record.
 pub fn write_record(r: &TraceRecord, out: &mut Vec<u8>) -> io::Result<()> {
     out.extend_from_slice(b"{\"attributes\":");
     write_attributes(&r.attributes, out)?;
