@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 /// Errors returned by sealtrail's library API.
 ///
-/// Verification findings are not errors: [`crate::verify`] returns them in a
+/// Verification findings are not errors: [`crate::verify()`] returns them in a
 /// [`crate::verify::Report`]. An `Error` means the operation itself could not
 /// be carried out (bad input, unreachable storage, a refused overwrite).
 #[derive(Debug, thiserror::Error)]
