@@ -250,14 +250,14 @@ impl Sealer {
                 Unsealed::Record(_) => None,
             })
             .collect();
-        let begun = match s.rt.block_on(s.writer.written_batch_len(&lines)) {
-            Ok(Some(n)) => n,
-            Ok(None) => found.begun,
-            Err(e) => {
+        let mut written = s
+            .rt
+            .block_on(s.writer.written_batch(&lines))
+            .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "could not look for the batch object an earlier run wrote");
-                found.begun
-            }
-        };
+                None
+            });
+        let begun = written.as_ref().map_or(found.begun, |w| w.lines);
         drop(lines);
         for u in found.unsealed {
             match u {
@@ -270,10 +270,9 @@ impl Sealer {
                 // was: its object may be in the store already. (Its marker
                 // is not this run's: no compaction after its seal; the next
                 // marker's seal covers the older segments.)
-                s.writer.fix_pending();
-                if let Err(e) = s.rt.block_on(s.writer.reuse_written_batch()) {
-                    // Compressed anew then: at worst its first object stays uncovered.
-                    tracing::warn!(error = %e, "could not look for the batch object an earlier run wrote");
+                match written.take() {
+                    Some(w) => s.writer.fix_written(w),
+                    None => s.writer.fix_pending(),
                 }
             }
         }

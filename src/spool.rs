@@ -13,7 +13,7 @@
 //! the writer adopts again ([`crate::Writer::adopt`]), continuing its chains.
 //! The batch whose seal was begun but not written is sealed again as exactly
 //! the lines its object in the store holds, if that object was written
-//! ([`crate::Writer::written_batch_len`]), else up to the last marker naming
+//! ([`crate::Writer::written_batch`]), else up to the last marker naming
 //! it ([`Recovery::begun`]), so that no object is left that no seal covers.
 //!
 //! The collector also spools records whose session is not known yet

@@ -221,6 +221,16 @@ pub struct SealJob {
     seal_key: String,
 }
 
+/// A batch object an earlier run wrote before crashing: see [`Writer::written_batch`].
+#[derive(Debug)]
+pub struct WrittenBatch {
+    /// How many of the spooled lines it holds.
+    pub lines: usize,
+    key: String,
+    sha256: Digest,
+    bytes: Bytes,
+}
+
 /// What a [`SealJob`] did, for [`Writer::finish_seal`].
 pub struct SealDone {
     frozen: Frozen,
@@ -774,9 +784,10 @@ impl Writer {
 
     /// At a restart: if an earlier run wrote the object of this writer's
     /// next batch (and crashed before its seal), how many of `lines` (the
-    /// spooled lines no seal covers, in order) that object holds, exactly;
-    /// `None` when there is no such object, or none those lines begin.
-    pub async fn written_batch_len(&self, lines: &[&[u8]]) -> Result<Option<usize>> {
+    /// spooled lines no seal covers, in order) that object holds, exactly,
+    /// and the object; `None` when there is none that those lines begin.
+    /// Give it to [`Writer::fix_written`] once those lines are adopted.
+    pub async fn written_batch(&self, lines: &[&[u8]]) -> Result<Option<WrittenBatch>> {
         let dir = layout::batches_dir(&self.id);
         let prefix = format!("{dir}{:020}-", self.batch_no);
         let most: usize = lines.iter().map(|l| l.len() + 1).sum();
@@ -785,9 +796,16 @@ impl Writer {
                 continue;
             }
             let bytes = self.archive.get(&obj.key).await?;
-            let Ok((content, _)) = crate::verify::batch::decode(&bytes, most as u64) else {
+            let sha256 = Digest::sha256(&bytes);
+            if obj.key != layout::batch_key(&self.id, self.batch_no, &sha256) {
+                continue;
+            }
+            let Ok((content, frame_len)) = crate::verify::batch::decode(&bytes, most as u64) else {
                 continue;
             };
+            if frame_len != bytes.len() {
+                continue;
+            }
             let (mut at, mut n) = (0, 0);
             for l in lines {
                 let end = at + l.len();
@@ -797,53 +815,41 @@ impl Writer {
                 at = end + 1;
                 n += 1;
                 if at == content.len() {
-                    return Ok(Some(n));
+                    return Ok(Some(WrittenBatch {
+                        lines: n,
+                        key: obj.key,
+                        sha256,
+                        bytes,
+                    }));
                 }
             }
         }
         Ok(None)
     }
 
-    /// After [`Writer::fix_pending`] at a restart: if an earlier run wrote
-    /// the fixed batch's object (and crashed before its seal), takes that
-    /// object as it is when its content is exactly the fixed lines, so the
-    /// seal covers it even when this run would compress differently (another
-    /// zstd level or version). Returns whether one was found.
-    pub async fn reuse_written_batch(&mut self) -> Result<bool> {
+    /// Fixes the pending records as the next batch, as [`Writer::fix_pending`],
+    /// with the object an earlier run wrote for exactly these records (from
+    /// [`Writer::written_batch`]): the seal covers that object as it is, even
+    /// when this run would compress differently (another zstd level or version).
+    pub fn fix_written(&mut self, written: WrittenBatch) {
+        self.fix_pending();
         let Some(f) = self.pending.frozen.as_mut() else {
-            return Ok(false);
+            return;
         };
-        if f.batch.is_some() || f.records == 0 {
-            return Ok(false);
+        if f.batch.is_some() || f.records != written.lines {
+            return;
         }
-        let prefix = format!("{}{:020}-", layout::batches_dir(&self.id), self.batch_no);
-        for obj in self.archive.list(&layout::batches_dir(&self.id)).await? {
-            if !obj.key.starts_with(&prefix) || obj.size > 2 * f.lines.len() as u64 + 1024 {
-                continue;
-            }
-            let bytes = self.archive.get(&obj.key).await?;
-            let same = crate::verify::batch::decode(&bytes, f.lines.len() as u64)
-                .is_ok_and(|(content, frame_len)| frame_len == bytes.len() && content == f.lines);
-            if same {
-                let sha256 = Digest::sha256(&bytes);
-                if obj.key != layout::batch_key(&self.id, self.batch_no, &sha256) {
-                    continue;
-                }
-                f.batch = Some(BatchRef {
-                    key: obj.key,
-                    len: bytes.len() as u64,
-                    merkle_root: merkle::root(&f.hashes).unwrap_or_default(),
-                    records: f.records as u64,
-                    sha256,
-                    version_id: None,
-                });
-                f.bytes = bytes;
-                f.lines.clear();
-                f.hashes.clear();
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        f.batch = Some(BatchRef {
+            key: written.key,
+            len: written.bytes.len() as u64,
+            merkle_root: merkle::root(&f.hashes).unwrap_or_default(),
+            records: f.records as u64,
+            sha256: written.sha256,
+            version_id: None,
+        });
+        f.bytes = written.bytes;
+        f.lines.clear();
+        f.hashes.clear();
     }
 
     /// Fixes the pending records as the next batch (compressed later, by
