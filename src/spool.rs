@@ -206,6 +206,11 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 }
 
 impl Spool {
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Opens (creating) the spool in `dir`, takes its lock, and returns the
     /// entries left by an earlier run, oldest first.
     pub fn open(dir: &Path) -> Result<(Spool, Vec<Entry>)> {

@@ -90,9 +90,10 @@ pub(crate) fn render(m: &Metrics) -> String {
     );
     let _ = writeln!(
         out,
-        "# HELP sealtrail_records_released_total Held records released, by what resolved their session.\n# TYPE sealtrail_records_released_total counter\nsealtrail_records_released_total{{by=\"ancestor\"}} {}\nsealtrail_records_released_total{{by=\"timeout\"}} {}",
+        "# HELP sealtrail_records_released_total Held records released, by what resolved their session.\n# TYPE sealtrail_records_released_total counter\nsealtrail_records_released_total{{by=\"ancestor\"}} {}\nsealtrail_records_released_total{{by=\"timeout\"}} {}\nsealtrail_records_released_total{{by=\"shutdown\"}} {}",
         g(&m.released_by_ancestor),
-        g(&m.released_by_timeout)
+        g(&m.released_by_timeout),
+        g(&m.released_at_shutdown)
     );
     one(
         &mut out,

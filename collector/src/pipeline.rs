@@ -106,6 +106,7 @@ pub(crate) struct Metrics {
     pub(crate) held: AtomicU64,
     pub(crate) released_by_ancestor: AtomicU64,
     pub(crate) released_by_timeout: AtomicU64,
+    pub(crate) released_at_shutdown: AtomicU64,
     /// Rejections by reason (decode, content_type, too_large, unauthenticated,
     /// backlog, invalid).
     pub(crate) rejected: Rejected,
@@ -150,7 +151,7 @@ enum Msg {
         items: Vec<Item>,
         ack: oneshot::Sender<Result<Accepted, Unavailable>>,
     },
-    Shutdown(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<Result<(), String>>),
 }
 
 /// The receivers' handle on the pipeline thread.
@@ -170,6 +171,9 @@ pub(crate) struct Config {
     /// Bytes of records waiting for their seal beyond which exports are
     /// refused as retryable (the store is failing).
     pub(crate) max_backlog: usize,
+    /// At shutdown, leave held records in the spool for the next start
+    /// instead of releasing them into their trace's session and sealing them.
+    pub(crate) keep_held_on_shutdown: bool,
 }
 
 impl Pipeline {
@@ -206,6 +210,7 @@ impl Pipeline {
                 let _not_ready = NotReadyOnExit(m.clone());
                 let mut state = State::new(sealer, m, cfg.hold_wait, cfg.session_keys);
                 state.max_backlog = cfg.max_backlog;
+                state.keep_held_on_shutdown = cfg.keep_held_on_shutdown;
                 if let Err(e) = state.recover(recovered, spooled) {
                     let _ = ready_tx.send(Err(e));
                     return;
@@ -243,12 +248,17 @@ impl Pipeline {
         done.await.map_err(|_| Unavailable::ShuttingDown)?
     }
 
-    /// Seals everything (held records stay in the spool) and stops the thread.
-    pub(crate) async fn shutdown(&self) {
+    /// Seals everything (held records too, unless they are kept for the
+    /// next start) and stops the thread. An error says what the final seal
+    /// left in the spool, and why.
+    pub(crate) async fn shutdown(&self) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send_async(Msg::Shutdown(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        self.tx
+            .send_async(Msg::Shutdown(tx))
+            .await
+            .map_err(|_| "the pipeline had already stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the pipeline stopped before its final seal".to_owned())?
     }
 }
 
@@ -321,6 +331,7 @@ struct State {
     hold_wait: Duration,
     session_keys: Vec<String>,
     max_backlog: usize,
+    keep_held_on_shutdown: bool,
     /// Records received in the window: the duplicate check, and for spans
     /// the session once known (for children that arrive later).
     known: HashMap<SpanKey, Option<Arc<str>>>,
@@ -344,6 +355,7 @@ impl State {
             hold_wait,
             session_keys,
             max_backlog: DEFAULT_MAX_BACKLOG,
+            keep_held_on_shutdown: false,
             known: HashMap::new(),
             order: VecDeque::new(),
             waiting: HashMap::new(),
@@ -432,7 +444,9 @@ impl State {
                 Ok(m) => Some(m),
                 Err(flume::RecvTimeoutError::Timeout) => None,
                 Err(flume::RecvTimeoutError::Disconnected) => {
-                    self.close();
+                    if let Err(e) = self.close() {
+                        tracing::error!("{e}");
+                    }
                     return;
                 }
             };
@@ -470,13 +484,12 @@ impl State {
                 let accepted = self.take(items, &mut ops);
                 answers.push((ack, accepted));
             }
-            self.expire(&mut ops);
+            self.expire(&mut ops, now_ns());
             self.commit(ops, answers);
             if let Some(reply) = shutdown {
                 // Exports queued behind the shutdown are answered "unavailable":
                 // the client retries them against the next start.
-                self.close();
-                let _ = reply.send(());
+                let _ = reply.send(self.close());
                 return;
             }
             self.sealer
@@ -607,12 +620,13 @@ impl State {
         }
     }
 
-    /// Releases held records whose wait has passed into their trace's session.
-    fn expire(&mut self, ops: &mut Vec<Op>) {
-        let now = now_ns();
+    /// Releases the held records whose wait has passed at `now` into their
+    /// trace's session; returns how many. (`u64::MAX`: all of them.)
+    fn expire(&mut self, ops: &mut Vec<Op>, now: u64) -> u64 {
         let wait = self.hold_wait.as_nanos() as u64;
+        let mut released = 0;
         while let Some((&id, h)) = self.held.first_key_value() {
-            if h.received_ns.saturating_add(wait) > now {
+            if now != u64::MAX && h.received_ns.saturating_add(wait) > now {
                 break;
             }
             let Some(h) = self.held.remove(&id) else {
@@ -625,9 +639,12 @@ impl State {
                 }
             }
             self.metrics.held.fetch_sub(1, Ordering::Relaxed);
-            self.metrics
-                .released_by_timeout
-                .fetch_add(1, Ordering::Relaxed);
+            if now != u64::MAX {
+                self.metrics
+                    .released_by_timeout
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            released += 1;
             let mut record = h.record();
             let session: Arc<str> = record
                 .trace_id
@@ -640,6 +657,7 @@ impl State {
                 self.resolve(own, session, ops);
             }
         }
+        released
     }
 
     /// Chains and spools the group with one fsync, then answers the exports.
@@ -706,16 +724,34 @@ impl State {
         std::process::exit(1);
     }
 
-    fn close(&mut self) {
+    /// The final seal. Unless they are kept for the next start, the records
+    /// still held are released into their trace's session first (as if
+    /// their wait had passed), so that the spool is left empty.
+    fn close(&mut self) -> Result<(), String> {
         let mut ops = Vec::new();
-        self.expire(&mut ops);
-        self.commit(ops, Vec::new());
-        if let Err(e) = self
-            .sealer
-            .close(self.held.iter().map(|(id, h)| (*id, h.encoded.as_slice())))
-        {
-            tracing::error!(error = %e, "the final seal failed; the records stay in the spool for the next start");
+        self.expire(&mut ops, now_ns());
+        if !self.keep_held_on_shutdown {
+            let n = self.expire(&mut ops, u64::MAX);
+            self.metrics
+                .released_at_shutdown
+                .fetch_add(n, Ordering::Relaxed);
+            if n > 0 {
+                tracing::info!(
+                    records = n,
+                    "released the records still held into their trace's session for the final seal"
+                );
+            }
         }
+        self.commit(ops, Vec::new());
+        self.sealer
+            .close(self.held.iter().map(|(id, h)| (*id, h.encoded.as_slice())))
+            .map_err(|e| {
+                format!(
+                    "the final seal failed: {e}; the records not sealed stay in the spool ({}) \
+                     and are sealed by the next start with the same spool directory",
+                    self.sealer.spool().dir().display()
+                )
+            })
     }
 }
 

@@ -82,6 +82,13 @@ pub(crate) struct ServeArgs {
     /// trace id becomes its session [default: 30s].
     #[arg(long, env = "SEALTRAIL_HOLD_WAIT")]
     hold_wait: Option<String>,
+    /// At shutdown, leave the spans still waiting for their session in the
+    /// spool for the next start with the same spool directory. Without it
+    /// they are archived under their trace id, so that nothing acknowledged
+    /// stays behind (a spool that does not outlive the process).
+    #[arg(long, env = "SEALTRAIL_KEEP_HELD_ON_SHUTDOWN")]
+    #[serde(default)]
+    keep_held_on_shutdown: bool,
     /// Attributes naming a span's session, in order of preference
     /// (comma-separated) [default: audit.session_id, gen_ai.conversation.id,
     /// session.id, traceloop.association.properties.session_id, langfuse.session.id].
@@ -122,7 +129,7 @@ impl ServeArgs {
         let file: ServeArgs = toml::from_str(&text)
             .map_err(|e| format!("the config file {} is not valid: {e}", path.display()))?;
         macro_rules! or {
-            ($($f:ident),*) => { ServeArgs { $($f: self.$f.or(file.$f),)* config: self.config.clone(), allow_unlocked: self.allow_unlocked || file.allow_unlocked } };
+            ($($f:ident),*) => { ServeArgs { $($f: self.$f.or(file.$f),)* config: self.config.clone(), allow_unlocked: self.allow_unlocked || file.allow_unlocked, keep_held_on_shutdown: self.keep_held_on_shutdown || file.keep_held_on_shutdown } };
         }
         Ok(or!(
             store,
@@ -346,6 +353,7 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
                 .collect()
         }),
         max_backlog,
+        keep_held_on_shutdown: a.keep_held_on_shutdown,
     };
     let grpc_addr = a.otlp_grpc.clone().unwrap_or_else(|| DEFAULT_GRPC.into());
     let http_addr = a.otlp_http.clone().unwrap_or_else(|| DEFAULT_HTTP.into());
@@ -411,9 +419,15 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
         {
             tracing::warn!("clients kept connections open; sealing without waiting for them");
         }
-        pipeline.shutdown().await;
+        let sealed = pipeline.shutdown().await;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         let m = &pipeline.metrics.sealer;
+        if let Err(e) = sealed {
+            // Nothing is lost (the spool keeps it), but it is not archived:
+            // not a clean stop.
+            tracing::error!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
         tracing::info!(
             sealed = m.sealed.load(Ordering::Relaxed),
             held = pipeline.metrics.held.load(Ordering::Relaxed),

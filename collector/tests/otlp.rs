@@ -378,6 +378,106 @@ fn a_span_whose_ancestor_never_comes_is_archived_under_its_trace_id_after_the_wa
     assert_intact(dir.path());
 }
 
+fn held_count(c: &Collector) -> String {
+    let m = client()
+        .get(c.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    m.lines()
+        .find(|l| l.starts_with("sealtrail_records_held "))
+        .unwrap_or_else(|| panic!("no held gauge:\n{m}"))
+        .to_owned()
+}
+
+#[test]
+fn spans_held_at_sigterm_are_archived_under_their_trace_id_unless_kept_for_the_next_start() {
+    let dir = workdir();
+    let chat = || vec![attr("gen_ai.operation.name", "chat")];
+    // Kept: a clean stop leaves it in the spool, and after the restart it
+    // joins the session of the parent that arrives then.
+    let c = Collector::start(
+        dir.path(),
+        &["--hold-wait", "1h", "--keep-held-on-shutdown"],
+    );
+    send_span(
+        &c,
+        "00000000000000c2",
+        Some("00000000000000c1"),
+        "chat kept",
+        chat(),
+    );
+    assert_eq!(held_count(&c), "sealtrail_records_held 1");
+    c.stop_ok();
+    assert!(records(dir.path()).is_empty());
+
+    // By default: what is still held at the stop is archived under its
+    // trace id, and nothing is left in the spool.
+    let c = Collector::start(dir.path(), &["--hold-wait", "1h"]);
+    assert_eq!(held_count(&c), "sealtrail_records_held 1");
+    send_span(
+        &c,
+        "00000000000000c1",
+        None,
+        "invoke_agent",
+        vec![attr("gen_ai.conversation.id", "conv-kept")],
+    );
+    send_span(
+        &c,
+        "00000000000000d2",
+        Some("00000000000000d1"),
+        "chat orphan",
+        chat(),
+    );
+    assert_eq!(held_count(&c), "sealtrail_records_held 1");
+    c.stop_ok();
+    let all = records(dir.path());
+    let names =
+        |s: &str| -> Vec<String> { session(&all, s).iter().map(|r| r.name.clone()).collect() };
+    assert_eq!(names("conv-kept"), ["chat kept", "invoke_agent"]);
+    assert_eq!(names(TRACE), ["chat orphan"]);
+    assert_eq!(all.len(), 2 + 1);
+    let c = Collector::start(dir.path(), &["--hold-wait", "1h"]);
+    assert_eq!(held_count(&c), "sealtrail_records_held 0");
+    c.stop_ok();
+    assert_eq!(records(dir.path()).len(), 3);
+    assert_intact(dir.path());
+}
+
+#[test]
+fn a_final_seal_that_fails_exits_1_and_the_next_start_archives_what_it_left() {
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &["--flush-interval", "1h", "--heartbeat", "1h"]);
+    send_span(
+        &c,
+        "00000000000000e1",
+        None,
+        "chat",
+        vec![attr("gen_ai.conversation.id", "conv-final")],
+    );
+    // The store fails: its directory is replaced by a file.
+    let data = dir.path().join("data");
+    let moved = dir.path().join("data.away");
+    std::fs::rename(&data, &moved).unwrap();
+    std::fs::write(&data, b"not a directory").unwrap();
+    let log = c.log.clone();
+    let status = c.stop();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("the final seal failed") && log.contains("stay in the spool"),
+        "{log}"
+    );
+    std::fs::remove_file(&data).unwrap();
+    std::fs::rename(&moved, &data).unwrap();
+    Collector::start(dir.path(), &[]).stop_ok();
+    let all = records(dir.path());
+    assert_eq!(session(&all, "conv-final").len(), 1);
+    assert_eq!(all.len(), 1);
+    assert_intact(dir.path());
+}
+
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
         .step_by(2)
