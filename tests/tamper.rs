@@ -387,6 +387,17 @@ async fn build_in_with_key(k: sealtrail::keys::SigningKey) -> Fixture {
     }
 }
 
+async fn verify_opts(f: &Fixture, opts: sealtrail::VerifyOptions) -> sealtrail::Report {
+    let as_of = f.now.load(std::sync::atomic::Ordering::SeqCst);
+    sealtrail::verify(
+        &f.archive,
+        &[key().verifying_key()],
+        &opts.with_as_of(as_of),
+    )
+    .await
+    .unwrap()
+}
+
 async fn verify_with(f: &Fixture, keys: &[sealtrail::keys::VerifyingKey]) -> sealtrail::Report {
     let as_of = f.now.load(std::sync::atomic::Ordering::SeqCst);
     sealtrail::verify(
@@ -422,6 +433,46 @@ async fn bytes_after_the_zstd_frame_are_reported() {
     // The records themselves are intact and still checked.
     assert!(with_problem(&r, |p| matches!(p, Problem::RecordHashMismatch { .. })).is_empty());
     assert_eq!(r.records, 48);
+}
+
+#[tokio::test]
+async fn an_object_too_large_to_be_a_batch_or_seal_is_reported_without_being_read() {
+    let f = fixture().await;
+    let (batch, seal) = (f.batch_key(1), f.seal_key(2));
+    let sealed_len = f.get(&batch).await.len() as u64;
+    let huge = vec![0x28u8; 2 << 20];
+    f.overwrite(&batch, huge.clone()).await;
+    f.overwrite(&seal, huge).await;
+    let r = verify_opts(
+        &f,
+        sealtrail::VerifyOptions::default().with_max_batch_bytes(1 << 20),
+    )
+    .await;
+    let at = |key: &str, n| Location {
+        writer: Some("w1".into()),
+        batch_no: Some(n),
+        key: Some(key.into()),
+        ..Default::default()
+    };
+    let found = |p: fn(&Problem) -> bool| with_problem(&r, p);
+    let length = found(|p| matches!(p, Problem::BatchLengthMismatch { .. }));
+    assert_eq!(length.len(), 1, "{}", show(&r));
+    assert_eq!(length[0].at, at(&batch, 1));
+    assert_eq!(
+        length[0].problem,
+        Problem::BatchLengthMismatch {
+            expected: sealed_len,
+            found: 2 << 20
+        }
+    );
+    let not_read = found(|p| {
+        matches!(p, Problem::BatchUndecodable { reason } | Problem::SealUnreadable { reason }
+            if reason.starts_with("not read: the object is 2097152 bytes"))
+    });
+    let keys: Vec<_> = not_read.iter().map(|x| x.at.clone()).collect();
+    assert_eq!(keys, vec![at(&batch, 1), at(&seal, 2)], "{}", show(&r));
+    // Never read, so never hashed.
+    assert!(found(|p| matches!(p, Problem::BatchDigestMismatch { .. })).is_empty());
 }
 
 #[tokio::test]

@@ -227,18 +227,27 @@ pub async fn verify(
     for (writer, keys) in &seal_keys {
         report.writers += 1;
         let loaded: Vec<LoadedSeal> = futures::stream::iter(keys.iter().cloned())
-            .map(|(batch_no, key)| async move {
-                let bytes = fetch(key.clone()).await?;
-                let parsed = serde_json::from_slice::<Seal>(&bytes)
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| match s.body.format {
-                        crate::seal::SEAL_FORMAT => Ok(s),
-                        other => Err(format!(
-                            "seal format {other}: this verifier reads format {}",
-                            crate::seal::SEAL_FORMAT
-                        )),
-                    });
-                Ok::<_, Error>((batch_no, key, parsed))
+            .map(|(batch_no, key)| {
+                let size = present.get(key.as_str()).copied().unwrap_or(0);
+                async move {
+                    // A seal is a few KiB to a few MiB: one past the limit is not
+                    // read into memory.
+                    if size > opts.max_batch_bytes {
+                        let reason = too_large(size, opts.max_batch_bytes);
+                        return Ok::<_, Error>((batch_no, key, Err(reason)));
+                    }
+                    let bytes = fetch(key.clone()).await?;
+                    let parsed = serde_json::from_slice::<Seal>(&bytes)
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| match s.body.format {
+                            crate::seal::SEAL_FORMAT => Ok(s),
+                            other => Err(format!(
+                                "seal format {other}: this verifier reads format {}",
+                                crate::seal::SEAL_FORMAT
+                            )),
+                        });
+                    Ok::<_, Error>((batch_no, key, parsed))
+                }
             })
             .buffered(32)
             .map_ok(|(batch_no, key, parsed)| {
@@ -318,7 +327,7 @@ pub async fn verify(
     let mut stitch = Stitcher::default();
     while jobs.peek().is_some() {
         let chunk: Vec<BatchJob> = jobs.by_ref().take(window).collect();
-        type Fetched = (BatchJob, Option<bytes::Bytes>, Option<Finding>);
+        type Fetched = (BatchJob, Option<bytes::Bytes>, Vec<Finding>);
         let fetched: Vec<Fetched> = futures::stream::iter(chunk)
             .map(|job| async {
                 let (bytes, finding) = match &job.seal.batch {
@@ -328,10 +337,10 @@ pub async fn verify(
                         // Only a version the server does not have is a
                         // finding; a failure to read is an error (exit 2).
                         match archive.find_version(&b.key, v).await? {
-                            Some(bytes) => (Some(bytes), None),
+                            Some(bytes) => (Some(bytes), vec![]),
                             None => (
                                 None,
-                                Some(Finding {
+                                vec![Finding {
                                     at: Location {
                                         writer: Some(job.writer.clone()),
                                         batch_no: Some(job.seal.batch_no),
@@ -341,14 +350,44 @@ pub async fn verify(
                                     problem: Problem::SealedVersionMissing {
                                         version_id: v.to_owned(),
                                     },
-                                }),
+                                }],
                             ),
                         }
                     }
-                    Some(b) if present.contains_key(b.key.as_str()) => {
-                        (Some(fetch(b.key.clone()).await?), None)
+                    // An object larger than any batch accepted is not read
+                    // into memory (a verifier must survive a hostile archive).
+                    Some(b) if present.get(b.key.as_str()) > Some(&opts.max_batch_bytes) => {
+                        let size = present[b.key.as_str()];
+                        let at = Location {
+                            writer: Some(job.writer.clone()),
+                            batch_no: Some(job.seal.batch_no),
+                            key: Some(b.key.clone()),
+                            ..Default::default()
+                        };
+                        let mut found = vec![Finding {
+                            at: at.clone(),
+                            problem: Problem::BatchUndecodable {
+                                reason: too_large(size, opts.max_batch_bytes),
+                            },
+                        }];
+                        if size != b.len {
+                            found.insert(
+                                0,
+                                Finding {
+                                    at,
+                                    problem: Problem::BatchLengthMismatch {
+                                        expected: b.len,
+                                        found: size,
+                                    },
+                                },
+                            );
+                        }
+                        (None, found)
                     }
-                    _ => (None, None),
+                    Some(b) if present.contains_key(b.key.as_str()) => {
+                        (Some(fetch(b.key.clone()).await?), vec![])
+                    }
+                    _ => (None, vec![]),
                 };
                 Ok::<_, Error>((job, bytes, finding))
             })
@@ -454,6 +493,14 @@ pub async fn verify(
 /// The objects to verify. On S3, from the list of versions: an object is
 /// verified as first written (its oldest version), a newer version is a
 /// finding, and so is a delete marker hiding it (the object is still read).
+/// Why an object was not read.
+fn too_large(size: u64, limit: u64) -> String {
+    format!(
+        "not read: the object is {size} bytes, more than the {limit} bytes a batch may \
+         decompress to (VerifyOptions::with_max_batch_bytes)"
+    )
+}
+
 async fn list_objects(
     archive: &Archive,
     findings: &mut Vec<Finding>,
