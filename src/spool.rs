@@ -298,15 +298,16 @@ impl Spool {
         for p in parts {
             crc.update(p);
         }
-        let path = self.dir.join(segment_name(self.active_no));
-        let w = &mut self.active;
         let mut head = [0u8; 9];
         head[..4].copy_from_slice(&(len as u32).to_le_bytes());
         head[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
         head[8] = kind;
-        w.write_all(&head).map_err(io_err(&path))?;
-        for p in parts {
-            w.write_all(p).map_err(io_err(&path))?;
+        let w = &mut self.active;
+        let written = w
+            .write_all(&head)
+            .and_then(|()| parts.iter().try_for_each(|p| w.write_all(p)));
+        if let Err(e) = written {
+            return Err(io_err(&self.dir.join(segment_name(self.active_no)))(e));
         }
         self.bytes += 8 + len as u64;
         self.active_bytes += 8 + len as u64;

@@ -241,11 +241,13 @@ impl Closed {
 /// Lowercase hex of `words`, each big-endian (an id as OpenTelemetry writes
 /// it), without going through `fmt` (three ids per span).
 fn hex_words(words: &[u64]) -> String {
-    let mut out = vec![0; words.len() * 16];
-    for (w, chunk) in words.iter().zip(out.chunks_exact_mut(16)) {
-        hex::encode_to_slice(w.to_be_bytes(), chunk).expect("16 hex digits per word");
+    let mut out = String::with_capacity(words.len() * 16);
+    for w in words {
+        let mut digits = [0u8; 16];
+        hex::encode_to_slice(w.to_be_bytes(), &mut digits).expect("16 hex digits per word");
+        out.push_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
     }
-    String::from_utf8(out).expect("hex digits are ASCII")
+    out
 }
 
 /// Links as the collector archives OTLP links: one map per link.

@@ -72,7 +72,6 @@ pub(crate) fn run(
 
 impl Worker {
     fn serve(&mut self, rx: Receiver<Msg>) {
-        let mut group: Vec<TraceRecord> = Vec::with_capacity(GROUP);
         loop {
             self.wait_for_room();
             let wait = self
@@ -80,19 +79,23 @@ impl Worker {
                 .next_seal()
                 .saturating_duration_since(Instant::now());
             let mut control = None;
+            // Each span is chained as soon as it is taken (its record is
+            // freed while the allocator still has it at hand); the group
+            // is spooled with one fsync.
+            let mut n = 0;
             match rx.recv_timeout(wait) {
                 Ok(Msg::Span(c)) => {
-                    group.push(self.record(*c));
+                    let room = self.sealer.room(GROUP);
+                    self.append(*c, &mut n);
                     // Linger briefly so that the spans that follow find the
                     // worker busy rather than parked: a parked receiver costs
                     // every sender a wake-up system call.
                     std::thread::sleep(LINGER);
                     // Take whatever else is already queued, up to a group
                     // and no further than the batch limit.
-                    let room = self.sealer.room(GROUP);
-                    while group.len() < room {
+                    while n < room {
                         match rx.try_recv() {
-                            Ok(Msg::Span(c)) => group.push(self.record(*c)),
+                            Ok(Msg::Span(c)) => self.append(*c, &mut n),
                             Ok(other) => {
                                 control = Some(other);
                                 break;
@@ -104,31 +107,34 @@ impl Worker {
                 Ok(other) => control = Some(other),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.take(&mut group);
-                    self.shutdown();
+                    self.shutdown(n);
                     return;
                 }
             }
-            self.take(&mut group);
+            self.gap_record(&mut n);
+            self.sync(n);
             match control {
                 Some(Msg::Flush(reply)) => {
                     let _ = reply.send(self.sealer.flush(NOTHING_HELD));
                 }
                 Some(Msg::Shutdown(reply)) => {
                     // Everything queued before the shutdown is sealed too.
+                    let mut n = 0;
+                    let mut room = self.sealer.room(GROUP);
                     while let Ok(m) = rx.try_recv() {
                         if let Msg::Span(c) = m {
-                            group.push(self.record(*c));
-                            if group.len() >= self.sealer.room(GROUP) {
-                                self.take(&mut group);
+                            self.append(*c, &mut n);
+                            if n >= room {
+                                self.sync(n);
+                                n = 0;
                                 if self.sealer.full() {
                                     let _ = self.sealer.flush(NOTHING_HELD);
                                 }
+                                room = self.sealer.room(GROUP);
                             }
                         }
                     }
-                    self.take(&mut group);
-                    self.shutdown();
+                    self.shutdown(n);
                     let _ = reply.send(());
                     return;
                 }
@@ -172,25 +178,32 @@ impl Worker {
         map::to_record(span, session, "tracing", now_ns())
     }
 
-    /// Chains and spools a group of records, with one fsync.
-    fn take(&mut self, group: &mut Vec<TraceRecord>) {
-        self.gap_record(group);
-        if group.is_empty() {
-            return;
-        }
-        let n = group.len();
-        for r in group.drain(..) {
-            // A record the chain refuses (e.g. an over-long session id) is
-            // dropped, counted, and stated in the next gap record.
-            if self.sealer.append(r, None).is_err() {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let _ = self.sealer.sync(n);
+    /// Chains and spools (without syncing) the record of `c`; counts it in `n`.
+    fn append(&mut self, c: super::Closed, n: &mut usize) {
+        let r = self.record(c);
+        self.chain(r, n);
     }
 
-    /// Adds a `gap` record when spans were dropped since the last one.
-    fn gap_record(&mut self, group: &mut Vec<TraceRecord>) {
+    fn chain(&mut self, r: TraceRecord, n: &mut usize) {
+        // A record the chain refuses (e.g. an over-long session id) is
+        // dropped, counted, and stated in the next gap record.
+        if self.sealer.append(r, None).is_err() {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            *n += 1;
+        }
+    }
+
+    /// Makes the `n` records appended since the last sync durable, with one fsync.
+    fn sync(&mut self, n: usize) {
+        if n > 0 {
+            let _ = self.sealer.sync(n);
+        }
+    }
+
+    /// Chains a `gap` record when spans were dropped since the last one
+    /// (counted in `n`).
+    fn gap_record(&mut self, n: &mut usize) {
         let dropped = self.counters.dropped.load(Ordering::Relaxed);
         if dropped == self.reported_dropped {
             return;
@@ -212,12 +225,14 @@ impl Worker {
         r.resource = self.resource.clone();
         self.reported_dropped = dropped;
         self.last_gap_ns = now;
-        group.push(r);
+        self.chain(r, n);
     }
 
-    fn shutdown(&mut self) {
-        let mut group = Vec::new();
-        self.take(&mut group);
+    /// Syncs the `n` records not synced yet (and a last gap record), then
+    /// writes the final seal.
+    fn shutdown(&mut self, mut n: usize) {
+        self.gap_record(&mut n);
+        self.sync(n);
         let _ = self.sealer.close(NOTHING_HELD);
     }
 }
