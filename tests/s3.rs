@@ -404,7 +404,7 @@ async fn seals_name_the_versions_written_and_verify_reads_those() {
     use sealtrail::seal::Seal;
     let url = s3_url("versions");
     let prefix = url.splitn(4, '/').nth(3).unwrap().to_owned();
-    let f = build_in(Archive::open(&url).unwrap(), "versions-writer", 2, 3, 4).await;
+    let f = build_in(Archive::open(&url).unwrap(), "versions-writer", 2, 3, 40).await;
     let s1: Seal = serde_json::from_slice(&f.get(&f.seal_key(1)).await).unwrap();
     let batch = s1.body.batch.clone().unwrap();
     let batch_version = batch
@@ -417,6 +417,21 @@ async fn seals_name_the_versions_written_and_verify_reads_those() {
         "the seal names the previous seal's version"
     );
     assert!(f.verify().await.is_intact());
+    // A verifier that reads no object over 2,000 bytes (the seals are
+    // smaller, the batch objects larger) reads none of the batch versions the
+    // seals name (their listed size is enough), and says so.
+    let small = sealtrail::VerifyOptions::default()
+        .with_as_of(f.now.load(std::sync::atomic::Ordering::SeqCst))
+        .with_max_batch_bytes(2_000);
+    let r = sealtrail::verify(&f.archive, &[key().verifying_key()], &small)
+        .await
+        .unwrap();
+    let not_read = with_problem(
+        &r,
+        |p| matches!(p, sealtrail::verify::Problem::BatchUndecodable { reason } if reason.starts_with("not read")),
+    );
+    assert_eq!(not_read.len(), 3, "{}", show(&r));
+    assert_eq!(r.findings.len(), 3, "{}", show(&r));
     // Overwriting the batch makes a new version; the seal still names the first,
     // and verify reads that one.
     tamper_through_server(&format!("{prefix}/{}", batch.key), "overwrite");

@@ -330,34 +330,21 @@ pub async fn verify(
         type Fetched = (BatchJob, Option<bytes::Bytes>, Vec<Finding>);
         let fetched: Vec<Fetched> = futures::stream::iter(chunk)
             .map(|job| async {
-                let (bytes, finding) = match &job.seal.batch {
-                    // The seal names the version written: read that one.
-                    Some(b) if b.version_id.is_some() && archive.is_s3() => {
-                        let v = b.version_id.as_deref().unwrap_or_default();
-                        // Only a version the server does not have is a
-                        // finding; a failure to read is an error (exit 2).
-                        match archive.find_version(&b.key, v).await? {
-                            Some(bytes) => (Some(bytes), vec![]),
-                            None => (
-                                None,
-                                vec![Finding {
-                                    at: Location {
-                                        writer: Some(job.writer.clone()),
-                                        batch_no: Some(job.seal.batch_no),
-                                        key: Some(b.key.clone()),
-                                        ..Default::default()
-                                    },
-                                    problem: Problem::SealedVersionMissing {
-                                        version_id: v.to_owned(),
-                                    },
-                                }],
-                            ),
-                        }
+                let versioned =
+                    |b: &crate::seal::BatchRef| b.version_id.is_some() && archive.is_s3();
+                // The listed size of the object (or of the version) the seal names.
+                let size = |b: &crate::seal::BatchRef| {
+                    let listed = present.get(b.key.as_str()).copied();
+                    if versioned(b) && pinned.get(&b.key) != b.version_id.as_ref() {
+                        return None;
                     }
+                    listed
+                };
+                let (bytes, finding) = match &job.seal.batch {
                     // An object larger than any batch accepted is not read
                     // into memory (a verifier must survive a hostile archive).
-                    Some(b) if present.get(b.key.as_str()) > Some(&opts.max_batch_bytes) => {
-                        let size = present[b.key.as_str()];
+                    Some(b) if size(b) > Some(opts.max_batch_bytes) => {
+                        let size = size(b).unwrap_or_default();
                         let at = Location {
                             writer: Some(job.writer.clone()),
                             batch_no: Some(job.seal.batch_no),
@@ -383,6 +370,29 @@ pub async fn verify(
                             );
                         }
                         (None, found)
+                    }
+                    // The seal names the version written: read that one.
+                    Some(b) if versioned(b) => {
+                        let v = b.version_id.as_deref().unwrap_or_default();
+                        // Only a version the server does not have is a
+                        // finding; a failure to read is an error (exit 2).
+                        match archive.find_version(&b.key, v).await? {
+                            Some(bytes) => (Some(bytes), vec![]),
+                            None => (
+                                None,
+                                vec![Finding {
+                                    at: Location {
+                                        writer: Some(job.writer.clone()),
+                                        batch_no: Some(job.seal.batch_no),
+                                        key: Some(b.key.clone()),
+                                        ..Default::default()
+                                    },
+                                    problem: Problem::SealedVersionMissing {
+                                        version_id: v.to_owned(),
+                                    },
+                                }],
+                            ),
+                        }
                     }
                     Some(b) if present.contains_key(b.key.as_str()) => {
                         (Some(fetch(b.key.clone()).await?), vec![])

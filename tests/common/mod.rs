@@ -247,3 +247,84 @@ pub async fn verify_now(archive: &Archive) -> Report {
         .await
         .unwrap()
 }
+
+/// SplitMix64: a small, seeded, reproducible generator.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// One change to one file of an archive, as a campaign draws them.
+#[derive(Clone, Debug)]
+pub enum Mutation {
+    Flip { key: String, byte: usize, bit: u8 },
+    Truncate { key: String, to: usize },
+    Delete { key: String },
+    Append { key: String, bytes: Vec<u8> },
+}
+
+impl Mutation {
+    /// A random mutation of one of `files`: half bit flips, a fifth
+    /// truncations, a tenth deletions, a fifth appends of 1 to 16 bytes.
+    pub fn random(rng: &mut Rng, files: &[(String, Bytes)]) -> Mutation {
+        let (key, bytes) = &files[rng.below(files.len())];
+        let key = key.clone();
+        match rng.below(10) {
+            0..=4 => Mutation::Flip {
+                key,
+                byte: rng.below(bytes.len()),
+                bit: rng.below(8) as u8,
+            },
+            5 | 6 => Mutation::Truncate {
+                key,
+                to: rng.below(bytes.len()),
+            },
+            7 => Mutation::Delete { key },
+            _ => {
+                let n = 1 + rng.below(16);
+                Mutation::Append {
+                    key,
+                    bytes: (0..n).map(|_| rng.next() as u8).collect(),
+                }
+            }
+        }
+    }
+
+    /// 0 flip, 1 truncation, 2 deletion, 3 append.
+    pub fn kind(&self) -> usize {
+        match self {
+            Mutation::Flip { .. } => 0,
+            Mutation::Truncate { .. } => 1,
+            Mutation::Delete { .. } => 2,
+            Mutation::Append { .. } => 3,
+        }
+    }
+
+    /// What the file `key` holds once mutated; `None` when it is deleted.
+    pub fn apply(&self, key: &str, bytes: &Bytes) -> Option<Bytes> {
+        Some(match self {
+            Mutation::Flip { key: k, byte, bit } if k == key => {
+                let mut v = bytes.to_vec();
+                v[*byte] ^= 1 << bit;
+                Bytes::from(v)
+            }
+            Mutation::Truncate { key: k, to } if k == key => bytes.slice(..*to),
+            Mutation::Delete { key: k } if k == key => return None,
+            Mutation::Append {
+                key: k,
+                bytes: extra,
+            } if k == key => Bytes::from([&bytes[..], extra].concat()),
+            _ => bytes.clone(),
+        })
+    }
+}
