@@ -41,7 +41,7 @@ pub(crate) struct BenchLoadArgs {
     /// (default: a new directory under the current one, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Archive URL for the collector (default: <dir>/data).
+    /// Archive URL for the collector (default: DIR/data).
     #[arg(long)]
     store: Option<String>,
     /// Verify the archive afterwards (reads it all back).

@@ -32,7 +32,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create an Ed25519 signing key (PKCS#8 PEM, mode 0600) and its public key (<out>.pub).
+    /// Create an Ed25519 signing key (PKCS#8 PEM, mode 0600) and its public key (OUT.pub).
     Keygen(KeygenArgs),
     /// Write a demo agent archive (several sessions of LLM calls, tool calls,
     /// policy checks and human approvals), sealed and signed.
@@ -55,7 +55,7 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct KeygenArgs {
-    /// Where to write the secret key; the public key goes to <out>.pub.
+    /// Where to write the secret key; the public key goes to OUT.pub.
     #[arg(long, env = "SEALTRAIL_KEY_OUT", default_value = "audit.key")]
     out: PathBuf,
 }

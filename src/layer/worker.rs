@@ -1,5 +1,5 @@
 //! The background worker: map, then spool, chain, seal and archive through a
-//! [`Sealer`](crate::pipeline::Sealer).
+//! [`Sealer`].
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
