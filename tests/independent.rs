@@ -122,6 +122,89 @@ async fn both_reject_an_archive_signed_with_another_key() {
     );
 }
 
+/// Mutated copies of one archive checked by both verifiers.
+const MUTATIONS: usize = 300;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_verifiers_detect_every_single_mutation() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().join("archives");
+    let base = parent.join("base");
+    // Two writers; data batches, a heartbeat, closing seals.
+    let archive = Archive::open(base.to_str().unwrap()).unwrap();
+    let a = build_in(archive.clone(), "w1", 3, 4, 10).await;
+    let b = build_in(archive.clone(), "w2", 2, 3, 8).await;
+    let now = |f: &Fixture| f.now.load(std::sync::atomic::Ordering::SeqCst);
+    let as_of = now(&a).max(now(&b)) + 600_000_000_000;
+    let mut files = Vec::new();
+    for o in archive.list("").await.unwrap() {
+        let bytes = archive.get(&o.key).await.unwrap();
+        files.push((o.key, bytes));
+    }
+    let pem = public_pem(dir.path(), &key());
+    let opts = sealtrail::VerifyOptions::default()
+        .with_as_of(as_of)
+        .with_threads(1);
+    let trusted = [key().verifying_key()];
+
+    let mut rng = Rng(0x1d3e_7e4d);
+    let mut mutations = Vec::new();
+    let mut ours_missed = Vec::new();
+    for i in 0..MUTATIONS {
+        let m = Mutation::random(&mut rng, &files);
+        let root = parent.join(format!("m{i:04}"));
+        for (k, bytes) in &files {
+            if let Some(bytes) = m.apply(k, bytes) {
+                let p = root.join(k);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, bytes).unwrap();
+            }
+        }
+        let copy = Archive::open(root.to_str().unwrap()).unwrap();
+        let r = sealtrail::verify(&copy, &trusted, &opts).await.unwrap();
+        if r.is_intact() {
+            ours_missed.push(format!("{m:?}"));
+        }
+        mutations.push(m);
+    }
+    assert!(ours_missed.is_empty(), "{ours_missed:?}");
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/independent/verify.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg("--each")
+        .arg(&parent)
+        .arg(&pem)
+        .args(["--as-of-ns", &as_of.to_string()])
+        .output()
+        .expect("run the Python verifier");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{e}: {l}\n{}", String::from_utf8_lossy(&out.stderr)))
+        })
+        .collect();
+    assert_eq!(lines.len(), MUTATIONS + 1, "{stdout}");
+    let base_out = lines.iter().find(|l| l["archive"] == "base").unwrap();
+    assert!(problems(base_out).is_empty(), "{base_out}");
+    let missed: Vec<String> = lines
+        .iter()
+        .filter(|l| l["archive"] != "base" && problems(l).is_empty())
+        .map(|l| {
+            let i: usize = l["archive"].as_str().unwrap()[1..].parse().unwrap();
+            format!("{:?}", mutations[i])
+        })
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "the independent verifier missed {} of {MUTATIONS} mutations:\n{}",
+        missed.len(),
+        missed.join("\n")
+    );
+}
+
 trait Named {
     fn has_problem_named(&self, name: &str) -> bool;
 }
