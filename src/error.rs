@@ -89,6 +89,22 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Another process writes seals under the same writer id: a seal key
+    /// this writer was about to write holds another seal, or the spool holds
+    /// records that the archive's seals do not cover although they name a
+    /// batch the archive has. Permanent: the writer stops sealing, and the
+    /// records it spooled stay in its spool.
+    #[error(
+        "writer {writer:?} conflicts with another process using the same writer id: {reason}. \
+         Give every process its own writer id (the default is made once per spool directory); \
+         this writer's spooled records are kept"
+    )]
+    WriterConflict {
+        /// The writer id.
+        writer: String,
+        /// What was found.
+        reason: String,
+    },
     /// A writer was used after it was closed, or after a failed write left it unusable.
     #[error("writer {writer:?} is closed")]
     WriterClosed {

@@ -116,6 +116,9 @@ pub struct Sealer {
     spool: Spool,
     counters: Arc<Counters>,
     failures: u32,
+    /// Set once another process was found sealing under this writer id
+    /// (the reason): no seal is tried any more.
+    conflict: Option<String>,
     next_seal: Instant,
     /// When the oldest record not yet sealed was spooled.
     pending_since: Option<Instant>,
@@ -218,6 +221,7 @@ impl Sealer {
         ))?;
         let next_batch_no = writer.next_batch_no();
         let found = spool::recover(left, next_batch_no, visit);
+        check_sealed_heads(&writer, &found.sealed_heads)?;
         let mut recovered = Recovered {
             held: found.held,
             next_hold_id: found.next_hold_id,
@@ -232,6 +236,7 @@ impl Sealer {
             spool,
             counters,
             failures: 0,
+            conflict: None,
             next_seal,
             pending_since: None,
             spool_failed: None,
@@ -340,6 +345,38 @@ impl Sealer {
         self.spool_broken
     }
 
+    /// Why this sealer stopped sealing for good, if it did: another process
+    /// writes seals under the same writer id ([`crate::Error::WriterConflict`]).
+    /// Its records stay in the spool; the next start refuses to continue
+    /// until the conflict is resolved.
+    pub fn conflict(&self) -> Option<crate::Error> {
+        self.conflict
+            .as_ref()
+            .map(|reason| crate::Error::WriterConflict {
+                writer: self.cfg.writer_id.clone(),
+                reason: reason.clone(),
+            })
+    }
+
+    /// Counts and logs a failed seal; a conflict stops sealing.
+    fn failed(&mut self, e: &crate::Error) {
+        self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+        self.failures = self.failures.saturating_add(1);
+        match e {
+            crate::Error::WriterConflict { reason, .. } => {
+                if self.conflict.is_none() {
+                    tracing::error!(error = %e, "sealing stopped");
+                }
+                self.conflict = Some(reason.clone());
+            }
+            _ => tracing::warn!(
+                error = %e,
+                retry_in_ms = self.retry_delay().as_millis() as u64,
+                "a seal failed; the records wait in the spool and it is tried again"
+            ),
+        }
+    }
+
     /// Records that fit in the next batch before it is full (at least one, at most `cap`).
     pub fn room(&self, cap: usize) -> usize {
         self.cfg
@@ -395,6 +432,9 @@ impl Sealer {
     /// `held` are the records still held, encoded ([`spool::encode_held`]),
     /// written again when the spool compacts ([`Spool::sealed`]).
     pub fn tick<'a>(&mut self, held: impl IntoIterator<Item = (u64, &'a [u8])>) {
+        if self.conflict.is_some() {
+            return;
+        }
         if let Some(f) = &self.in_flight {
             if !f.handle.is_finished() {
                 return;
@@ -436,8 +476,7 @@ impl Sealer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "a seal could not be prepared");
-                self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
-                self.failures = self.failures.saturating_add(1);
+                self.failed(&e);
                 self.next_seal = Instant::now() + self.retry_delay();
             }
         }
@@ -454,6 +493,9 @@ impl Sealer {
         };
         let c = self.counters.clone();
         let r = self.writer.finish_seal(done);
+        if let Err(e) = &r {
+            self.failed(e);
+        }
         match &r {
             Ok(receipt) => {
                 self.failures = 0;
@@ -469,8 +511,6 @@ impl Sealer {
                 c.spool_bytes.store(self.spool.bytes(), Ordering::Relaxed);
             }
             Err(_) => {
-                c.store_errors.fetch_add(1, Ordering::Relaxed);
-                self.failures = self.failures.saturating_add(1);
                 // The batch is sealed again later: its records are the oldest.
                 if f.since.is_some() {
                     self.pending_since = f.since;
@@ -501,8 +541,14 @@ impl Sealer {
         held: impl IntoIterator<Item = (u64, &'a [u8])> + Clone,
     ) -> Result<()> {
         let _ = self.complete(held.clone());
+        if let Some(e) = self.conflict() {
+            return Err(e);
+        }
         let r = self.seal(false, held);
-        self.failures = if r.is_ok() { 0 } else { self.failures + 1 };
+        match &r {
+            Ok(()) => self.failures = 0,
+            Err(e) => self.failed(e),
+        }
         self.next_seal = Instant::now() + self.retry_delay();
         r
     }
@@ -562,10 +608,7 @@ impl Sealer {
                 Ok(())
             }
             Ok(None) => Ok(()),
-            Err(e) => {
-                c.store_errors.fetch_add(1, Ordering::Relaxed);
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 
@@ -578,14 +621,55 @@ impl Sealer {
         let _ = self.complete(held.clone());
         let mut last = Ok(());
         for attempt in 0..3 {
+            if let Some(e) = self.conflict() {
+                return Err(e);
+            }
             last = self.seal(true, held.clone());
-            if last.is_ok() {
-                return last;
+            match &last {
+                Ok(()) => return last,
+                Err(e) => self.failed(e),
             }
             std::thread::sleep(Duration::from_millis(100 << attempt));
         }
         last
     }
+}
+
+/// The lines the spool's markers say are sealed must be what the archive's
+/// seals hold: for each session, the seals reach at least its last such
+/// line, and end exactly at it if they end at its seq. Otherwise another
+/// process wrote seals under this writer id, and continuing would take
+/// this spool's records for sealed (and delete them).
+fn check_sealed_heads(
+    writer: &Writer,
+    sealed: &std::collections::HashMap<String, (u64, crate::digest::Digest)>,
+) -> Result<()> {
+    let mut sessions: Vec<_> = sealed.iter().collect();
+    sessions.sort_by_key(|(s, _)| *s);
+    for (session, &(seq, hash)) in sessions {
+        let head = writer.chain().head(session);
+        let covered = match head {
+            None => false,
+            Some(h) if h.next_seq <= seq => false,
+            Some(h) => h.next_seq > seq + 1 || h.hash == hash,
+        };
+        if !covered {
+            return Err(crate::Error::WriterConflict {
+                writer: writer.id().to_owned(),
+                reason: format!(
+                    "the spool holds record {seq} of session {session:?} as sealed, but the \
+                     archive's seals {}; the spool is left as it is",
+                    match head {
+                        None => "do not name that session".to_owned(),
+                        Some(h) if h.next_seq <= seq =>
+                            format!("end that session at seq {}", h.next_seq.saturating_sub(1)),
+                        Some(_) => "end that session with another record".to_owned(),
+                    }
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -620,6 +704,72 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let key = SigningKey::from_bytes(&[3; 32]).verifying_key();
         rt.block_on(crate::verify(archive, &[key], opts)).unwrap()
+    }
+
+    /// Two processes sealing under one writer id: the second to write a seal
+    /// number stops sealing for good, and its next start refuses to take the
+    /// other's seal for its own (which would have deleted its records from
+    /// the spool); the spool keeps them.
+    #[test]
+    fn a_second_process_under_the_same_writer_id_stops_and_keeps_its_spool() {
+        let archive = Archive::memory();
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let open = |dir: &std::path::Path| {
+            let (spool, left) = Spool::open(dir).unwrap();
+            Sealer::open(config(&archive), spool, left, Arc::new(Counters::default()))
+        };
+        let (mut a, _) = open(dir_a.path()).unwrap();
+        a.append(TraceRecord::new("conv-a", Kind::Span, "a0"), None)
+            .unwrap();
+        a.sync(1).unwrap();
+        a.flush(NONE).unwrap();
+        // B starts on the same archive and writer id, and seals batch 1.
+        let (mut b, _) = open(dir_b.path()).unwrap();
+        b.append(TraceRecord::new("conv-b", Kind::Span, "b0"), None)
+            .unwrap();
+        b.sync(1).unwrap();
+        b.flush(NONE).unwrap();
+        // A's batch 1 cannot be sealed: a conflict, not a store failure.
+        a.append(TraceRecord::new("conv-a", Kind::Span, "a1"), None)
+            .unwrap();
+        a.sync(1).unwrap();
+        let e = a.flush(NONE).unwrap_err();
+        assert!(matches!(e, crate::Error::WriterConflict { .. }), "{e}");
+        assert!(a.conflict().is_some());
+        // Nothing more is tried: neither a tick nor the final seal.
+        let errors = a.counters.store_errors.load(Ordering::Relaxed);
+        a.tick(NONE);
+        assert!(matches!(
+            a.close(NONE),
+            Err(crate::Error::WriterConflict { .. })
+        ));
+        assert_eq!(a.counters.store_errors.load(Ordering::Relaxed), errors);
+        drop(a);
+        // A's restart: its marker names batch 1, which the archive has (B's).
+        let e = open(dir_a.path()).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            matches!(e, crate::Error::WriterConflict { .. })
+                && text.contains("record 1 of session \"conv-a\"")
+                && text.contains("end that session at seq 0"),
+            "{text}"
+        );
+        // Again, and the spool still holds "a1".
+        assert!(open(dir_a.path()).is_err());
+        let (_, left) = Spool::open(dir_a.path()).unwrap();
+        let lines: Vec<_> = left
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Line { line, .. } => {
+                    Some(serde_json::from_slice::<crate::record::StoredRecord>(line).unwrap())
+                }
+                _ => None,
+            })
+            .map(|r| r.record.name)
+            .collect();
+        assert!(lines.contains(&"a1".to_owned()), "{lines:?}");
+        // B is not disturbed.
+        b.close(NONE).unwrap();
     }
 
     #[test]

@@ -526,6 +526,11 @@ pub struct Recovery {
     pub held: Vec<(u64, TraceRecord)>,
     /// A hold id larger than every one in the spool.
     pub next_hold_id: u64,
+    /// For each session with chained lines that the spool's markers say are
+    /// sealed, the last such line's seq and hash: the archive's seals must
+    /// cover them ([`crate::pipeline::Sealer`] checks, to catch another
+    /// process sealing under the same writer id).
+    pub sealed_heads: std::collections::HashMap<String, (u64, crate::digest::Digest)>,
 }
 
 /// Sorts the entries an earlier run left (taking them): see [`Recovery`]. `visit`, if given,
@@ -545,6 +550,7 @@ pub fn recover(
     let mut released = std::collections::HashSet::new();
     let mut next_hold_id = 0;
     let mut begun = None;
+    let mut sealed_heads = std::collections::HashMap::new();
     for (i, e) in entries.into_iter().enumerate() {
         match e {
             Entry::Record(r) => {
@@ -556,9 +562,19 @@ pub fn recover(
                 }
             }
             Entry::Line { line, released: r } => {
-                if let Some(v) = visit.as_mut() {
+                if visit.is_some() || i < cut {
                     if let Ok(s) = serde_json::from_slice::<crate::record::StoredRecord>(&line) {
-                        v(&s.record);
+                        if let Some(v) = visit.as_mut() {
+                            v(&s.record);
+                        }
+                        if i < cut {
+                            let e = sealed_heads
+                                .entry(s.record.session)
+                                .or_insert((s.record.seq, s.hash));
+                            if s.record.seq >= e.0 {
+                                *e = (s.record.seq, s.hash);
+                            }
+                        }
                     }
                 }
                 if let Some(id) = r {
@@ -592,6 +608,7 @@ pub fn recover(
         begun: begun.unwrap_or(0),
         held: held.into_iter().map(|(id, r)| (id, *r)).collect(),
         next_hold_id,
+        sealed_heads,
     }
 }
 

@@ -322,11 +322,9 @@ impl SealJob {
                     let version = self.archive.version_of(&key).await?;
                     return Ok((sealed, version));
                 }
-                Err(Error::Recovery {
+                Err(Error::WriterConflict {
                     writer: self.writer.clone(),
-                    reason: format!(
-                        "{key} was written by someone else: is another process using this writer id?"
-                    ),
+                    reason: format!("{key} holds a seal this writer did not write"),
                 })
             }
             Err(e) => Err(e),

@@ -494,7 +494,7 @@ impl State {
             }
             self.sealer
                 .tick(self.held.iter().map(|(id, h)| (*id, h.encoded.as_slice())));
-            self.stop_if_spool_broken();
+            self.stop_if_broken();
         }
     }
 
@@ -710,9 +710,16 @@ impl State {
     /// may not be durable, and may hold a torn entry mid-segment. The
     /// collector stops at once (exit status 1) rather than acknowledge
     /// anything more; the next start recovers from what the spool holds.
-    fn stop_if_spool_broken(&self) {
+    fn stop_if_broken(&self) {
         if self.sealer.spool_broken() {
             self.stop_for_spool();
+        }
+        if let Some(e) = self.sealer.conflict() {
+            // Another process seals under this writer id: nothing this
+            // one acknowledges could be sealed. Stop acknowledging.
+            self.metrics.ready.store(false, Ordering::Relaxed);
+            tracing::error!(error = %e, "stopping: exports are no longer acknowledged");
+            std::process::exit(1);
         }
     }
 

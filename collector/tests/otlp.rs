@@ -378,6 +378,85 @@ fn a_span_whose_ancestor_never_comes_is_archived_under_its_trace_id_after_the_wa
     assert_intact(dir.path());
 }
 
+/// Two collectors given the same writer id on one store (say, two replicas
+/// with `SEALTRAIL_WRITER_ID` set): the one whose seal finds the other's
+/// stops at once (exit 1) rather than acknowledge what it cannot seal, and
+/// refuses to start again (exit 2) rather than take the other's seal for
+/// its own and delete its spooled records.
+#[test]
+fn a_collector_sharing_its_writer_id_with_another_stops_and_keeps_its_spool() {
+    let (a_dir, b_dir) = (workdir(), workdir());
+    std::fs::copy(a_dir.path().join("k.key"), b_dir.path().join("k.key")).unwrap();
+    let store = a_dir.path().join("shared-store");
+    let store = store.to_str().unwrap();
+    let args = [
+        "--store",
+        store,
+        "--writer-id",
+        "shared",
+        "--flush-interval",
+        "100ms",
+    ];
+    let a = Collector::start(a_dir.path(), &args);
+    let session_of = |conv: &str| {
+        let archive = sealtrail::Archive::open(store).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(sealtrail::read::records(&archive, |_| true))
+            .unwrap()
+            .into_iter()
+            .filter(|(_, r)| r.session == conv)
+            .count()
+    };
+    let conv = |c: &str| vec![attr("gen_ai.conversation.id", c)];
+    send_span(&a, "00000000000000a1", None, "chat", conv("conv-a"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while session_of("conv-a") == 0 {
+        assert!(std::time::Instant::now() < deadline, "A did not seal");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let b = Collector::start(b_dir.path(), &args);
+    send_span(&b, "00000000000000b1", None, "chat", conv("conv-b"));
+    while session_of("conv-b") == 0 {
+        assert!(std::time::Instant::now() < deadline, "B did not seal");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A's next seal finds B's under its number.
+    send_span(&a, "00000000000000a2", None, "chat", conv("conv-a"));
+    let log = a.log.clone();
+    let status = a.wait_exit(Duration::from_secs(20));
+    let log = log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("conflicts with another process using the same writer id"),
+        "{log}"
+    );
+    // Its restart refuses, and says why; its spool still holds the span.
+    let o = std::process::Command::new(common::bin())
+        .arg("serve")
+        .args(["--signing-key", "k.key", "--spool-dir", "spool"])
+        .args(["--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(a_dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the spool holds record 1 of session \"conv-a\" as sealed"),
+        "{err}"
+    );
+    let spooled = std::fs::read_dir(a_dir.path().join("spool"))
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.unwrap().path()).ok())
+        .any(|bytes| bytes.windows(16).any(|w| w == b"00000000000000a2"));
+    assert!(spooled, "the acknowledged span is still in A's spool");
+    b.stop_ok();
+    assert_eq!(session_of("conv-b"), 1);
+}
+
 fn held_count(c: &Collector) -> String {
     let m = client()
         .get(c.url("/metrics"))
