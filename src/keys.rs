@@ -58,9 +58,14 @@ pub fn write_key_pair(secret: &Path, key: &SigningKey) -> Result<PathBuf> {
             ));
         }
     }
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| key_err(secret, format!("cannot encode: {e}")))?;
+    // PKCS#8 v1 (RFC 8410: the private key alone), which OpenSSL and
+    // Python's `cryptography` read; not v2 with the public key embedded.
+    let pem = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .map_err(|e| key_err(secret, format!("cannot encode: {e}")))?;
     let pub_pem = key
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)

@@ -35,6 +35,28 @@ fn keygen_then_demo_then_verify_intact() {
     assert!(text(&o).contains("refusing to overwrite"), "{}", text(&o));
     assert_eq!(std::fs::read(d.join("audit.key")).unwrap(), before);
 
+    // Both files are what other tools read (PKCS#8 v1 and SPKI PEM): the
+    // public key can be derived again from the secret one.
+    let python = std::env::var("SEALTRAIL_PYTHON").unwrap_or_else(|_| {
+        panic!("SEALTRAIL_PYTHON is not set: run the suite with `bash scripts/test`, which creates .venv")
+    });
+    let derive = r#"
+import sys
+from cryptography.hazmat.primitives import serialization as s
+k = s.load_pem_private_key(open(sys.argv[1], "rb").read(), None)
+sys.stdout.write(k.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo).decode())
+"#;
+    let o = std::process::Command::new(python)
+        .args(["-c", derive])
+        .arg(d.join("audit.key"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        std::fs::read_to_string(d.join("audit.key.pub")).unwrap()
+    );
+
     let o = sealtrail(d, &["demo", "--sessions", "2"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = sealtrail(d, &["verify", "--public-key", "audit.key.pub"]);
