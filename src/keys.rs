@@ -101,6 +101,12 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// Ed25519 key). Refuses a file that others can read, as ssh does.
 pub fn read_signing_key(path: &Path) -> Result<SigningKey> {
     let meta = fs::metadata(path).map_err(|e| key_err(path, format!("cannot read: {e}")))?;
+    if fs::read_to_string(path).is_ok_and(|pem| pem.contains("-----BEGIN PUBLIC KEY-----")) {
+        return Err(key_err(
+            path,
+            "is a public key; signing needs the secret key (the file of the same name without .pub)",
+        ));
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -122,6 +128,13 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey> {
 /// Reads a public key file (SPKI PEM).
 pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey> {
     let pem = fs::read_to_string(path).map_err(|e| key_err(path, format!("cannot read: {e}")))?;
+    if pem.contains("PRIVATE KEY-----") {
+        return Err(key_err(
+            path,
+            "is a secret key; verifying needs the public key (its .pub file): \
+             the secret key never leaves the writer",
+        ));
+    }
     VerifyingKey::from_public_key_pem(&pem)
         .map_err(|e| key_err(path, format!("not an SPKI PEM Ed25519 public key: {e}")))
 }
@@ -129,6 +142,36 @@ pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_key_where_a_public_one_belongs_and_back_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("audit.key");
+        let public = write_key_pair(&secret, &generate().unwrap()).unwrap();
+        let e = read_verifying_key(&secret).unwrap_err().to_string();
+        assert!(
+            e.contains("is a secret key; verifying needs the public key"),
+            "{e}"
+        );
+        let e = read_signing_key(&public).unwrap_err().to_string();
+        assert!(
+            e.contains("is a public key; signing needs the secret key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_pkcs8_v2_key_with_its_public_key_embedded_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("v2.key");
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let v2 = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        write_new(&secret, v2.as_bytes(), 0o600).unwrap();
+        assert_eq!(
+            read_signing_key(&secret).unwrap().to_bytes(),
+            key.to_bytes()
+        );
+    }
 
     #[test]
     fn key_pair_round_trip_and_no_overwrite() {
