@@ -168,9 +168,12 @@ pub(crate) async fn run(a: &DemoArgs) -> sealtrail::Result<ExitCode> {
         writer.flush().await?;
     }
     let last = writer.close().await?;
-    println!(
+    outln!(
         "wrote {records} records in {} sessions to {} (writer {}, batches up to {})",
-        a.sessions, a.store, a.writer_id, last.batch_no
-    );
+        a.sessions,
+        a.store,
+        a.writer_id,
+        last.batch_no
+    )?;
     Ok(ExitCode::SUCCESS)
 }

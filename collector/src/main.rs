@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use sealtrail::archive::DEFAULT_STORE;
@@ -13,6 +13,13 @@ use sealtrail::Archive;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Writes one line to standard output: [`out_line`].
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::out_line(format_args!($($t)*))
+    };
+}
 
 mod bench_load;
 mod demo;
@@ -96,17 +103,21 @@ struct VerifyArgs {
     /// Also parse every record against the record schema (slower).
     #[arg(long, env = "SEALTRAIL_STRICT")]
     strict: bool,
-    /// Threads checking batches (0: one per core).
-    #[arg(long, env = "SEALTRAIL_THREADS", default_value_t = 0)]
-    threads: usize,
+    /// Threads checking batches, 0 to 1024 (0: one per core).
+    #[arg(long, env = "SEALTRAIL_THREADS", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=1024))]
+    threads: u16,
 }
 
+/// An RFC 3339 time with its offset (`Z` or `±hh:mm`): a time without one
+/// would be read in some zone the auditor did not choose.
 fn parse_time(s: &str) -> Result<u64, String> {
-    let t = humantime::parse_rfc3339_weak(s)
-        .map_err(|e| format!("{e}: use RFC 3339, e.g. 2026-11-23T12:00:00Z"))?;
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .map_err(|_| "time before 1970".to_owned())
+    let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| {
+        format!("{e}: use RFC 3339 with an offset, e.g. 2026-11-23T12:00:00Z or 2026-11-23T13:00:00+01:00")
+    })?;
+    t.timestamp_nanos_opt()
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| "the time is before 1970 or after 2554".to_owned())
 }
 
 fn main() -> ExitCode {
@@ -144,15 +155,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes one line to standard output. A reader that went away (`sealtrail
+/// verify | head -1`) ends the output quietly, and the exit status stays the
+/// command's; any other write error (a full disk under `> report.json`) is
+/// an error.
+fn out_line(args: std::fmt::Arguments<'_>) -> sealtrail::Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{args}") {
+        Err(source) if source.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(sealtrail::Error::Io {
+                path: "standard output".into(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 fn keygen(a: &KeygenArgs) -> sealtrail::Result<ExitCode> {
     let key = keys::generate()?;
     let public = keys::write_key_pair(&a.out, &key)?;
-    println!(
+    outln!(
         "wrote {} (secret, keep it safe) and {} (public, give it to auditors); key id {}",
         a.out.display(),
         public.display(),
         keys::key_id(&key.verifying_key())
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -165,7 +193,7 @@ async fn run_verify(a: &VerifyArgs) -> sealtrail::Result<ExitCode> {
     let archive = Archive::open_existing(&a.store)?;
     let mut opts = VerifyOptions::default()
         .with_heartbeat_grace(a.heartbeat_grace)
-        .with_threads(a.threads)
+        .with_threads(a.threads.into())
         .with_strict_records(a.strict);
     if let Some(t) = a.as_of {
         opts = opts.with_as_of(t);
@@ -202,12 +230,12 @@ async fn run_verify(a: &VerifyArgs) -> sealtrail::Result<ExitCode> {
         b.finish_and_clear();
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         for f in &report.findings {
-            println!("{f}");
+            outln!("{f}")?;
         }
-        println!("{}", report.summary());
+        outln!("{}", report.summary())?;
     }
     Ok(if report.is_intact() {
         ExitCode::SUCCESS

@@ -66,16 +66,20 @@ fn short(v: &Value) -> String {
 pub(crate) async fn run_sessions(a: &SessionsArgs) -> sealtrail::Result<ExitCode> {
     let list = sessions(&Archive::open_existing(&a.store)?).await?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<40} {:<24} {:>8}  {:<24}  {:<24}  kinds",
-        "session", "writer", "records", "first start", "last end"
-    );
+        "session",
+        "writer",
+        "records",
+        "first start",
+        "last end"
+    )?;
     for s in &list {
         let kinds: Vec<String> = s.kinds.iter().map(|(k, n)| format!("{k}={n}")).collect();
-        println!(
+        outln!(
             "{:<40} {:<24} {:>8}  {:<24}  {:<24}  {}",
             s.session,
             s.writer,
@@ -83,9 +87,9 @@ pub(crate) async fn run_sessions(a: &SessionsArgs) -> sealtrail::Result<ExitCode
             time(s.first_start_ns),
             time(s.last_end_ns),
             kinds.join(" ")
-        );
+        )?;
     }
-    println!("{} session(s)", list.len());
+    outln!("{} session(s)", list.len())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -101,7 +105,7 @@ pub(crate) async fn run_show(a: &ShowArgs) -> sealtrail::Result<ExitCode> {
             .iter()
             .map(|(w, r)| serde_json::json!({"writer": w, "record": r}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     for (writer, r) in &recs {
@@ -115,14 +119,14 @@ pub(crate) async fn run_show(a: &ShowArgs) -> sealtrail::Result<ExitCode> {
                 r.status.message.as_deref().unwrap_or("")
             ));
         }
-        println!(
+        outln!(
             "{:>5}  {}  {:<12}  {:<32}  {}  [{writer}]",
             r.seq,
             time(r.start_ns),
             r.kind.as_str(),
             r.name,
             fields.join("  ")
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

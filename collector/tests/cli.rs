@@ -261,6 +261,45 @@ fn as_of_and_session_filters() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("1 session(s)"), "{}", text(&o));
+    // RFC 3339 with any offset; without one, refused (which zone?).
+    let as_of = |t: &str| {
+        sealtrail(
+            d,
+            &["verify", "--public-key", "audit.key.pub", "--as-of", t],
+        )
+    };
+    assert_eq!(as_of("2100-01-01T01:00:00+01:00").status.code(), Some(0));
+    let o = as_of("2100-01-01T00:00:00");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("with an offset"), "{}", text(&o));
+}
+
+/// `sealtrail … | head -1`: a reader that goes away ends the output, and the
+/// exit status is still the command's own (not a panic).
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(sealtrail(d, &["keygen"]).status.success());
+    assert!(sealtrail(d, &["demo", "--sessions", "50"]).status.success());
+    for args in [
+        &["sessions"][..],
+        &["sessions", "--json"],
+        &["verify", "--public-key", "audit.key.pub"],
+        &["show", "--session", "claims-0-1"],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sealtrail"))
+            .args(args)
+            .current_dir(d)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+        assert!(o.stderr.is_empty(), "{args:?}: {}", text(&o));
+    }
 }
 
 #[test]
