@@ -20,9 +20,11 @@ pub struct SessionInfo {
     pub writer: String,
     /// Records archived.
     pub records: u64,
-    /// Earliest record start, unix ns.
+    /// Earliest record start, unix ns (a decimal string in JSON, as in records).
+    #[serde(with = "crate::record::u64_string")]
     pub first_start_ns: u64,
-    /// Latest record end, unix ns.
+    /// Latest record end, unix ns (a decimal string in JSON).
+    #[serde(with = "crate::record::u64_string")]
     pub last_end_ns: u64,
     /// Records per kind.
     pub kinds: BTreeMap<String, u64>,

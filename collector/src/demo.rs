@@ -144,6 +144,21 @@ fn session_records(session: &str, t0: u64) -> Vec<TraceRecord> {
 }
 
 pub(crate) async fn run(a: &DemoArgs) -> sealtrail::Result<ExitCode> {
+    // Settings first: a failing command creates nothing.
+    if !sealtrail::writer::valid_writer_id(&a.writer_id) {
+        return Err(sealtrail::Error::InvalidWriterId {
+            id: a.writer_id.clone(),
+        });
+    }
+    if a.retention.is_some() && !a.store.starts_with("s3://") {
+        return Err(sealtrail::Error::InvalidSetting {
+            setting: "--retention",
+            reason: format!(
+                "it applies to an s3:// store (Object Lock), not to {}",
+                a.store
+            ),
+        });
+    }
     let key = keys::read_signing_key(&a.signing_key)?;
     let mut archive = Archive::open(&a.store)?;
     if let Some(period) = a.retention {

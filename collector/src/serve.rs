@@ -33,7 +33,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SEALTRAIL_CONFIG")]
     #[serde(skip)]
     config: Option<PathBuf>,
-    /// Archive URL: a path, file:///abs/path, s3://bucket/prefix, or memory://
+    /// Archive URL: a path, file:///abs/path, or s3://bucket/prefix
     /// [default: ./sealtrail-data].
     #[arg(long, env = "SEALTRAIL_STORE")]
     store: Option<String>,
@@ -245,22 +245,37 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
 }
 
 fn start(a: ServeArgs) -> Result<ExitCode, String> {
-    let store = a.store.as_deref().unwrap_or(DEFAULT_STORE);
-    let mut archive = Archive::open(store).map_err(|e| e.to_string())?;
-    if let Some(r) = &a.retention {
-        let period = humantime::parse_duration(r).map_err(|e| format!("--retention {r:?}: {e}"))?;
-        let mode = match a.lock_mode.as_deref().unwrap_or("compliance") {
-            "compliance" => LockMode::Compliance,
-            "governance" => LockMode::Governance,
-            other => {
-                return Err(format!(
-                    "--lock-mode {other:?}: use compliance or governance"
-                ))
-            }
-        };
-        archive = archive
-            .with_retention(Retention { mode, period })
-            .map_err(|e| e.to_string())?;
+    // Every setting is checked before anything is created or bound.
+    let store = a.store.clone().unwrap_or_else(|| DEFAULT_STORE.into());
+    let store = store.as_str();
+    if store.starts_with("memory:") {
+        return Err(format!(
+            "--store {store}: an in-memory archive is lost when the collector stops, so \
+             nothing it acknowledged would be kept; use a directory or s3://"
+        ));
+    }
+    let mode = match a.lock_mode.as_deref().unwrap_or("compliance") {
+        "compliance" => LockMode::Compliance,
+        "governance" => LockMode::Governance,
+        other => {
+            return Err(format!(
+                "--lock-mode {other:?}: use compliance or governance"
+            ))
+        }
+    };
+    let retention = a
+        .retention
+        .as_deref()
+        .map(|r| {
+            humantime::parse_duration(r)
+                .map(|period| Retention { mode, period })
+                .map_err(|e| format!("--retention {r:?}: {e}"))
+        })
+        .transpose()?;
+    if retention.is_some() && !store.starts_with("s3://") {
+        return Err(format!(
+            "--retention applies to an s3:// store (Object Lock), not to {store}"
+        ));
     }
     let key_path = a.signing_key.clone().ok_or_else(|| {
         "a signing key is required: --signing-key FILE (or SEALTRAIL_SIGNING_KEY_FILE); create one with `sealtrail keygen`".to_owned()
@@ -270,27 +285,24 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
         .spool_dir
         .clone()
         .unwrap_or_else(|| DEFAULT_SPOOL_DIR.into());
-    std::fs::create_dir_all(&spool_dir).map_err(|e| {
-        format!(
-            "cannot create the spool directory {}: {e}",
-            spool_dir.display()
-        )
-    })?;
-    let writer_id = match &a.writer_id {
-        Some(id) if sealtrail::writer::valid_writer_id(id) => id.clone(),
-        Some(id) => return Err(format!("--writer-id {id:?} is not a valid writer id")),
-        None => sealtrail::writer::persisted_writer_id(&spool_dir).map_err(|e| e.to_string())?,
-    };
+    if let Some(id) = &a.writer_id {
+        if !sealtrail::writer::valid_writer_id(id) {
+            return Err(format!(
+                "--writer-id {id:?} is not a valid writer id: use 1 to 64 characters from \
+                 [A-Za-z0-9._-], not starting with '.'"
+            ));
+        }
+    }
     let max_body = a
         .max_body
         .as_deref()
-        .map(parse_size)
+        .map(|s| parse_size(s).map_err(|e| format!("--max-body {e}")))
         .transpose()?
         .unwrap_or(DEFAULT_MAX_BODY);
     let max_backlog = a
         .max_backlog
         .as_deref()
-        .map(parse_size)
+        .map(|s| parse_size(s).map_err(|e| format!("--max-backlog {e}")))
         .transpose()?
         .unwrap_or(crate::pipeline::DEFAULT_MAX_BACKLOG);
     let max_connections = a
@@ -332,28 +344,51 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
     if heartbeat < flush_interval {
         return Err("--heartbeat must not be shorter than --flush-interval".into());
     }
-    let cfg = Config {
-        sealer: SealerConfig {
-            archive,
-            key,
-            writer_id: writer_id.clone(),
-            flush_interval,
-            heartbeat,
-            max_batch_records: a.max_batch_records.unwrap_or(10_000).max(1),
-            max_batch_bytes: 8 << 20,
-            allow_unlocked: a.allow_unlocked,
-            zstd_level,
-        },
-        spool_dir,
-        hold_wait: duration("hold-wait", a.hold_wait.as_deref(), Duration::from_secs(30))?,
-        session_keys: a.session_keys.clone().unwrap_or_else(|| {
-            map::DEFAULT_SESSION_KEYS
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        }),
-        max_backlog,
-        keep_held_on_shutdown: a.keep_held_on_shutdown,
+    let hold_wait = duration("hold-wait", a.hold_wait.as_deref(), Duration::from_secs(30))?;
+    // Creates the archive directory (or checks the bucket), the spool
+    // directory and the writer id: once the settings are good and the
+    // ports are bound.
+    let open = |a: &ServeArgs| -> Result<(Config, String), String> {
+        let mut archive = Archive::open(store).map_err(|e| e.to_string())?;
+        if let Some(r) = retention {
+            archive = archive.with_retention(r).map_err(|e| e.to_string())?;
+        }
+        std::fs::create_dir_all(&spool_dir).map_err(|e| {
+            format!(
+                "cannot create the spool directory {}: {e}",
+                spool_dir.display()
+            )
+        })?;
+        let writer_id = match &a.writer_id {
+            Some(id) => id.clone(),
+            None => {
+                sealtrail::writer::persisted_writer_id(&spool_dir).map_err(|e| e.to_string())?
+            }
+        };
+        let cfg = Config {
+            sealer: SealerConfig {
+                archive,
+                key: key.clone(),
+                writer_id: writer_id.clone(),
+                flush_interval,
+                heartbeat,
+                max_batch_records: a.max_batch_records.unwrap_or(10_000).max(1),
+                max_batch_bytes: 8 << 20,
+                allow_unlocked: a.allow_unlocked,
+                zstd_level,
+            },
+            spool_dir: spool_dir.clone(),
+            hold_wait,
+            session_keys: a.session_keys.clone().unwrap_or_else(|| {
+                map::DEFAULT_SESSION_KEYS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            }),
+            max_backlog,
+            keep_held_on_shutdown: a.keep_held_on_shutdown,
+        };
+        Ok((cfg, writer_id))
     };
     let grpc_addr = a.otlp_grpc.clone().unwrap_or_else(|| DEFAULT_GRPC.into());
     let http_addr = a.otlp_http.clone().unwrap_or_else(|| DEFAULT_HTTP.into());
@@ -373,6 +408,7 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
         let http = tokio::net::TcpListener::bind(&http_addr)
             .await
             .map_err(|e| format!("cannot listen on --otlp-http {http_addr}: {e}"))?;
+        let (cfg, writer_id) = open(&a)?;
         let (pipeline, thread) = Pipeline::start(cfg).map_err(|e| e.to_string())?;
         pipeline.metrics.ready.store(true, Ordering::Relaxed);
         let shared = Shared {

@@ -342,6 +342,14 @@ fn sessions_and_show_read_the_archive() {
         .collect();
     assert_eq!(seqs, [0, 1, 2, 3, 4, 5]);
 
+    // Times above 2^53 as strings, as in the records (a JSON number would
+    // lose nanoseconds in most parsers).
+    let o = sealtrail(d, &["sessions", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let first: u64 = v[0]["first_start_ns"].as_str().unwrap().parse().unwrap();
+    let last: u64 = v[0]["last_end_ns"].as_str().unwrap().parse().unwrap();
+    assert!(first > 1 << 53 && last >= first, "{v}");
+
     let o = sealtrail(d, &["show", "--session", "nope"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("no records of session"), "{}", text(&o));

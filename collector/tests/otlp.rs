@@ -1503,6 +1503,34 @@ fn serve_refuses_to_start_on_bad_settings_with_a_clear_error() {
     let (code, err) = serve(&["--signing-key", "k.key", "--otlp-http", &addr]);
     assert_eq!(code, Some(2));
     assert!(err.contains("cannot listen on --otlp-http"), "{err}");
+    for (args, says) in [
+        (
+            &["--max-body", "0"][..],
+            "--max-body \"0\" is not a usable size",
+        ),
+        (&["--zstd-level", "25"], "--zstd-level 25"),
+        (&["--lock-mode", "foo"], "--lock-mode \"foo\""),
+        (
+            &["--retention", "7y"],
+            "--retention applies to an s3:// store",
+        ),
+        (
+            &["--writer-id", "a/b"],
+            "is not a valid writer id: use 1 to 64",
+        ),
+        (&["--store", "memory://"], "an in-memory archive is lost"),
+    ] {
+        let (code, err) = serve(&[&["--signing-key", "k.key"][..], args].concat());
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // None of the refusals created a directory or a file.
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["bad.toml", "k.key", "k.key.pub"]);
     // A second collector on the same spool.
     let c = Collector::start(dir.path(), &[]);
     let (code, err) = serve(&["--signing-key", "k.key", "--spool-dir", "spool"]);

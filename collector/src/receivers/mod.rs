@@ -66,7 +66,7 @@ impl Shared {
     pub(crate) fn count_rejected(&self, reason: Reason, message: &str) {
         tracing::warn!(
             ?reason,
-            message,
+            detail = message,
             "an export was refused; nothing of it was stored"
         );
         let r = &self.pipeline.metrics.rejected;
