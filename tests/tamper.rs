@@ -476,6 +476,30 @@ async fn an_object_too_large_to_be_a_batch_or_seal_is_reported_without_being_rea
 }
 
 #[tokio::test]
+async fn a_seal_with_anything_but_its_canonical_bytes_is_unreadable() {
+    let f = fixture().await;
+    let key = f.seal_key(2);
+    let bytes = f.get(&key).await;
+    for changed in [
+        [&bytes[..], b"\n"].concat(),
+        [&b" "[..], &bytes[..]].concat(),
+        String::from_utf8(bytes.to_vec())
+            .unwrap()
+            .replacen("\"body\":", "\"body\" :", 1)
+            .into_bytes(),
+    ] {
+        f.overwrite(&key, changed).await;
+        let r = f.verify().await;
+        let found = with_problem(
+            &r,
+            |p| matches!(p, Problem::SealUnreadable { reason } if reason == "not the canonical (JCS) bytes of its content"),
+        );
+        assert_eq!(found.len(), 1, "{}", show(&r));
+        assert_eq!(found[0].at.key.as_deref(), Some(key.as_str()));
+    }
+}
+
+#[tokio::test]
 async fn an_object_no_seal_covers_is_reported() {
     let f = fixture().await;
     let stray = "v1/writers/w1/batches/00000000000000000009-0123456789abcdef.jsonl.zst";

@@ -7,7 +7,7 @@ use super::finding::{Finding, Location, Problem};
 use crate::chain::{LINE_MIDDLE, LINE_PREFIX, RECORD_OFFSET};
 use crate::digest::{genesis, record_hash, Digest};
 use crate::merkle;
-use crate::record::{TraceRecord, Value, GAP_DROPPED, GAP_SESSION};
+use crate::record::{TraceRecord, GAP_DROPPED, GAP_SESSION};
 use crate::seal::SealBody;
 
 /// A batch to check: its writer, seal and key.
@@ -179,9 +179,7 @@ impl BatchJob {
                 }
             }
             if session == GAP_SESSION {
-                if let Some(problem) = gap_finding(rec) {
-                    push(here(), problem);
-                }
+                push(here(), gap_finding(rec));
             }
             if computed != stored {
                 let problem = Problem::RecordHashMismatch {
@@ -334,18 +332,23 @@ impl Chains {
     }
 }
 
-/// The finding for a writer's own `gap` record.
-fn gap_finding(rec: &[u8]) -> Option<Problem> {
-    let r: TraceRecord = serde_json::from_slice(rec).ok()?;
-    let count = match r.attributes.get(GAP_DROPPED) {
-        Some(Value::Int(n)) => (*n).max(0) as u64,
-        _ => 0,
-    };
-    Some(Problem::RecordsDropped {
-        count,
-        from_ns: r.start_ns,
-        until_ns: r.end_ns,
-    })
+/// The finding for a writer's own `gap` record: always one, whatever else
+/// is wrong with the record (count and times 0 where they cannot be read).
+fn gap_finding(rec: &[u8]) -> Problem {
+    let v: serde_json::Value = serde_json::from_slice(rec).unwrap_or_default();
+    fn text(x: Option<&serde_json::Value>) -> &str {
+        x.and_then(|t| t.as_str()).unwrap_or_default()
+    }
+    let time = |k: &str| text(v.get(k)).parse::<u64>().unwrap_or(0);
+    let count = text(
+        v.get("attributes")
+            .and_then(|a| a.get(GAP_DROPPED)?.get("int")),
+    );
+    Problem::RecordsDropped {
+        count: count.parse::<i64>().map_or(0, |n| n.max(0) as u64),
+        from_ns: time("start_ns"),
+        until_ns: time("end_ns"),
+    }
 }
 
 /// If `prev` is the hash of a record of another session, the record was moved.
@@ -474,4 +477,38 @@ pub(crate) fn decode(bytes: &[u8], max: u64) -> Result<(Vec<u8>, usize), String>
         return Err(too_large());
     }
     Ok((content, frame_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_gap_record_is_reported_whatever_else_is_wrong_with_it() {
+        let found = |rec: &str| gap_finding(rec.as_bytes());
+        assert_eq!(
+            found(r#"{"attributes":{"audit.dropped":{"int":"5"}},"end_ns":"9","start_ns":"7"}"#),
+            Problem::RecordsDropped {
+                count: 5,
+                from_ns: 7,
+                until_ns: 9
+            }
+        );
+        for bad in [
+            "",
+            "{}",
+            r#"{"attributes":{"audit.dropped":{"int":"-3"}}}"#,
+            r#"{"attributes":{"audit.dropped":{"str":"x"}}}"#,
+        ] {
+            assert_eq!(
+                found(bad),
+                Problem::RecordsDropped {
+                    count: 0,
+                    from_ns: 0,
+                    until_ns: 0
+                },
+                "{bad}"
+            );
+        }
+    }
 }

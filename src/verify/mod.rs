@@ -245,6 +245,14 @@ pub async fn verify(
                                 "seal format {other}: this verifier reads format {}",
                                 crate::seal::SEAL_FORMAT
                             )),
+                        })
+                        .and_then(|s| {
+                            // Every byte of a seal is its content: the JCS
+                            // bytes and nothing else (no added white space).
+                            match crate::canonical::to_vec(&s) {
+                                Ok(canonical) if canonical == bytes[..] => Ok(s),
+                                _ => Err("not the canonical (JCS) bytes of its content".to_owned()),
+                            }
                         });
                     Ok::<_, Error>((batch_no, key, parsed))
                 }
@@ -811,8 +819,10 @@ impl Stitcher {
             // Undecodable or missing batch: advance from the signed summaries so
             // that later batches are still checked against the right heads.
             for s in &job.seal.sessions {
-                self.heads
-                    .insert((job.writer.clone(), s.id.clone()), (s.last_seq + 1, s.head));
+                self.heads.insert(
+                    (job.writer.clone(), s.id.clone()),
+                    (s.last_seq.saturating_add(1), s.head),
+                );
             }
             return;
         };

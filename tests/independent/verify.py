@@ -577,6 +577,14 @@ class Archive:
         except Malformed as e:
             self.found("seal_unreadable", detail=short(e), **at)
             return None
+        # FORMAT.md §5: a seal object is exactly its JCS bytes, nothing else.
+        try:
+            canonical = jcs(seal) == data
+        except Exception:
+            canonical = False
+        if not canonical:
+            self.found("seal_unreadable", detail="not the canonical (JCS) bytes of its content", **at)
+            return None
         b = body["batch"]
         wrong = []
         if body["writer"] != w:
