@@ -83,8 +83,10 @@ struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long, env = "SEALTRAIL_JSON")]
     json: bool,
-    /// Report only findings about this session (seal and object findings always show).
-    #[arg(long, env = "SEALTRAIL_SESSION")]
+    /// Report only findings about this session (seal and object findings always
+    /// show); the summary says so. Deliberately not read from the environment:
+    /// a verification is never narrowed unseen.
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     session: Option<String>,
     /// Verify as of this time (RFC 3339, e.g. 2026-11-23T12:00:00Z; default now).
     /// A writer that did not close and has not sealed for a heartbeat before it is reported.

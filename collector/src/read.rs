@@ -24,7 +24,7 @@ pub(crate) struct ShowArgs {
     #[arg(long, env = "SEALTRAIL_STORE", default_value = DEFAULT_STORE)]
     store: String,
     /// The session to show.
-    #[arg(long, env = "SEALTRAIL_SESSION")]
+    #[arg(long, env = "SEALTRAIL_SESSION", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     session: String,
     /// Print the records as JSON (one array, in chain order).
     #[arg(long, env = "SEALTRAIL_JSON")]

@@ -219,8 +219,18 @@ async fn shutdown_signal(term: Option<tokio::signal::unix::Signal>) {
     let Some(mut term) = term else {
         return std::future::pending().await;
     };
+    // SIGHUP (a closed terminal) would otherwise end the process without
+    // its final seal: it stops the collector as SIGTERM does.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let hangup = async move {
+        match hup {
+            Some(mut h) => h.recv().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: sealing and stopping"),
+        _ = hangup => tracing::info!("SIGHUP: sealing and stopping"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: sealing and stopping"),
     }
 }

@@ -64,7 +64,7 @@ sys.stdout.write(k.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.Subj
     let out = String::from_utf8(o.stdout).unwrap();
     assert_eq!(
         out.lines().last().unwrap(),
-        "intact: 1 writer(s), 3 batch(es), 2 session(s), 12 record(s), 0 finding(s)"
+        "intact: 1 writer(s), 3 seal(s), 2 session(s), 12 record(s), 0 finding(s)"
     );
 
     let o = sealtrail(d, &["verify", "--public-key", "audit.key.pub", "--json"]);
@@ -260,7 +260,29 @@ fn as_of_and_session_filters() {
         ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("1 session(s)"), "{}", text(&o));
+    // Narrowed, and saying so: that session's chains and records only.
+    assert!(
+        text(&o).contains("intact (session \"claims-0-1\" only): 1 writer(s), 3 seal(s), 1 session(s), 6 record(s)"),
+        "{}",
+        text(&o)
+    );
+    // Never from the environment (SEALTRAIL_SESSION is `show`'s).
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sealtrail"))
+        .args(["verify", "--public-key", "audit.key.pub"])
+        .env("SEALTRAIL_SESSION", "claims-0-1")
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        text(&o).contains("intact: 1 writer(s), 3 seal(s), 2 session(s), 12 record(s)"),
+        "{}",
+        text(&o)
+    );
+    let o = sealtrail(
+        d,
+        &["verify", "--public-key", "audit.key.pub", "--session", ""],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     // RFC 3339 with any offset; without one, refused (which zone?).
     let as_of = |t: &str| {
         sealtrail(

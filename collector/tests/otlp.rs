@@ -457,6 +457,24 @@ fn a_collector_sharing_its_writer_id_with_another_stops_and_keeps_its_spool() {
     assert_eq!(session_of("conv-b"), 1);
 }
 
+#[test]
+fn sighup_seals_and_stops_like_sigterm() {
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &["--flush-interval", "1h", "--heartbeat", "1h"]);
+    send_span(
+        &c,
+        "00000000000000f1",
+        None,
+        "chat",
+        vec![attr("gen_ai.conversation.id", "conv-hup")],
+    );
+    let status = c.signal(libc::SIGHUP);
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(session(&records(dir.path()), "conv-hup").len(), 1);
+    // Closed: no heartbeat is owed, whatever the time.
+    assert_intact(dir.path());
+}
+
 fn held_count(c: &Collector) -> String {
     let m = client()
         .get(c.url("/metrics"))

@@ -100,12 +100,20 @@ impl Archive {
                 source,
             })?;
         } else if !dir.is_dir() {
-            return Err(Error::Io {
-                path: dir.clone(),
-                source: std::io::Error::new(
+            let (kind, why) = if dir.exists() {
+                (
+                    std::io::ErrorKind::NotADirectory,
+                    "no archive here: this is a file, and an archive is a directory",
+                )
+            } else {
+                (
                     std::io::ErrorKind::NotFound,
                     "no archive here: the directory does not exist",
-                ),
+                )
+            };
+            return Err(Error::Io {
+                path: dir.clone(),
+                source: std::io::Error::new(kind, why),
             });
         }
         let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|source| Error::Store {

@@ -54,7 +54,13 @@ impl fmt::Display for Location {
             part(f, format!("at byte {o}"))?;
         }
         if let Some(k) = &self.key {
-            part(f, format!("({k})"))?;
+            // An object alone is named as it is; after a place, in brackets.
+            let alone = self.writer.is_none()
+                && self.batch_no.is_none()
+                && self.session.is_none()
+                && self.seq.is_none()
+                && self.offset.is_none();
+            part(f, if alone { k.clone() } else { format!("({k})") })?;
         }
         Ok(())
     }
@@ -319,8 +325,8 @@ impl fmt::Display for Problem {
                 write!(f, "signed by untrusted key {found} (trusted: {})", trusted.join(", "))
             }
             BadSignature { key_id } => write!(f, "signature does not verify with key {key_id}"),
-            MissingSeals { first, last } if first == last => write!(f, "seal and batch {first} missing"),
-            MissingSeals { first, last } => write!(f, "seals and batches {first} to {last} missing"),
+            MissingSeals { first, last } if first == last => write!(f, "seal {first} missing"),
+            MissingSeals { first, last } => write!(f, "seals {first} to {last} missing"),
             SealLinkBroken { expected, found } => {
                 write!(f, "prev_seal is {found}, previous seal hashes to {expected}")
             }
@@ -403,6 +409,40 @@ pub struct Finding {
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.at, self.problem)
+        let at = self.at.to_string();
+        if at.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "{at}: {}", self.problem)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_read_as_sentences() {
+        let f = |at: Location, problem| Finding { at, problem }.to_string();
+        assert_eq!(
+            f(Location::default(), Problem::NoSeals),
+            "the archive holds no seal: nothing is proven (wrong store, or everything deleted?)"
+        );
+        let object = Location {
+            key: Some("notes.txt".into()),
+            ..Default::default()
+        };
+        assert!(f(object, Problem::UncoveredObject).starts_with("notes.txt: "));
+        let writer = Location {
+            writer: Some("w".into()),
+            batch_no: Some(1),
+            key: Some("k".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            f(writer, Problem::MissingSeals { first: 1, last: 2 }),
+            "writer w batch 1 (k): seals 1 to 2 missing"
+        );
     }
 }

@@ -141,6 +141,10 @@ pub struct Report {
     pub bytes: u64,
     /// Everything found wrong, in archive order.
     pub findings: Vec<Finding>,
+    /// The session the report is narrowed to (`--session`): `sessions`,
+    /// `records` and the findings are that session's (and stated losses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 impl Report {
@@ -157,11 +161,15 @@ impl Report {
     /// One line: `intact: …` or `NOT INTACT: …`.
     pub fn summary(&self) -> String {
         format!(
-            "{}: {} writer(s), {} batch(es), {} session(s), {} record(s), {} finding(s)",
+            "{}{}: {} writer(s), {} seal(s), {} session(s), {} record(s), {} finding(s)",
             if self.is_intact() {
                 "intact"
             } else {
                 "NOT INTACT"
+            },
+            match &self.session {
+                Some(s) => format!(" (session {s:?} only)"),
+                None => String::new(),
             },
             self.writers,
             self.batches,
@@ -480,6 +488,9 @@ pub async fn verify(
                 .is_none_or(|s| s == session || s == crate::record::GAP_SESSION)
         });
         report.sessions = stitch.heads.keys().filter(|(_, s)| s == session).count() as u64;
+        // The records of that session (the whole archive is checked all the same).
+        report.records = stitch.records.get(session).copied().unwrap_or(0);
+        report.session = Some(session.clone());
         if report.sessions == 0 {
             findings.push(Finding {
                 at: Location {
@@ -803,6 +814,8 @@ fn check_seal_chain(
 struct Stitcher {
     /// (writer, session) → (next seq, head hash).
     heads: HashMap<(String, String), (u64, Digest)>,
+    /// Records found per session (for `--session`).
+    records: HashMap<String, u64>,
 }
 
 impl Stitcher {
@@ -827,6 +840,7 @@ impl Stitcher {
             return;
         };
         for s in found {
+            *self.records.entry(s.id.clone()).or_default() += s.count;
             let FoundSession {
                 id,
                 first_seq,

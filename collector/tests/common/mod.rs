@@ -120,6 +120,13 @@ impl Collector {
         self.wait_exit(Duration::from_secs(30))
     }
 
+    /// Sends `signal` (e.g. `libc::SIGHUP`), then waits for the exit.
+    pub fn signal(self, signal: i32) -> ExitStatus {
+        let pid = self.child.as_ref().unwrap().id();
+        unsafe { libc::kill(pid as i32, signal) };
+        self.wait_exit(Duration::from_secs(30))
+    }
+
     /// SIGTERM, and asserts a clean exit (0).
     pub fn stop_ok(self) {
         let log = self.log.clone();
