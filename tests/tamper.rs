@@ -316,8 +316,14 @@ async fn a_truncated_archive_is_detected_once_a_heartbeat_is_overdue() {
     let last_kept: Seal = serde_json::from_slice(&f.get(&f.seal_key(newest - 2)).await).unwrap();
     let t = last_kept.body.created_ns;
     // Within a heartbeat of the last kept seal, truncation cannot be told apart
-    // from a writer still running (documented in FORMAT.md §7).
-    assert!(f.verify_as_of(t + 30_000_000_000).await.is_intact());
+    // from a writer still running (documented in FORMAT.md §7); the report
+    // says until when.
+    let r = f.verify_as_of(t + 30_000_000_000).await;
+    assert!(r.is_intact());
+    let w = &r.writer_states[0];
+    assert_eq!((w.closed, w.last_seal_ns), (false, t));
+    assert_eq!(w.silent_after_ns, Some(t + 65_000_000_000));
+    assert!(w.to_string().contains("open, last seal"), "{w}");
     let as_of = t + 66_000_000_000;
     let r = f.verify_as_of(as_of).await;
     assert_eq!(r.findings.len(), 1, "{}", show(&r));
@@ -330,6 +336,32 @@ async fn a_truncated_archive_is_detected_once_a_heartbeat_is_overdue() {
         }
     );
     assert_eq!(r.findings[0].at.batch_no, Some(newest - 2));
+}
+
+/// Each writer's chain proves itself only: a writer deleted whole leaves no
+/// trace, unless the verifier is told to expect it. The report lists the
+/// writers it found, so that an auditor can see which are there.
+#[tokio::test]
+async fn a_writer_deleted_whole_is_found_only_when_expected() {
+    let archive = sealtrail::Archive::memory();
+    let a = build_in(archive.clone(), "w1", 2, 2, 4).await;
+    let b = build_in(archive.clone(), "w2", 2, 2, 4).await;
+    for o in archive.list("v1/writers/w2/").await.unwrap() {
+        b.delete(&o.key).await;
+    }
+    let as_of = a.now.load(std::sync::atomic::Ordering::SeqCst);
+    let trusted = [key().verifying_key()];
+    let opts = sealtrail::VerifyOptions::default().with_as_of(as_of);
+    let r = sealtrail::verify(&archive, &trusted, &opts).await.unwrap();
+    assert!(r.is_intact(), "{}", show(&r));
+    let writers: Vec<_> = r.writer_states.iter().map(|w| w.writer.as_str()).collect();
+    assert_eq!(writers, ["w1"]);
+    assert!(r.writer_states[0].closed);
+    let opts = opts.with_expected_writers(["w1".to_owned(), "w2".to_owned()]);
+    let r = sealtrail::verify(&archive, &trusted, &opts).await.unwrap();
+    assert_eq!(r.findings.len(), 1, "{}", show(&r));
+    assert_eq!(r.findings[0].problem, Problem::WriterMissing);
+    assert_eq!(r.findings[0].at.writer.as_deref(), Some("w2"));
 }
 
 #[tokio::test]

@@ -69,10 +69,11 @@ struct KeygenArgs {
 
 #[derive(Debug, Args)]
 struct VerifyArgs {
-    /// Archive URL: a path, file:///abs/path, or memory://.
+    /// Archive URL: a path, file:///abs/path, or s3://bucket/prefix.
     #[arg(long, env = "SEALTRAIL_STORE", default_value = DEFAULT_STORE)]
     store: String,
-    /// Trusted public key file(s) (SPKI PEM); repeat for rotated keys.
+    /// Trusted public key file(s) (SPKI PEM); repeat (or separate with commas)
+    /// for rotated keys.
     #[arg(
         long = "public-key",
         env = "SEALTRAIL_PUBLIC_KEY",
@@ -80,6 +81,15 @@ struct VerifyArgs {
         value_delimiter = ','
     )]
     public_keys: Vec<PathBuf>,
+    /// A writer id that must be in the archive (repeat, or separate with
+    /// commas): one with no seal is reported as writer_missing. Each writer's
+    /// chain proves itself only, so a writer deleted whole is found only so.
+    #[arg(
+        long = "expect-writer",
+        env = "SEALTRAIL_EXPECT_WRITERS",
+        value_delimiter = ','
+    )]
+    expect_writers: Vec<String>,
     /// Print the report as JSON.
     #[arg(long, env = "SEALTRAIL_JSON")]
     json: bool,
@@ -194,6 +204,7 @@ async fn run_verify(a: &VerifyArgs) -> sealtrail::Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>()?;
     let archive = Archive::open_existing(&a.store)?;
     let mut opts = VerifyOptions::default()
+        .with_expected_writers(a.expect_writers.iter().cloned())
         .with_heartbeat_grace(a.heartbeat_grace)
         .with_threads(a.threads.into())
         .with_strict_records(a.strict);
@@ -234,6 +245,12 @@ async fn run_verify(a: &VerifyArgs) -> sealtrail::Result<ExitCode> {
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
+        // What each writer's seals say (which writers there are, and until
+        // when an open one's newest seals could be missing unseen), then
+        // what is wrong, then the summary.
+        for w in &report.writer_states {
+            outln!("{w}")?;
+        }
         for f in &report.findings {
             outln!("{f}")?;
         }

@@ -76,6 +76,9 @@ pub enum Problem {
     NoSeals,
     /// The session asked for (`--session`) has no record in the archive.
     SessionNotFound,
+    /// A writer the verifier was told to expect (`--expect-writer`) has no
+    /// seal in the archive: deleted whole, or never written.
+    WriterMissing,
     /// An object that no seal covers (an unsealed batch, or anything else in the archive).
     UncoveredObject,
     /// S3: a delete marker hides the object (it was verified from its version).
@@ -293,6 +296,7 @@ impl fmt::Display for Problem {
         match self {
             NoSeals => write!(f, "the archive holds no seal: nothing is proven (wrong store, or everything deleted?)"),
             SessionNotFound => write!(f, "no record of this session is in the archive"),
+            WriterMissing => write!(f, "no seal of this expected writer is in the archive (deleted whole?)"),
             UncoveredObject => write!(f, "object not covered by any seal"),
             DeleteMarker => write!(f, "a delete marker hides this object; its version was verified"),
             SealedVersionMissing { version_id } => {

@@ -39,6 +39,7 @@ pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 pub struct VerifyOptions {
     as_of_ns: Option<u64>,
     session: Option<String>,
+    expected_writers: Vec<String>,
     heartbeat_grace: Duration,
     threads: usize,
     max_batch_bytes: u64,
@@ -65,6 +66,7 @@ impl Default for VerifyOptions {
         VerifyOptions {
             as_of_ns: None,
             session: None,
+            expected_writers: Vec::new(),
             heartbeat_grace: Duration::from_secs(5),
             threads: 0,
             max_batch_bytes: 1 << 30,
@@ -81,6 +83,13 @@ impl VerifyOptions {
     /// heartbeat (plus grace) older is reported as [`Problem::WriterSilent`].
     pub fn with_as_of(mut self, ns: u64) -> Self {
         self.as_of_ns = Some(ns);
+        self
+    }
+    /// Writers that must be in the archive: one without any seal is
+    /// [`Problem::WriterMissing`]. (A writer deleted whole leaves no trace
+    /// otherwise: each writer's chain proves only itself.)
+    pub fn with_expected_writers(mut self, writers: impl IntoIterator<Item = String>) -> Self {
+        self.expected_writers = writers.into_iter().collect();
         self
     }
     /// Reports only findings about this session (and those about seals and
@@ -145,6 +154,52 @@ pub struct Report {
     /// `records` and the findings are that session's (and stated losses).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// Each writer found, by id: what its seals say about its state.
+    pub writer_states: Vec<WriterState>,
+}
+
+/// What a writer's seals say about it (whether or not they verify: the
+/// findings say that).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WriterState {
+    /// The writer id.
+    pub writer: String,
+    /// Seal objects found.
+    pub seals: u64,
+    /// The highest batch number found.
+    pub last_batch_no: u64,
+    /// The newest seal's creation time, unix ns (0 if it is unreadable).
+    pub last_seal_ns: u64,
+    /// Whether the newest seal is a closing seal.
+    pub closed: bool,
+    /// For a writer that did not close: the time after which a missing
+    /// heartbeat is reported (its newest seal plus heartbeat plus grace). A
+    /// deletion of its newest seals shows only from then on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silent_after_ns: Option<u64>,
+}
+
+impl fmt::Display for WriterState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = |ns: u64| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_nanos(ns))
+        };
+        write!(
+            f,
+            "writer {}: {} seal(s) up to batch {}, ",
+            self.writer, self.seals, self.last_batch_no
+        )?;
+        match self.silent_after_ns {
+            _ if self.closed => write!(f, "closed at {}", time(self.last_seal_ns)),
+            Some(t) => write!(
+                f,
+                "open, last seal {}: seals deleted after it show from {}",
+                time(self.last_seal_ns),
+                time(t)
+            ),
+            None => write!(f, "newest seal unreadable"),
+        }
+    }
 }
 
 impl Report {
@@ -292,6 +347,21 @@ pub async fn verify(
             .try_collect()
             .await?;
         report.batches += loaded.len() as u64;
+        if let Some(last) = loaded.last() {
+            let newest = last.parsed.as_ref().map(|s| &s.body);
+            report.writer_states.push(WriterState {
+                writer: writer.clone(),
+                seals: loaded.len() as u64,
+                last_batch_no: last.batch_no,
+                last_seal_ns: newest.map_or(0, |b| b.created_ns),
+                closed: newest.is_some_and(|b| b.closed),
+                silent_after_ns: newest.filter(|b| !b.closed).map(|b| {
+                    b.created_ns
+                        .saturating_add(b.heartbeat_ns)
+                        .saturating_add(grace)
+                }),
+            });
+        }
         check_seal_chain(
             writer,
             &loaded,
@@ -479,6 +549,17 @@ pub async fn verify(
             at: Location::default(),
             problem: Problem::NoSeals,
         });
+    }
+    for w in &opts.expected_writers {
+        if !seal_keys.contains_key(w) {
+            findings.push(Finding {
+                at: Location {
+                    writer: Some(w.clone()),
+                    ..Default::default()
+                },
+                problem: Problem::WriterMissing,
+            });
+        }
     }
     if let Some(session) = &opts.session {
         // Stated losses (gap records) may concern any session: kept.
