@@ -182,6 +182,19 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
+/// Creates a spool directory (and its parents) if it does not exist,
+/// readable by the owner only: records hold prompts and personal data.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut create = fs::DirBuilder::new();
+    create.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut create, 0o700);
+    create.create(dir).map_err(io_err(dir))
+}
+
 fn segment_name(n: u64) -> String {
     format!("segment-{n:020}.log")
 }
@@ -214,7 +227,7 @@ impl Spool {
     /// Opens (creating) the spool in `dir`, takes its lock, and returns the
     /// entries left by an earlier run, oldest first.
     pub fn open(dir: &Path) -> Result<(Spool, Vec<Entry>)> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        create_dir(dir)?;
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new()
             .create(true)
@@ -273,11 +286,12 @@ impl Spool {
 
     fn create_segment(dir: &Path, n: u64) -> Result<BufWriter<File>> {
         let path = dir.join(segment_name(n));
-        let f = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let mut open = OpenOptions::new();
+        open.create_new(true).append(true);
+        // Records hold prompts and personal data: readable by the owner only.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        let f = open.open(&path).map_err(io_err(&path))?;
         // Make the new directory entry durable too.
         File::open(dir)
             .and_then(|d| d.sync_all())
@@ -692,6 +706,29 @@ mod tests {
         }
         let (_s, left) = Spool::open(dir.path()).unwrap();
         assert_eq!(unsealed(left, 0), vec![Unsealed::Record(Box::new(rec(7)))]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_spool_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("new").join("spool");
+        let (mut s, _) = Spool::open(&dir).unwrap();
+        s.append_line(&line(1), None).unwrap();
+        s.sync().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("segment-")
+            {
+                assert_eq!(mode(&p), 0o600, "{}", p.display());
+            }
+        }
     }
 
     #[test]

@@ -466,7 +466,13 @@ impl Writer {
             };
             let s: Seal = serde_json::from_slice(&bytes)
                 .map_err(|e| fail(format!("seal {key} is unreadable: {e}")))?;
-            seal::verify_seal(&s, &trusted).map_err(|e| fail(format!("seal {key}: {e}")))?;
+            seal::verify_seal(&s, &trusted).map_err(|e| {
+                fail(format!(
+                    "seal {key}: {e}. A writer continues only with the key it signed with; \
+                     after a key change, start a new writer (another writer id, or a new \
+                     spool directory for the default one), and verify with both public keys"
+                ))
+            })?;
             if s.body.writer != self.id
                 || s.body.batch_no != batch_no
                 || s.body.prev_seal != self.prev_seal
@@ -576,7 +582,7 @@ impl Writer {
             serde_json::from_slice(line).map_err(|e| Error::InvalidRecord {
                 reason: format!("a spooled line is not a chained record: {e}"),
             })?;
-        let (seq, prev) = (stored.record.seq, stored.record.prev);
+        let seq = stored.record.seq;
         let session = stored.record.session.clone();
         let start = self.pending.lines.len();
         let head = self.chain.head(&session);
@@ -597,9 +603,15 @@ impl Writer {
             return Err(Error::Recovery {
                 writer: self.id.clone(),
                 reason: format!(
-                    "the spool's record {seq} of session {session:?} (prev {prev}) does not continue \
-                     the chain the archive's seals end with (head {head:?}): \
-                     was the spool copied from another writer?"
+                    "the spool's record {seq} of session {session:?} does not continue that \
+                     session's chain as this archive's seals leave it ({}): the spool belongs to \
+                     another archive (--store changed?), another writer id, or another key; start \
+                     with the store, writer id and key it was written for, or with a new spool \
+                     directory",
+                    match head {
+                        None => "they do not name the session".to_owned(),
+                        Some(h) => format!("next seq {}, head {}", h.next_seq, h.hash),
+                    }
                 ),
             });
         }

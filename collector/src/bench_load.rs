@@ -435,6 +435,10 @@ fn tree_bytes(dir: &Path) -> u64 {
 }
 
 pub(crate) fn run(a: &BenchLoadArgs) -> ExitCode {
+    if a.spans == 0 || a.batch == 0 || a.concurrency == 0 {
+        eprintln!("bench-load: --spans, --batch and --concurrency must be at least 1");
+        return ExitCode::from(2);
+    }
     match bench(a) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -372,6 +372,13 @@ impl State {
         spooled: Vec<(SpanKey, Option<Arc<str>>)>,
     ) -> sealtrail::Result<()> {
         self.next_hold_id = rec.next_hold_id;
+        if rec.chained > 0 || !rec.held.is_empty() {
+            tracing::info!(
+                unsealed = rec.chained,
+                held = rec.held.len(),
+                "recovered from the spool what an earlier run acknowledged and did not seal"
+            );
+        }
         for (k, session) in spooled {
             match session {
                 Some(s) => self.learn(k, s),

@@ -355,6 +355,18 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
         return Err("--heartbeat must not be shorter than --flush-interval".into());
     }
     let hold_wait = duration("hold-wait", a.hold_wait.as_deref(), Duration::from_secs(30))?;
+    if a.max_batch_records == Some(0) {
+        return Err("--max-batch-records must be at least 1".into());
+    }
+    if let Some(keys) = &a.session_keys {
+        if keys.is_empty() || keys.iter().any(|k| k.trim().is_empty()) {
+            return Err(format!(
+                "--session-keys {keys:?}: name one or more attributes, without empty ones"
+            ));
+        }
+    }
+    let key_id = keys::key_id(&key.verifying_key());
+    let spool_shown = spool_dir.display().to_string();
     // Creates the archive directory (or checks the bucket), the spool
     // directory and the writer id: once the settings are good and the
     // ports are bound.
@@ -363,12 +375,8 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
         if let Some(r) = retention {
             archive = archive.with_retention(r).map_err(|e| e.to_string())?;
         }
-        std::fs::create_dir_all(&spool_dir).map_err(|e| {
-            format!(
-                "cannot create the spool directory {}: {e}",
-                spool_dir.display()
-            )
-        })?;
+        sealtrail::spool::create_dir(&spool_dir)
+            .map_err(|e| format!("cannot create the spool directory: {e}"))?;
         let writer_id = match &a.writer_id {
             Some(id) => id.clone(),
             None => {
@@ -382,7 +390,7 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
                 writer_id: writer_id.clone(),
                 flush_interval,
                 heartbeat,
-                max_batch_records: a.max_batch_records.unwrap_or(10_000).max(1),
+                max_batch_records: a.max_batch_records.unwrap_or(10_000),
                 max_batch_bytes: 8 << 20,
                 allow_unlocked: a.allow_unlocked,
                 zstd_level,
@@ -431,7 +439,9 @@ fn start(a: ServeArgs) -> Result<ExitCode, String> {
             grpc = %grpc.local_addr().map_err(|e| e.to_string())?,
             http = %http.local_addr().map_err(|e| e.to_string())?,
             writer = %writer_id,
+            key_id = %key_id,
             store = %store_display(&a.store),
+            spool = %spool_shown,
             "listening"
         );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -1537,6 +1537,11 @@ fn serve_refuses_to_start_on_bad_settings_with_a_clear_error() {
             "is not a valid writer id: use 1 to 64",
         ),
         (&["--store", "memory://"], "an in-memory archive is lost"),
+        (
+            &["--max-batch-records", "0"],
+            "--max-batch-records must be at least 1",
+        ),
+        (&["--session-keys", ","], "--session-keys"),
     ] {
         let (code, err) = serve(&[&["--signing-key", "k.key"][..], args].concat());
         assert_eq!(code, Some(2), "{args:?}: {err}");
