@@ -457,17 +457,23 @@ fn a_collector_sharing_its_writer_id_with_another_stops_and_keeps_its_spool() {
     assert_eq!(session_of("conv-b"), 1);
 }
 
+/// A collector that seals only when it stops, holding one span of `conv`.
+fn one_span_unsealed(dir: &std::path::Path, span: &str, conv: &str) -> Collector {
+    let c = Collector::start(dir, &["--flush-interval", "1h", "--heartbeat", "1h"]);
+    send_span(
+        &c,
+        span,
+        None,
+        "chat",
+        vec![attr("gen_ai.conversation.id", conv)],
+    );
+    c
+}
+
 #[test]
 fn sighup_seals_and_stops_like_sigterm() {
     let dir = workdir();
-    let c = Collector::start(dir.path(), &["--flush-interval", "1h", "--heartbeat", "1h"]);
-    send_span(
-        &c,
-        "00000000000000f1",
-        None,
-        "chat",
-        vec![attr("gen_ai.conversation.id", "conv-hup")],
-    );
+    let c = one_span_unsealed(dir.path(), "00000000000000f1", "conv-hup");
     let status = c.signal(libc::SIGHUP);
     assert_eq!(status.code(), Some(0));
     assert_eq!(session(&records(dir.path()), "conv-hup").len(), 1);
@@ -545,14 +551,7 @@ fn spans_held_at_sigterm_are_archived_under_their_trace_id_unless_kept_for_the_n
 #[test]
 fn a_final_seal_that_fails_exits_1_and_the_next_start_archives_what_it_left() {
     let dir = workdir();
-    let c = Collector::start(dir.path(), &["--flush-interval", "1h", "--heartbeat", "1h"]);
-    send_span(
-        &c,
-        "00000000000000e1",
-        None,
-        "chat",
-        vec![attr("gen_ai.conversation.id", "conv-final")],
-    );
+    let c = one_span_unsealed(dir.path(), "00000000000000e1", "conv-final");
     // The store fails: its directory is replaced by a file.
     let data = dir.path().join("data");
     let moved = dir.path().join("data.away");
