@@ -19,7 +19,7 @@ pub enum Error {
         reason: String,
     },
     /// The object store failed an operation.
-    #[error("storage error on {key:?}: {source}")]
+    #[error("storage error on {key:?}: {source}{}", store_hint(source))]
     Store {
         /// The object key (or prefix) concerned.
         key: String,
@@ -127,3 +127,41 @@ pub enum Error {
 
 /// `Result` with sealtrail's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to do about a storage error whose cause is plain from its text.
+fn store_hint(e: &object_store::Error) -> &'static str {
+    let text = e.to_string();
+    // Without credentials in the environment, the AWS client falls back to
+    // the instance metadata service, which is not there off EC2.
+    if text.contains("169.254.169.254") || text.contains("169.254.170.2") {
+        " (no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+         or run where an IAM role provides them)"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_error_for_missing_credentials_says_so() {
+        let e = Error::Store {
+            key: "v1/".into(),
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: "error sending request for url (http://169.254.169.254/latest/api/token)".into(),
+            },
+        };
+        assert!(e.to_string().contains("no AWS credentials were found"), "{e}");
+        let e = Error::Store {
+            key: "v1/".into(),
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: "connection refused".into(),
+            },
+        };
+        assert!(!e.to_string().contains("credentials"), "{e}");
+    }
+}
