@@ -44,7 +44,7 @@ enum Command {
     /// Write a demo agent archive (several sessions of LLM calls, tool calls,
     /// policy checks and human approvals), sealed and signed.
     Demo(demo::DemoArgs),
-    /// List the sessions in an archive: records, time range, kinds.
+    /// List the sessions in an archive: records, time range, kinds. Reading proves nothing: use `verify` for that.
     Sessions(read::SessionsArgs),
     /// Print one session's records in chain order (seq, time, kind, name, key fields).
     /// Reading proves nothing: use `verify` for that.
