@@ -113,14 +113,24 @@ pub(crate) async fn run_show(a: &ShowArgs) -> sealtrail::Result<ExitCode> {
             .iter()
             .filter_map(|k| r.attributes.get(k).map(|v| format!("{k}={}", short(v))))
             .collect();
+        // A log record (the collector archives GenAI events as records):
+        // its body is what it says.
+        if let Some(body) = r.attributes.get("log.body") {
+            fields.push(format!("log.body={}", short(body)));
+        }
         if r.status.code == StatusCode::Error {
             fields.push(format!(
                 "error={}",
                 r.status.message.as_deref().unwrap_or("")
             ));
         }
+        // Which span: two lines with the same name are told apart by it.
+        let span = r
+            .span_id
+            .as_deref()
+            .map_or(String::new(), |s| format!(" span {s}"));
         outln!(
-            "{:>5}  {}  {:<12}  {:<32}  {}  [{writer}]",
+            "{:>5}  {}  {:<12}  {:<32}  {}  [{writer}{span}]",
             r.seq,
             time(r.start_ns),
             r.kind.as_str(),

@@ -1009,6 +1009,18 @@ fn a_genai_log_event_is_archived_in_the_session_of_its_span() {
     assert_eq!(orphan.len(), 1);
     assert_eq!(orphan[0].name, "gen_ai.choice");
     assert_intact(dir.path());
+    // `show` prints a log record's body, and each line's span.
+    let o = std::process::Command::new(common::bin())
+        .args(["show", "--store", "data", "--session", "conv-logs"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let first = out.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("log.body={") && first.ends_with("span 00000000000000c1]"),
+        "{out}"
+    );
 }
 
 #[test]
