@@ -151,10 +151,14 @@ mod tests {
             key: "v1/".into(),
             source: object_store::Error::Generic {
                 store: "S3",
-                source: "error sending request for url (http://169.254.169.254/latest/api/token)".into(),
+                source: "error sending request for url (http://169.254.169.254/latest/api/token)"
+                    .into(),
             },
         };
-        assert!(e.to_string().contains("no AWS credentials were found"), "{e}");
+        assert!(
+            e.to_string().contains("no AWS credentials were found"),
+            "{e}"
+        );
         let e = Error::Store {
             key: "v1/".into(),
             source: object_store::Error::Generic {
