@@ -150,6 +150,7 @@ async fn both_verifiers_detect_every_single_mutation() {
     let mut rng = Rng(0x1d3e_7e4d);
     let mut mutations = Vec::new();
     let mut ours_missed = Vec::new();
+    let mut ours = Vec::new();
     for i in 0..MUTATIONS {
         let m = Mutation::random(&mut rng, &files);
         let root = parent.join(format!("m{i:04}"));
@@ -165,6 +166,7 @@ async fn both_verifiers_detect_every_single_mutation() {
         if r.is_intact() {
             ours_missed.push(format!("{m:?}"));
         }
+        ours.push(findings_of(&serde_json::to_value(&r).unwrap()));
         mutations.push(m);
     }
     assert!(ours_missed.is_empty(), "{ours_missed:?}");
@@ -203,6 +205,47 @@ async fn both_verifiers_detect_every_single_mutation() {
         missed.len(),
         missed.join("\n")
     );
+    // Both name the same problems at the same places: FORMAT.md says
+    // exactly what to report.
+    let differ: Vec<String> = lines
+        .iter()
+        .filter(|l| l["archive"] != "base")
+        .filter_map(|l| {
+            let i: usize = l["archive"].as_str().unwrap()[1..].parse().unwrap();
+            let theirs = findings_of(l);
+            (theirs != ours[i]).then(|| {
+                format!(
+                    "{:?}\n  sealtrail: {:?}\n  python:    {:?}",
+                    mutations[i], ours[i], theirs
+                )
+            })
+        })
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "the verifiers differ on {} of {MUTATIONS} mutations:\n{}",
+        differ.len(),
+        differ.join("\n")
+    );
+}
+
+/// The findings of a report (either verifier's JSON) as (problem, writer,
+/// batch_no, key, session, seq), sorted.
+fn findings_of(report: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            ["problem", "writer", "batch_no", "key", "session", "seq"]
+                .iter()
+                .map(|m| f.get(*m).map_or("-".to_owned(), |v| v.to_string()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 trait Named {

@@ -147,7 +147,23 @@ impl BatchJob {
             let fields = match super::scan::chain_fields(rec) {
                 Ok(f) => f,
                 Err(reason) => {
-                    push(at(None, None), Problem::RecordMalformed { reason });
+                    // Not placed in any chain. What can still be read names
+                    // the place, and an altered record is still reported as
+                    // altered.
+                    let v = serde_json::from_slice::<serde_json::Value>(rec).ok();
+                    let session = v.as_ref().and_then(|v| v.get("session")?.as_str());
+                    let seq = v.as_ref().and_then(|v| v.get("seq")?.as_u64());
+                    push(at(session, seq), Problem::RecordMalformed { reason });
+                    if session == Some(GAP_SESSION) {
+                        push(at(session, seq), gap_finding(rec));
+                    }
+                    if computed != stored {
+                        let problem = Problem::RecordHashMismatch {
+                            expected: stored,
+                            found: computed,
+                        };
+                        push(at(session, seq), problem);
+                    }
                     continue;
                 }
             };

@@ -8,9 +8,10 @@ directory (the S3 checks on object versions do not apply there).
 
 Usage:
   verify.py ARCHIVE_DIR PUBLIC_KEY_PEM [OPTIONS]
-      Prints one JSON object {"records": n, "sessions": n, "batches": n,
-      "findings": [{"problem": name, ...where...}]} and exits 0 when intact,
-      1 otherwise.
+      Prints one JSON object shaped as `sealtrail verify --json` (FORMAT.md
+      §7): {"writers", "batches", "sessions", "records", "bytes",
+      "writer_states", ["session",] "findings"}, and exits 0 when there is no
+      finding, 1 otherwise.
   verify.py --each PARENT_DIR PUBLIC_KEY_PEM [OPTIONS]
       Verifies every immediate subdirectory of PARENT_DIR as an archive of its
       own, in sorted name order, and prints one JSON line per archive:
@@ -51,7 +52,7 @@ TAG = {k: ("sealtrail/v1/%s\0" % k).encode() for k in
 
 GRACE_NS = 5 * 10**9          # §7: 5 s by default
 SIZE_LIMIT = 1 << 30          # §7: 1 GiB by default
-MAX_SEQ = 2**53 - 1           # §2.1
+MAX_U64 = 2**64 - 1           # §5: seal numbers; §7: record seq
 MAX_TIME = 2**64 - 1          # §2.2: 64-bit values
 GAPS = "sealtrail.gaps"       # §2.1 reserved session
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -191,8 +192,11 @@ def _jcs(v):
     if v is False:
         return "false"
     if type(v) is int:
-        # JCS numbers are IEEE doubles; integers up to 2^53 are exact.
-        return str(v) if -2**53 <= v <= 2**53 else es_number(float(v))
+        # §5: a seal number above 2^53 is canonical only if it is exactly a
+        # double, written in full; any other value has no canonical form here.
+        if -2**53 <= v <= 2**53 or (abs(v) < 2**1024 and int(float(v)) == v):
+            return str(v)
+        raise Malformed("%d is not exactly a double" % v)
     if type(v) is float:
         return es_number(v)
     if type(v) is str:
@@ -208,7 +212,7 @@ def _jcs(v):
 
 
 # --------------------------------------------------------------------------
-# Value shapes (§2, §5)
+# Value shapes (§5)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX64B = re.compile(rb"[0-9a-f]{64}")
@@ -223,8 +227,8 @@ def need(cond, why):
         raise Malformed(why)
 
 
-def is_uint(v, top=MAX_SEQ):
-    return type(v) is int and 0 <= v <= top
+def is_u64(v):
+    return type(v) is int and 0 <= v <= MAX_U64
 
 
 def is_hex64(v):
@@ -232,7 +236,7 @@ def is_hex64(v):
 
 
 def time_value(v, what):
-    need(type(v) is str and _TIME.fullmatch(v) is not None, "%s is not a time (§2.2)" % what)
+    need(type(v) is str and len(v) <= 20 and _TIME.fullmatch(v) is not None, "%s is not a time (§2.2)" % what)
     t = int(v)
     need(t <= MAX_TIME, "%s does not fit in 64 bits" % what)
     return t
@@ -248,12 +252,13 @@ def exact_members(obj, required, optional, what):
 
 
 def parse_seal(data):
-    """A seal object as §5 describes it. Returns (seal, body, seal_hash)."""
+    """A seal object as §5 describes it: exactly the JCS encoding of an object
+    of the §5 shape. Returns (seal, body, seal_hash); raises Malformed."""
     seal = parse_json(data)
     exact_members(seal, {"body", "hash", "signature"}, set(), "the seal")
-    need(type(seal["hash"]) is str, "hash is not a string")
-    need(type(seal["signature"]) is str and _HEX128.fullmatch(seal["signature"]) is not None,
-         "signature is not 128 lowercase hex digits")
+    need(is_hex64(seal["hash"]), "hash is not 64 lowercase hex digits")
+    # a `signature` string of the wrong form is bad_signature (§7), not unreadable
+    need(type(seal["signature"]) is str, "signature is not a string")
     body = seal["body"]
     exact_members(body, {"batch", "batch_no", "closed", "created_ns", "format", "heartbeat_ns", "key_id",
                          "prev_seal", "sessions", "writer"}, {"prev_seal_version"}, "the seal body")
@@ -262,82 +267,228 @@ def parse_seal(data):
     if b is not None:
         exact_members(b, {"key", "len", "merkle_root", "records", "sha256"}, {"version_id"}, "batch")
         need(type(b["key"]) is str, "batch.key is not a string")
-        need(is_uint(b["len"]), "batch.len is not a length")
-        need(is_uint(b["records"]), "batch.records is not a count")
+        need(is_u64(b["len"]), "batch.len is not an unsigned integer")
+        need(is_u64(b["records"]), "batch.records is not an unsigned integer")
         need(is_hex64(b["merkle_root"]), "batch.merkle_root is not 64 lowercase hex digits")
         need(is_hex64(b["sha256"]), "batch.sha256 is not 64 lowercase hex digits")
         need(type(b.get("version_id", "")) is str, "batch.version_id is not a string")
-    need(is_uint(body["batch_no"]), "batch_no is not a batch number")
+    need(is_u64(body["batch_no"]), "batch_no is not an unsigned integer")
     need(type(body["closed"]) is bool, "closed is not a boolean")
     time_value(body["created_ns"], "created_ns")
     time_value(body["heartbeat_ns"], "heartbeat_ns")
     need(type(body["key_id"]) is str, "key_id is not a string")
     need(is_hex64(body["prev_seal"]), "prev_seal is not 64 lowercase hex digits")
-    if "prev_seal_version" in body:
-        need(type(body["prev_seal_version"]) is str, "prev_seal_version is not a string")
-        need(body["batch_no"] != 0, "prev_seal_version on batch 0")
+    need(type(body.get("prev_seal_version", "")) is str, "prev_seal_version is not a string")
     need(type(body["writer"]) is str, "writer is not a string")
     need(type(body["sessions"]) is list, "sessions is not an array")
     for e in body["sessions"]:
         exact_members(e, {"count", "first_seq", "head", "id", "last_seq"}, set(), "a session summary")
-        need(is_uint(e["count"]), "a session count is not a count")
-        need(is_uint(e["first_seq"]) and is_uint(e["last_seq"]), "a session's first_seq/last_seq is not a seq")
+        need(is_u64(e["count"]), "a session count is not an unsigned integer")
+        need(is_u64(e["first_seq"]) and is_u64(e["last_seq"]), "a session's first_seq/last_seq is not an unsigned integer")
         need(is_hex64(e["head"]), "a session head is not 64 lowercase hex digits")
         need(type(e["id"]) is str, "a session id is not a string")
+    # §5: the seal object is exactly its JCS encoding (numbers above 2^53 included)
+    try:
+        canonical = jcs(seal) == bytes(data)
+    except Malformed:
+        canonical = False
+    need(canonical, "not exactly the JCS encoding of its content")
     return seal, body, H(TAG["seal"], jcs(body))
 
 
-def read_record(rb):
-    """The members §7 needs of a record's canonical bytes.
+# --------------------------------------------------------------------------
+# Records (§7): only `prev`, `seq`, `session` and `v` are read
 
-    Returns (obj, session, seq, prev, problems): session, seq and prev are
-    None when unreadable; problems lists what makes the record malformed."""
-    obj = parse_json(rb)
-    need(type(obj) is dict, "the record is not an object")
-    problems = []
-    session = obj.get("session")
-    if type(session) is not str:
-        problems.append("session is not a string")
-        session = None
-    else:
-        try:
-            n = len(session.encode("utf-8"))
-        except UnicodeEncodeError:
-            n = -1
-        if not 1 <= n <= 1024:
-            problems.append("session is not 1 to 1024 bytes of UTF-8")
-            session = None
-    seq = obj.get("seq")
-    if not is_uint(seq):
-        problems.append("seq is not an integer from 0 to 2^53-1")
-        seq = None
-    prev = obj.get("prev")
-    if not is_hex64(prev):
-        problems.append("prev is not 64 lowercase hex digits")
-        prev = None
-    if "v" not in obj:
-        problems.append("v is missing")
-    elif not (type(obj["v"]) is int and obj["v"] == 1):
-        problems.append("v is not 1")
-    return obj, session, seq, prev, problems
+_WS = b" \t\n\r"
+_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]++|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*+"')
+_NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+(?:[eE][+-]?[0-9]++)?+")
+_DIGITS = re.compile(rb"0|[1-9][0-9]*")
+_PREV = re.compile(rb'"[0-9a-f]{64}"')
 
 
-def gap_report(obj):
-    """What a `sealtrail.gaps` record says (§2.1), as far as it is readable."""
-    out = {}
+def _ws(b, i):
+    n = len(b)
+    while i < n and b[i] in _WS:
+        i += 1
+    return i
+
+
+def _string_end(b, i):
+    m = _STRING.match(b, i)
+    need(m is not None, "bad JSON string at %d" % i)
+    return m.end()
+
+
+def _value_end(b, i):
+    """End of the JSON value starting at i (syntax only, iteratively)."""
+    n = len(b)
+    stack = []
+    while True:
+        i = _ws(b, i)
+        need(i < n, "JSON text ends early")
+        c = b[i]
+        if c == 0x7B or c == 0x5B:  # { [
+            j = _ws(b, i + 1)
+            close = 0x7D if c == 0x7B else 0x5D
+            if j < n and b[j] == close:
+                i = j + 1
+            else:
+                stack.append(close)
+                if c == 0x7B:
+                    need(j < n and b[j] == 0x22, "member name expected at %d" % j)
+                    j = _ws(b, _string_end(b, j))
+                    need(j < n and b[j] == 0x3A, "':' expected at %d" % j)
+                    j += 1
+                i = j
+                continue
+        elif c == 0x22:
+            i = _string_end(b, i)
+        elif b.startswith(b"true", i):
+            i += 4
+        elif b.startswith(b"false", i):
+            i += 5
+        elif b.startswith(b"null", i):
+            i += 4
+        else:
+            m = _NUMBER.match(b, i)
+            need(m is not None, "no JSON value at %d" % i)
+            i = m.end()
+        # a value ended: close containers or go on to the next element
+        while True:
+            if not stack:
+                return i
+            i = _ws(b, i)
+            need(i < n, "JSON text ends early")
+            c = b[i]
+            if c == 0x2C:
+                i = _ws(b, i + 1)
+                if stack[-1] == 0x7D:
+                    need(i < n and b[i] == 0x22, "member name expected at %d" % i)
+                    i = _ws(b, _string_end(b, i))
+                    need(i < n and b[i] == 0x3A, "':' expected at %d" % i)
+                    i += 1
+                break
+            need(c == stack[-1], "unexpected byte at %d" % i)
+            stack.pop()
+            i += 1
+
+
+def _json_string(raw):
+    """The text of a JSON string token; raises Malformed if it is not valid UTF-8 text."""
     try:
-        attrs = obj.get("attributes")
-        for name, field in (("audit.dropped", "count"), ("audit.dropped_total", "dropped_total")):
-            tv = attrs.get(name) if type(attrs) is dict else None
-            if type(tv) is dict and type(tv.get("int")) is str and re.fullmatch(r"0|-?[1-9][0-9]{0,18}", tv["int"]):
-                out[field] = int(tv["int"])
-        for m in ("start_ns", "end_ns"):
+        s = json.loads(bytes(raw).decode("utf-8"))
+        s.encode("utf-8")  # no lone surrogate
+    except (UnicodeError, ValueError) as e:
+        raise Malformed("not a UTF-8 string: %s" % short(e, 80))
+    return s
+
+
+def record_members(rb):
+    """The top-level members of a record, by name: a list of raw value spans each.
+
+    Raises Malformed when the bytes are not one JSON object."""
+    b = bytes(rb)
+    n = len(b)
+    i = _ws(b, 0)
+    need(i < n and b[i] == 0x7B, "the record is not a JSON object")
+    members = {}
+    i = _ws(b, i + 1)
+    if i < n and b[i] == 0x7D:
+        i += 1
+    else:
+        while True:
+            need(i < n and b[i] == 0x22, "member name expected at %d" % i)
+            j = _string_end(b, i)
             try:
-                out[m] = time_value(obj.get(m), m)
-            except Malformed:
-                pass
-    except Exception:
-        pass
+                name = json.loads(b[i:j].decode("utf-8", "surrogateescape"))
+            except ValueError:
+                name = None
+            i = _ws(b, j)
+            need(i < n and b[i] == 0x3A, "':' expected at %d" % i)
+            vs = _ws(b, i + 1)
+            ve = _value_end(b, vs)
+            members.setdefault(name, []).append(b[vs:ve])
+            i = _ws(b, ve)
+            need(i < n, "JSON text ends early")
+            if b[i] == 0x2C:
+                i = _ws(b, i + 1)
+                continue
+            need(b[i] == 0x7D, "unexpected byte at %d" % i)
+            i += 1
+            break
+    need(_ws(b, i) == n, "bytes after the record object")
+    return members
+
+
+def read_record(rb):
+    """(members, session, seq, prev, problems) per §7: session, seq and prev are
+    None when they cannot be read; problems lists what is malformed."""
+    try:
+        m = record_members(rb)
+    except Malformed as e:
+        return None, None, None, None, [str(e)]
+    problems = []
+
+    def one(name):
+        vals = m.get(name)
+        if not vals:
+            problems.append("%s is missing" % name)
+            return None
+        if len(vals) > 1:
+            problems.append("%s is repeated" % name)
+            return None
+        return vals[0]
+
+    prev = one("prev")
+    if prev is not None:
+        if _PREV.fullmatch(prev):
+            prev = bytes.fromhex(prev[1:-1].decode("ascii"))
+        else:
+            problems.append("prev is not 64 lowercase hex digits")
+            prev = None
+    seq = one("seq")
+    if seq is not None:
+        if len(seq) <= 20 and _DIGITS.fullmatch(seq) and int(seq) <= MAX_U64:
+            seq = int(seq)
+        else:
+            problems.append("seq is not an unsigned integer written as digits")
+            seq = None
+    session = one("session")
+    if session is not None:
+        try:
+            need(session[:1] == b'"', "not a string")
+            session = _json_string(session)
+        except Malformed:
+            problems.append("session is not a string")
+            session = None
+    v = one("v")
+    if v is not None and v != b"1":
+        problems.append("v is not 1")
+    return m, session, seq, prev, problems
+
+
+def gap_report(m):
+    """What a `sealtrail.gaps` record says (§2.1, §7 records_dropped)."""
+    out = {"count": 0}
+
+    def value(name):
+        vals = (m or {}).get(name)
+        if not vals or len(vals) != 1:
+            return None
+        try:
+            return parse_json(vals[0])
+        except Malformed:
+            return None
+    attrs = value("attributes")
+    tv = attrs.get("audit.dropped") if type(attrs) is dict else None
+    if type(tv) is dict and len(tv) == 1 and type(tv.get("int")) is str and re.fullmatch(r"0|[1-9][0-9]{0,18}", tv["int"]):
+        n = int(tv["int"])
+        out["count"] = n if n < 2**63 else 0
+    for member, field in (("start_ns", "from_ns"), ("end_ns", "until_ns")):
+        try:
+            out[field] = time_value(value(member), member)
+        except Malformed:
+            pass
     return out
 
 
@@ -382,8 +533,12 @@ def small_order(b):
     return p == (0, 1)
 
 
-def signature_ok(pub, sig, seal_hash):
-    if int.from_bytes(sig[32:], "little") >= _L or small_order(sig[:32]):
+def signature_ok(pub, raw_pub, sig_hex, seal_hash):
+    """§5.1 strict verification; a `signature` that is not 128 lowercase hex digits does not verify."""
+    if _HEX128.fullmatch(sig_hex) is None:
+        return False
+    sig = bytes.fromhex(sig_hex)
+    if int.from_bytes(sig[32:], "little") >= _L or small_order(sig[:32]) or small_order(raw_pub):
         return False
     try:
         pub.verify(sig, TAG["signature"] + seal_hash)
@@ -397,7 +552,9 @@ class UsageError(Exception):
 
 
 def load_trusted(path):
-    """Trusted keys by key id (§5.2), from one or more PEM blocks."""
+    """Trusted keys by key id (§5.2), from one or more PEM blocks: {key id: (key, raw bytes)}.
+
+    A key of small order is accepted; it verifies no signature (§5.1)."""
     try:
         data = open(path, "rb").read()
     except OSError as e:
@@ -414,14 +571,12 @@ def load_trusted(path):
         if not isinstance(pub, Ed25519PublicKey):
             raise UsageError("%s: not an Ed25519 public key" % path)
         raw = pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
-        if small_order(raw):
-            raise UsageError("%s: a small-order Ed25519 key cannot be trusted" % path)
-        keys[H(TAG["key-id"], raw)[:8].hex()] = pub
+        keys[H(TAG["key-id"], raw)[:8].hex()] = (pub, raw)
     return keys
 
 
 # --------------------------------------------------------------------------
-# Objects of a directory archive
+# Objects of a directory archive (§6)
 
 class TooLarge(Exception):
     def __init__(self, size):
@@ -430,52 +585,81 @@ class TooLarge(Exception):
 
 
 def list_objects(root):
-    """Every file under root, by key ("/"-separated path relative to root)."""
+    """Every object under root, by key: regular files, symbolic links followed."""
     files = {}
+    seen = set()
 
-    def ignore(_err):
-        pass
-    for d, _, names in os.walk(root, onerror=ignore):
+    def walk(d, prefix):
+        try:
+            st = os.stat(d)
+            if (st.st_dev, st.st_ino) in seen:
+                return
+            seen.add((st.st_dev, st.st_ino))
+            names = sorted(os.listdir(d))
+        except OSError:
+            return
         for n in names:
             p = os.path.join(d, n)
-            files[os.path.relpath(p, root).replace(os.sep, "/")] = p
+            try:
+                st = os.stat(p)  # follows symbolic links
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files[prefix + n] = p
+            elif stat.S_ISDIR(st.st_mode):
+                walk(p, prefix + n + "/")
+    st = os.stat(root)  # an archive that cannot be listed: raises
+    if not stat.S_ISDIR(st.st_mode):
+        raise OSError("not a directory")
+    walk(root, "")
     return files
 
 
 def read_object(path, limit):
     """The object's bytes, never more than limit + 1 of them; raises TooLarge beyond limit."""
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError("not a regular file")
-    if st.st_size > limit:
-        raise TooLarge(st.st_size)
     with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if st.st_size > limit:
+            raise TooLarge(st.st_size)
         data = f.read(limit + 1)
     if len(data) > limit:
         raise TooLarge(len(data))
     return data
 
 
+WINDOW_DEFAULT = 1 << 27   # §4: zstd's default window limit for frames without a content size
+WINDOW_MAX = 1 << 31       # the largest window zstd decodes
+
+
 def decode_frame(data, limit):
-    """(content, trailing bytes) of one zstd frame; raises Malformed when it is not one complete frame."""
+    """(content, frame length) of the zstd frame the object begins with (§4);
+    raises Malformed when it does not begin with one complete frame."""
+    need(len(data) >= 4, "not a zstd frame")
+    magic = int.from_bytes(data[:4], "little")
+    if magic & 0xFFFFFFF0 == 0x184D2A50:  # a skippable frame: its content is empty
+        need(len(data) >= 8, "incomplete skippable frame")
+        end = 8 + int.from_bytes(data[4:8], "little")
+        need(end <= len(data), "incomplete skippable frame")
+        return bytearray(), end
     need(data[:4] == ZSTD_MAGIC, "not a zstd frame")
     try:
         size = zstandard.get_frame_parameters(data).content_size
     except zstandard.ZstdError as e:
         raise Malformed("bad zstd frame header: %s" % e)
-    need(size in (zstandard.CONTENTSIZE_UNKNOWN,) or size <= limit, "declared content larger than the size limit")
-    dobj = zstandard.ZstdDecompressor().decompressobj()
+    known = size != zstandard.CONTENTSIZE_UNKNOWN
+    need(not known or size <= limit, "declared content larger than the size limit")
+    dobj = zstandard.ZstdDecompressor(max_window_size=WINDOW_MAX if known else WINDOW_DEFAULT).decompressobj()
     out, pos, chunk = bytearray(), 0, 1024  # small input steps bound each step's output
     mv = memoryview(data)
     try:
         while pos < len(data) and not dobj.eof:
             out += dobj.decompress(mv[pos:pos + chunk])
-            pos += chunk
+            pos = min(pos + chunk, len(data))
             need(len(out) <= limit, "content larger than the size limit")
     except zstandard.ZstdError as e:
         raise Malformed("zstd: %s" % e)
     need(dobj.eof, "incomplete zstd frame")
-    return out, bytes(dobj.unused_data) + bytes(mv[pos:])
+    return out, pos - len(dobj.unused_data)
 
 
 # --------------------------------------------------------------------------
@@ -494,184 +678,184 @@ class Seal:
         self.closed = body["closed"]
 
 
+LOCATION = ("writer", "batch_no", "key", "session", "seq", "offset")
+SORT_ORDER = ("writer", "batch_no", "session", "seq", "offset", "key")
+
+
+def sort_key(f):
+    return tuple((0,) if m not in f else (1, f[m]) for m in SORT_ORDER)
+
+
 class Archive:
     def __init__(self, root, trusted, as_of, grace, limit):
         self.root, self.trusted, self.as_of, self.grace, self.limit = root, trusted, as_of, grace, limit
         self.findings = []
-        self.records = 0
+        self.writers = 0
         self.batches = 0
-        self.chains = set()          # (writer, session) with at least one readable record
-        self.sessions_seen = set()   # session ids with at least one readable record
+        self.records = 0
+        self.bytes = 0
+        self.chains = set()          # (writer, session) found in decoded batches or stand-in summaries
+        self.writer_states = []
         self.covered = set()
+        self._genesis = {}
 
-    def found(self, problem, **at):
-        f = {"problem": problem}
-        f.update((k, v) for k, v in at.items() if v is not None)
+    def found(self, problem, at, **details):
+        """A finding: first where it is (members of `at` that apply), then problem and details."""
+        f = {m: at[m] for m in LOCATION if at.get(m) is not None}
+        f["problem"] = problem
+        f.update(details)
         self.findings.append(f)
+
+    def genesis(self, w, s):
+        g = self._genesis.get((w, s))
+        if g is None:
+            g = self._genesis[(w, s)] = session_genesis(w, s)
+        return g
 
     def run(self):
         try:
             self.files = list_objects(self.root)
-        except Exception as e:
+        except OSError:
             self.files = {}
-            self.found("no_seals", detail="cannot list the archive: %s" % short(e))
-            return
         writers = {}
         for k in self.files:
             m = _SEAL_KEY.fullmatch(k)
-            if m and _WRITER.fullmatch(m.group(1)):
+            if m and _WRITER.fullmatch(m.group(1)) and int(m.group(2)) <= MAX_U64:
                 writers.setdefault(m.group(1), []).append((int(m.group(2)), k))
                 self.covered.add(k)
+        self.writers = len(writers)
         if not writers:
-            self.found("no_seals")
+            self.found("no_seals", {})
         for w in sorted(writers):
             try:
                 self.writer(w, sorted(writers[w]))
             except Exception as e:  # a bug here must not hide the rest of the archive
-                self.found("verifier_error", writer=w, detail=short(repr(e)))
+                self.found("verifier_error", {"writer": w}, reason=short(repr(e)))
         for k in sorted(self.files):
             if k not in self.covered:
-                self.found("uncovered_object", key=k)
+                self.found("uncovered_object", {"key": k})
 
     # -- seals, per writer, in batch number order
     def writer(self, w, seals):
-        self.chain = {}   # session -> (next seq, head): the writer's chains so far
-        self.owner = {}   # stored record hash -> session, to tell record_out_of_session
-        expected, prev, newest = 0, None, None
+        self.heads = {}   # session -> (next seq, head) at the end of the batches before
+        expected, prev, s = 0, None, None
         for no, key in seals:
             self.batches += 1
             if no != expected:
-                self.found("missing_seals", writer=w, first=expected, last=no - 1)
+                self.found("missing_seals", {"writer": w, "batch_no": expected}, first=expected, last=no - 1)
             expected = no + 1
-            try:
-                s = self.seal(w, no, key, prev if prev is not None and prev.no == no - 1 else None)
-            except Exception as e:
-                self.found("seal_unreadable", writer=w, batch_no=no, key=key, detail=short(repr(e)))
-                s = None
+            s = self.seal(w, no, key, prev if prev is not None and prev.no == no - 1 else None)
             prev = s
-            if s is None:
-                continue
-            newest = s
-            if s.body["batch"] is not None:
-                try:
-                    self.batch(w, s)
-                except Exception as e:
-                    self.found("batch_undecodable", writer=w, batch_no=no, key=s.body["batch"]["key"],
-                               detail=short(repr(e)))
-        if newest is not None and not newest.closed and self.as_of - newest.created > newest.heartbeat + self.grace:
-            self.found("writer_silent", writer=w, batch_no=newest.no, key=newest.key,
-                       created_ns=newest.created, as_of_ns=self.as_of)
+            if s is not None and s.body["batch"] is not None:
+                self.batch(w, s)
+        last_no, last_key = seals[-1]
+        newest = s  # the seal with the highest number, if readable
+        state = {"writer": w, "seals": len(seals), "last_batch_no": last_no,
+                 "last_seal_ns": newest.created if newest is not None else None,
+                 "closed": newest.closed if newest is not None else None}
+        if newest is not None and not newest.closed:
+            allowed = newest.heartbeat + self.grace
+            state["silent_after_ns"] = newest.created + allowed
+            if self.as_of - newest.created > allowed:
+                self.found("writer_silent", {"writer": w, "batch_no": last_no, "key": last_key},
+                           last_seal_ns=newest.created, as_of_ns=self.as_of, allowed_ns=allowed)
+        self.writer_states.append(state)
 
     def seal(self, w, no, key, prev):
-        at = dict(writer=w, batch_no=no, key=key)
+        at = {"writer": w, "batch_no": no, "key": key}
         try:
             data = read_object(self.files[key], self.limit)
         except TooLarge as e:
-            self.found("seal_unreadable", detail="%d bytes, larger than the size limit" % e.size, **at)
+            self.found("seal_unreadable", at, reason="%d bytes, larger than the size limit" % e.size)
             return None
         except OSError as e:
-            self.found("seal_unreadable", detail=short(e), **at)
+            self.found("seal_unreadable", at, reason=short(e))
             return None
         try:
             seal, body, h = parse_seal(data)
         except Malformed as e:
-            self.found("seal_unreadable", detail=short(e), **at)
-            return None
-        # FORMAT.md §5: a seal object is exactly its JCS bytes, nothing else.
-        try:
-            canonical = jcs(seal) == data
-        except Exception:
-            canonical = False
-        if not canonical:
-            self.found("seal_unreadable", detail="not the canonical (JCS) bytes of its content", **at)
+            self.found("seal_unreadable", at, reason=short(e))
             return None
         b = body["batch"]
-        wrong = []
         if body["writer"] != w:
-            wrong.append("writer %s" % json.dumps(body["writer"])[:80])
+            self.found("seal_misplaced", at, field="writer", expected=w, found=body["writer"])
         if body["batch_no"] != no:
-            wrong.append("batch_no %d" % body["batch_no"])
+            self.found("seal_misplaced", at, field="batch_no", expected=no, found=body["batch_no"])
         if b is not None:
             want = "v1/writers/%s/batches/%020d-%s.jsonl.zst" % (w, no, b["sha256"][:16])
             if b["key"] != want:
-                wrong.append("batch.key %s instead of %s" % (json.dumps(b["key"])[:200], want))
-        if wrong:
-            self.found("seal_misplaced", detail="; ".join(wrong), **at)
+                self.found("seal_misplaced", at, field="batch.key", expected=want, found=b["key"])
+        # hash, key, signature: in this order, stopping at the first that fails
+        trusted = self.trusted.get(body["key_id"])
         if seal["hash"] != h.hex():
-            self.found("seal_hash_mismatch", expected=short(seal["hash"], 80), found=h.hex(), **at)
-        pub = self.trusted.get(body["key_id"])
-        if pub is None:
-            self.found("unknown_signing_key", key_id=short(body["key_id"], 80), **at)
-        elif not signature_ok(pub, bytes.fromhex(seal["signature"]), h):
-            self.found("bad_signature", **at)
+            self.found("seal_hash_mismatch", at, expected=h.hex(), found=seal["hash"])
+        elif trusted is None:
+            self.found("unknown_signing_key", at, found=body["key_id"], trusted=sorted(self.trusted))
+        elif not signature_ok(trusted[0], trusted[1], seal["signature"], h):
+            self.found("bad_signature", at, key_id=body["key_id"])
+        s = Seal(no, key, body, h)
         want_prev = seal_genesis(w) if no == 0 else (prev.hash if prev is not None else None)
         if want_prev is not None and body["prev_seal"] != want_prev.hex():
-            self.found("seal_link_broken", expected=want_prev.hex(), found=body["prev_seal"], **at)
-        s = Seal(no, key, body, h)
+            self.found("seal_link_broken", at, expected=want_prev.hex(), found=body["prev_seal"])
         if prev is not None:
             if s.created < prev.created:
-                self.found("seal_time_regressed", created_ns=s.created, previous_ns=prev.created, **at)
-            if not prev.closed and s.created - prev.created > prev.heartbeat + self.grace:
-                self.found("heartbeat_gap", created_ns=s.created, previous_ns=prev.created,
-                           heartbeat_ns=prev.heartbeat, **at)
-        if b is None:
-            for e in body["sessions"]:  # a seal without records summarises no session
-                self.found("session_not_in_batch", session=e["id"], **at)
+                self.found("seal_time_regressed", at, previous_ns=prev.created, found_ns=s.created)
+            allowed = prev.heartbeat + self.grace
+            if not prev.closed and s.created - prev.created > allowed:
+                self.found("heartbeat_gap", at, gap_ns=s.created - prev.created, allowed_ns=allowed)
         return s
 
-    # -- batches, for each seal with a batch
-    def stand_in(self, w, s, at):
-        """The signed session summaries of a seal stand in for its unreadable batch."""
+    # -- batches, for each readable seal with a batch
+    def stand_in(self, w, s):
+        """The signed session summaries of a seal stand in for its batch (first_seq not checked)."""
         for e in s.body["sessions"]:
-            sid = e["id"]
-            st = self.chain.get(sid)
-            want = st[0] if st is not None else 0
-            if e["first_seq"] != want:
-                self.found("seq_discontinuity", session=sid, seq=e["first_seq"], expected=want, found=e["first_seq"],
-                           detail="from the seal's session summary", **at)
-            head = bytes.fromhex(e["head"])
-            self.chain[sid] = (e["last_seq"] + 1, head)
-            self.owner.setdefault(head, sid)
+            self.heads[e["id"]] = (e["last_seq"] + 1, bytes.fromhex(e["head"]))
+            self.chains.add((w, e["id"]))
 
     def batch(self, w, s):
         b = s.body["batch"]
         key = b["key"]
-        at = dict(writer=w, batch_no=s.no, key=key)
+        at = {"writer": w, "batch_no": s.no, "key": key}
         self.covered.add(key)
         path = self.files.get(key)
         if path is None:
-            self.found("batch_missing", **at)
-            self.stand_in(w, s, at)
+            self.found("batch_missing", at)
+            self.stand_in(w, s)
             return
         try:
             data = read_object(path, self.limit)
         except TooLarge as e:
             if e.size != b["len"]:
-                self.found("batch_length_mismatch", expected=b["len"], found=e.size, **at)
-            self.found("batch_undecodable", detail="%d bytes, larger than the size limit" % e.size, **at)
-            self.stand_in(w, s, at)
+                self.found("batch_length_mismatch", at, expected=b["len"], found=e.size)
+            self.found("batch_undecodable", at, reason="%d bytes, larger than the size limit" % e.size)
+            self.stand_in(w, s)
             return
         except OSError as e:
-            self.found("batch_undecodable", detail=short(e), **at)
-            self.stand_in(w, s, at)
+            self.found("batch_undecodable", at, reason=short(e))
+            self.stand_in(w, s)
             return
         if len(data) != b["len"]:
-            self.found("batch_length_mismatch", expected=b["len"], found=len(data), **at)
+            self.found("batch_length_mismatch", at, expected=b["len"], found=len(data))
         digest = hashlib.sha256(data).hexdigest()
         if digest != b["sha256"]:
-            self.found("batch_digest_mismatch", expected=b["sha256"], found=digest, **at)
+            self.found("batch_digest_mismatch", at, expected=b["sha256"], found=digest)
         try:
-            content, trailing = decode_frame(data, self.limit)
+            content, frame_len = decode_frame(data, self.limit)
         except (Malformed, MemoryError) as e:
-            self.found("batch_undecodable", detail=short(e), **at)
-            self.stand_in(w, s, at)
+            self.found("batch_undecodable", at, reason=short(e))
+            self.stand_in(w, s)
             return
+        if frame_len < len(data):
+            self.found("batch_trailing_data", at, frame_len=frame_len, found_len=len(data))
         del data
-        if trailing:
-            self.found("batch_trailing_data", found=len(trailing), **at)
-        self.lines = 0
-        self.leaves = []
-        self.summary = {}
+        self.bytes += len(content)
+        self.b_lines = 0
+        self.b_leaves = []
+        self.b_chain = {}     # session -> [next seq, head] within this batch
+        self.b_owner = {}     # stored hash -> session, of the records placed so far in this batch
+        self.b_gen = {}       # genesis -> session, of the sessions seen so far in this batch
+        self.b_summary = {}   # session -> what the batch holds of it
+        self.b_head_owner = None
         pos = 0
         view = memoryview(content)  # lines as views: no copy of the content
         while pos < len(content):
@@ -679,108 +863,127 @@ class Archive:
             end = len(content) if nl < 0 else nl
             off = pos
             pos = end + 1
-            self.lines += 1
-            try:
-                self.line(w, view[off:end], nl >= 0, off, at)
-            except Exception as e:
-                self.found("line_malformed", offset=off, detail=short(repr(e)), **at)
-        if self.lines != b["records"]:
-            self.found("record_count_mismatch", expected=b["records"], found=self.lines, **at)
-        root = merkle(self.leaves).hex() if self.leaves else None
+            self.line(w, view[off:end], nl >= 0, dict(at, offset=off))
+        self.records += self.b_lines
+        self.heads.update((sid, tuple(st)) for sid, st in self.b_chain.items())
+        if self.b_lines != b["records"]:
+            self.found("record_count_mismatch", at, expected=b["records"], found=self.b_lines)
+        root = merkle(self.b_leaves).hex() if self.b_leaves else "0" * 64
         if root != b["merkle_root"]:
-            self.found("merkle_root_mismatch", expected=b["merkle_root"], found=root, **at)
+            self.found("merkle_root_mismatch", at, expected=b["merkle_root"], found=root)
         self.compare_sessions(s.body["sessions"], at)
 
-    def line(self, w, line, has_lf, off, at):
-        if not (len(line) >= 86 and line[:9] == LINE_PREFIX and _HEX64B.fullmatch(line, 9, 73)
-                and line[73:84] == LINE_INFIX and line[-1] == 0x7D):
-            self.found("line_malformed", offset=off,
-                       detail="not the §4 shape" + ("" if has_lf else ", no line feed"), **at)
-            return
+    def head_owner(self, prev, session):
+        """The session of this writer, other than `session`, whose chain ended at `prev` in the batches before."""
+        if self.b_head_owner is None:
+            self.b_head_owner = {}
+            for sid in sorted(self.heads):
+                self.b_head_owner.setdefault(self.heads[sid][1], []).append(sid)
+        for sid in self.b_head_owner.get(prev, ()):
+            if sid != session:
+                return sid
+        return None
+
+    def line(self, w, line, has_lf, at):
         if not has_lf:
-            self.found("line_malformed", offset=off, detail="no line feed at the end", **at)
+            self.found("line_malformed", at, reason="the last line does not end with a line feed")
+        if not (len(line) >= 87 and line[:9] == LINE_PREFIX and _HEX64B.fullmatch(line, 9, 73)
+                and line[73:84] == LINE_INFIX and line[84] == 0x7B and line[-1] == 0x7D):
+            self.found("line_malformed", at, reason="not the §4 shape")
+            return
+        self.b_lines += 1
         stored = bytes.fromhex(bytes(line[9:73]).decode("ascii"))
-        self.leaves.append(stored)
-        self.records += 1
+        self.b_leaves.append(stored)
         rb = line[84:-1]
         actual = H(TAG["record"], rb)
-        try:
-            obj, session, seq, prev, problems = read_record(rb)
-        except Malformed as e:
-            obj, session, seq, prev, problems = None, None, None, None, [str(e)]
+        m, session, seq, prev, problems = read_record(rb)
+        at = dict(at, session=session, seq=seq)
         if actual != stored:
-            self.found("record_hash_mismatch", session=session, seq=seq, offset=off,
-                       expected=stored.hex(), found=actual.hex(), **at)
+            self.found("record_hash_mismatch", at, expected=stored.hex(), found=actual.hex())
         if problems:
-            self.found("record_malformed", session=session, seq=seq, offset=off, detail=short("; ".join(problems)),
-                       **at)
-        where = dict(session=session, seq=seq, offset=off, **at)
+            self.found("record_malformed", at, reason=short("; ".join(problems)))
         if session == GAPS:  # the writer's signed statement that it dropped records
-            self.found("records_dropped", **gap_report(obj), **where)
+            self.found("records_dropped", at, **gap_report(m))
         if session is None or seq is None or prev is None:
-            return
+            return  # not placed in any chain
         self.chains.add((w, session))
-        self.sessions_seen.add(session)
-        prev_b = bytes.fromhex(prev)
-        other = self.owner.get(prev_b)
-        other = other if other is not None and other != session else None
-        st = self.chain.get(session)
-        if st is None:  # the session's first record from this writer
-            if seq != 0:
-                self.found("seq_discontinuity", expected=0, found=seq, **where)
-                if other is not None:
-                    self.found("record_out_of_session", found=prev, other_session=other, **where)
-            elif prev_b != session_genesis(w, session):
-                if other is not None:
-                    self.found("record_out_of_session", found=prev, other_session=other, **where)
+        st = self.b_chain.get(session)
+        if st is None:  # the session's first record in this batch
+            other = self.b_owner.get(prev)
+            genesis = self.genesis(w, session)
+            if other is not None and other != session:
+                self.found("record_out_of_session", at, belongs_to=other)
+            elif seq == 0 and prev != genesis:
+                other = self.b_gen.get(prev)
+                if other is not None and other != session:
+                    self.found("record_out_of_session", at, belongs_to=other)
                 else:
-                    self.found("genesis_mismatch", expected=session_genesis(w, session).hex(), found=prev, **where)
+                    self.found("genesis_mismatch", at, expected=genesis.hex(), found=prev.hex())
+            # across batches: no offset
+            across = dict(at, offset=None)
+            before = self.heads.get(session)
+            other = self.head_owner(prev, session)
+            if other is not None and (before is None or prev != before[1]):
+                self.found("record_out_of_session", across, belongs_to=other)
+            elif before is None:
+                if seq != 0:
+                    self.found("seq_discontinuity", across, expected=0, found=seq)
+            elif seq != before[0]:
+                self.found("seq_discontinuity", across, expected=before[0], found=seq)
+            elif prev != before[1]:
+                self.found("chain_link_broken", across, expected=before[1].hex(), found=prev.hex())
+            self.b_chain[session] = [seq + 1, stored]
+            self.b_gen.setdefault(genesis, session)
         else:
             nxt, head = st
-            if seq != nxt:
-                self.found("seq_discontinuity", expected=nxt, found=seq, **where)
-            if prev_b != head:
-                if other is not None:
-                    self.found("record_out_of_session", found=prev, other_session=other, **where)
-                else:
-                    self.found("chain_link_broken", expected=head.hex(), found=prev, **where)
-        # The chain goes on from the stored hash, so one break is reported once.
-        self.chain[session] = (seq + 1, stored)
-        self.owner.setdefault(stored, session)
-        e = self.summary.get(session)
+            other = self.b_owner.get(prev)
+            if other is not None and other != session and prev != head:
+                self.found("record_out_of_session", at, belongs_to=other)
+            elif seq != nxt:
+                self.found("seq_discontinuity", at, expected=nxt, found=seq)
+            elif prev != head:
+                self.found("chain_link_broken", at, expected=head.hex(), found=prev.hex())
+            if seq >= nxt:  # a record that goes backwards does not move the chain
+                st[0], st[1] = seq + 1, stored
+        self.b_owner.setdefault(stored, session)
+        e = self.b_summary.get(session)
         if e is None:
-            self.summary[session] = {"count": 1, "first_seq": seq, "last_seq": seq, "head": stored.hex()}
+            self.b_summary[session] = {"count": 1, "first_seq": seq, "last_seq": seq, "head": stored.hex()}
         else:
             e["count"] += 1
             e["last_seq"] = seq
             e["head"] = stored.hex()
 
     def compare_sessions(self, sealed, at):
-        ids = [e["id"] for e in sealed]
-        if any(not a < b for a, b in zip(ids, ids[1:])):
-            self.found("session_summary_mismatch", detail="the seal's sessions are not sorted by id, or repeat one",
-                       **at)
-        for e in sealed:
-            got = self.summary.get(e["id"])
+        for e in sealed:  # matched by id; the order is not checked
+            got = self.b_summary.get(e["id"])
+            where = dict(at, session=e["id"])
             if got is None:
-                self.found("session_not_in_batch", session=e["id"], **at)
+                self.found("session_not_in_batch", where)
                 continue
-            want = {k: e[k] for k in ("count", "first_seq", "last_seq", "head")}
-            if want != got:
-                self.found("session_summary_mismatch", session=e["id"], expected=want, found=got, **at)
-        sealed_ids = set(ids)
-        for sid in self.summary:
+            for field in ("count", "first_seq", "last_seq", "head"):
+                if e[field] != got[field]:
+                    self.found("session_summary_mismatch", where, field=field, expected=str(e[field]),
+                               found=str(got[field]))
+        sealed_ids = {e["id"] for e in sealed}
+        for sid in self.b_summary:
             if sid not in sealed_ids:
-                self.found("session_not_in_seal", session=sid, **at)
+                self.found("session_not_in_seal", dict(at, session=sid))
 
     def result(self, only_session=None):
         findings = self.findings
+        chains = self.chains
         if only_session is not None:
             findings = [f for f in findings if f.get("session", only_session) in (only_session, GAPS)]
-            if only_session not in self.sessions_seen:
-                findings.append({"problem": "session_not_found", "session": only_session})
-        return {"records": self.records, "sessions": len(self.chains), "batches": self.batches,
-                "findings": [clean(f) for f in findings]}
+            chains = {c for c in chains if c[1] == only_session}
+            if not chains:
+                findings.append({"session": only_session, "problem": "session_not_found"})
+        out = {"writers": self.writers, "batches": self.batches, "sessions": len(chains),
+               "records": self.records, "bytes": self.bytes, "writer_states": self.writer_states}
+        if only_session is not None:
+            out["session"] = only_session
+        out["findings"] = [clean(f) for f in sorted(findings, key=sort_key)]
+        return out
 
 
 def clean(v):
@@ -799,7 +1002,7 @@ def verify(root, trusted, as_of, grace=GRACE_NS, limit=SIZE_LIMIT, session=None)
     try:
         a.run()
     except Exception as e:  # never a traceback: the archive is reported as not verified
-        a.found("verifier_error", detail=short(repr(e)))
+        a.found("verifier_error", {}, reason=short(repr(e)))
     return a.result(session)
 
 
