@@ -237,12 +237,7 @@ fn a_child_exported_before_its_session_carrying_parent_joins_the_parents_session
         vec![attr("gen_ai.operation.name", "execute_tool")],
     );
     // Both are acknowledged and held, durably: a SIGKILL now loses nothing.
-    let metrics = client()
-        .get(c.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = metrics_of(&c);
     assert!(
         metrics.contains("\nsealtrail_records_held 2\n"),
         "{metrics}"
@@ -360,12 +355,7 @@ fn a_span_whose_ancestor_never_comes_is_archived_under_its_trace_id_after_the_wa
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let m = client()
-            .get(c.url("/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let m = metrics_of(&c);
         if m.contains("sealtrail_records_released_total{by=\"timeout\"} 1") {
             break;
         }
@@ -481,13 +471,18 @@ fn sighup_seals_and_stops_like_sigterm() {
     assert_intact(dir.path());
 }
 
-fn held_count(c: &Collector) -> String {
-    let m = client()
+/// The collector's `/metrics` page.
+fn metrics_of(c: &Collector) -> String {
+    client()
         .get(c.url("/metrics"))
         .send()
         .unwrap()
         .text()
-        .unwrap();
+        .unwrap()
+}
+
+fn held_count(c: &Collector) -> String {
+    let m = metrics_of(c);
     m.lines()
         .find(|l| l.starts_with("sealtrail_records_held "))
         .unwrap_or_else(|| panic!("no held gauge:\n{m}"))
@@ -859,12 +854,7 @@ fn bad_requests_are_refused_with_the_right_status_and_change_nothing() {
     );
     assert_eq!(s, 200);
 
-    let m = client()
-        .get(c.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let m = metrics_of(&c);
     for line in [
         "sealtrail_requests_rejected_total{reason=\"decode\"} 6",
         "sealtrail_requests_rejected_total{reason=\"content_type\"} 1",
@@ -932,12 +922,7 @@ fn retries_are_archived_once_and_bad_spans_are_rejected_alone() {
             .contains("span_id must be 8 bytes"),
         "{body}"
     );
-    let m = client()
-        .get(c.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let m = metrics_of(&c);
     assert!(m.contains("sealtrail_duplicates_total 3"), "{m}");
     c.stop_ok();
     let all = records(dir.path());
