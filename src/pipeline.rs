@@ -188,6 +188,17 @@ impl Sealer {
         counters: Arc<Counters>,
         visit: Option<&mut dyn FnMut(&TraceRecord)>,
     ) -> Result<(Sealer, Recovered)> {
+        if let Some(reason) = spool.conflict() {
+            return Err(crate::Error::WriterConflict {
+                writer: cfg.writer_id.clone(),
+                reason: format!(
+                    "an earlier run stopped sealing ({reason}); the records it acknowledged \
+                     stay in {} and cannot be sealed under this writer id. Start with another \
+                     spool directory (and a writer id of its own), and keep this one for its records",
+                    spool.dir().display()
+                ),
+            });
+        }
         // One thread of its own: seal writes run there while the caller
         // goes on chaining and spooling (see Sealer::tick).
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -366,6 +377,12 @@ impl Sealer {
             crate::Error::WriterConflict { reason, .. } => {
                 if self.conflict.is_none() {
                     tracing::error!(error = %e, "sealing stopped");
+                    // Every later start must refuse too: the archive's seals
+                    // may cover the same sessions and seqs as this spool's
+                    // records, so no check at the start could be sure.
+                    if let Err(e) = self.spool.mark_conflict(reason) {
+                        tracing::error!(error = %e, "the conflict could not be recorded in the spool");
+                    }
                 }
                 self.conflict = Some(reason.clone());
             }
@@ -745,7 +762,18 @@ mod tests {
         ));
         assert_eq!(a.counters.store_errors.load(Ordering::Relaxed), errors);
         drop(a);
-        // A's restart: its marker names batch 1, which the archive has (B's).
+        // A's restart refuses: the conflict is recorded in its spool.
+        let e = open(dir_a.path()).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            matches!(e, crate::Error::WriterConflict { .. })
+                && text.contains("an earlier run stopped sealing"),
+            "{text}"
+        );
+        // Without that record (a crash before it was written), the start
+        // still sees that its marker names batch 1, which the archive has
+        // (B's), and that those seals do not cover its records.
+        std::fs::remove_file(dir_a.path().join("writer-conflict")).unwrap();
         let e = open(dir_a.path()).unwrap_err();
         let text = e.to_string();
         assert!(

@@ -195,6 +195,9 @@ pub fn create_dir(dir: &Path) -> Result<()> {
     create.create(dir).map_err(io_err(dir))
 }
 
+/// The file that records a writer-id conflict ([`Spool::mark_conflict`]).
+const CONFLICT: &str = "writer-conflict";
+
 fn segment_name(n: u64) -> String {
     format!("segment-{n:020}.log")
 }
@@ -222,6 +225,26 @@ impl Spool {
     /// The spool directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Why an earlier run stopped sealing for good (another process seals
+    /// under the same writer id), if one did: see [`Spool::mark_conflict`].
+    pub fn conflict(&self) -> Option<String> {
+        fs::read_to_string(self.dir.join(CONFLICT)).ok()
+    }
+
+    /// Records, durably, that this spool's writer found another process
+    /// sealing under its writer id: every later start refuses (its records
+    /// cannot be sealed under that id, and must not be taken for sealed).
+    pub fn mark_conflict(&mut self, reason: &str) -> Result<()> {
+        let path = self.dir.join(CONFLICT);
+        let mut f = File::create(&path).map_err(io_err(&path))?;
+        f.write_all(reason.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(io_err(&path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir))
     }
 
     /// Opens (creating) the spool in `dir`, takes its lock, and returns the
