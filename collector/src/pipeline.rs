@@ -756,7 +756,18 @@ impl State {
                 );
             }
         }
-        self.commit(ops, Vec::new());
+        // In batches of at most the batch limit, as while running.
+        while !ops.is_empty() {
+            let rest = ops.split_off(self.sealer.room(usize::MAX).min(ops.len()));
+            self.commit(ops, Vec::new());
+            if self.sealer.full() {
+                // A failure is retried by the final seal below.
+                let _ = self
+                    .sealer
+                    .flush(self.held.iter().map(|(id, h)| (*id, h.encoded.as_slice())));
+            }
+            ops = rest;
+        }
         self.sealer
             .close(self.held.iter().map(|(id, h)| (*id, h.encoded.as_slice())))
             .map_err(|e| {

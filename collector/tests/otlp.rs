@@ -543,6 +543,45 @@ fn spans_held_at_sigterm_are_archived_under_their_trace_id_unless_kept_for_the_n
     assert_intact(dir.path());
 }
 
+/// Many spans still held at a clean stop are sealed in batches no larger
+/// than the batch limit, as while running.
+#[test]
+fn spans_released_at_shutdown_respect_the_batch_limit() {
+    let dir = workdir();
+    let c = Collector::start(
+        dir.path(),
+        &["--hold-wait", "1h", "--max-batch-records", "10"],
+    );
+    for i in 0..25 {
+        send_span(
+            &c,
+            &format!("00000000000001{i:02x}"),
+            Some("00000000000000ff"),
+            "chat orphan",
+            vec![attr("gen_ai.operation.name", "chat")],
+        );
+    }
+    assert_eq!(held_count(&c), "sealtrail_records_held 25");
+    c.stop_ok();
+    let all = records(dir.path());
+    assert_eq!(session(&all, TRACE).len(), 25);
+    let mut sizes = Vec::new();
+    for w in std::fs::read_dir(dir.path().join("data/v1/writers")).unwrap() {
+        for s in std::fs::read_dir(w.unwrap().path().join("seals")).unwrap() {
+            let seal: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(s.unwrap().path()).unwrap()).unwrap();
+            if let Some(n) = seal["body"]["batch"]["records"].as_u64() {
+                sizes.push(n);
+            }
+        }
+    }
+    assert!(
+        sizes.iter().all(|n| *n <= 10) && sizes.iter().sum::<u64>() == 25,
+        "{sizes:?}"
+    );
+    assert_intact(dir.path());
+}
+
 #[test]
 fn a_final_seal_that_fails_exits_1_and_the_next_start_archives_what_it_left() {
     let dir = workdir();
