@@ -53,7 +53,8 @@ pub struct ObjectInfo {
 
 impl Archive {
     /// Opens the archive at `url`: `memory://`, `file:///abs/path` or a bare path.
-    /// A local directory is created if it does not exist.
+    /// A local directory is created if it does not exist, readable by its
+    /// owner only (mode 0700, as the spool).
     pub fn open(url: &str) -> Result<Self> {
         Self::open_with(url, true)
     }
@@ -95,10 +96,9 @@ impl Archive {
             std::path::PathBuf::from(url)
         };
         if create {
-            std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-                path: dir.clone(),
-                source,
-            })?;
+            // Owner-only, as the spool: the records may hold personal data.
+            // An existing directory keeps its mode.
+            crate::spool::create_dir(&dir)?;
         } else if !dir.is_dir() {
             let (kind, why) = if dir.exists() {
                 (
@@ -338,6 +338,22 @@ mod tests {
     use super::*;
 
     // Write-once and the rest of the store contract: tests/conformance.rs.
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_local_archive_is_readable_by_its_owner_only_and_an_existing_one_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("new").join("archive");
+        Archive::open(dir.to_str().unwrap()).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        let shared = parent.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o750)).unwrap();
+        Archive::open(&format!("file://{}", shared.display())).unwrap();
+        assert_eq!(mode(&shared), 0o750);
+    }
 
     #[test]
     fn urls() {
