@@ -28,6 +28,7 @@ mod pipeline;
 mod read;
 mod receivers;
 mod serve;
+mod window;
 
 /// Tamper-evident audit trails for AI agents.
 #[derive(Debug, Parser)]

@@ -19,9 +19,10 @@
 //!
 //! **Duplicates.** A span whose (trace id, span id) was received before is
 //! acknowledged and not archived again. The window is the last [`WINDOW`]
-//! records received (and, after a restart, the records still in the spool;
-//! a log record is identified by a digest of its encoding, kept in the
-//! record as [`LOG_DIGEST`], so across restarts too).
+//! records received; a clean stop saves it for the next start
+//! ([`crate::window`]), and after a crash it is rebuilt from the records
+//! still in the spool (a log record is identified by a digest of its
+//! encoding, kept in the record as [`LOG_DIGEST`], so across crashes too).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ use sealtrail::spool::Spool;
 use sealtrail::writer::now_ns;
 use sealtrail::TraceRecord;
 use tokio::sync::oneshot;
+
+use crate::window;
 
 /// The session of log records that name neither a span, a trace nor a session.
 pub(crate) const LOG_SESSION: &str = "sealtrail.logs";
@@ -211,6 +214,7 @@ impl Pipeline {
                 let mut state = State::new(sealer, m, cfg.hold_wait, cfg.session_keys);
                 state.max_backlog = cfg.max_backlog;
                 state.keep_held_on_shutdown = cfg.keep_held_on_shutdown;
+                state.restore_window();
                 if let Err(e) = state.recover(recovered, spooled) {
                     let _ = ready_tx.send(Err(e));
                     return;
@@ -361,6 +365,52 @@ impl State {
             waiting: HashMap::new(),
             held: BTreeMap::new(),
             next_hold_id: 0,
+        }
+    }
+
+    /// Reads the duplicate check and the known sessions that the last clean
+    /// stop saved ([`crate::window`]); the spool's own records come after.
+    fn restore_window(&mut self) {
+        let dir = self.sealer.spool().dir().to_owned();
+        match window::load(&dir) {
+            Ok(None) => {}
+            Ok(Some(entries)) => {
+                let records = entries.len();
+                for (k, session) in entries {
+                    match session {
+                        Some(s) => self.learn(k, s),
+                        None => {
+                            self.remember(k);
+                        }
+                    }
+                }
+                tracing::info!(
+                    records,
+                    "read the duplicate window that the last clean stop saved"
+                );
+            }
+            Err(e) => tracing::warn!(
+                detail = %e,
+                "the duplicate window of the last clean stop is not used: a retry of a record \
+                 received before it would be archived again"
+            ),
+        }
+    }
+
+    /// Saves the duplicate check and the known sessions for the next start
+    /// ([`crate::window`]).
+    fn save_window(&mut self) {
+        let dir = self.sealer.spool().dir().to_owned();
+        let entries = self
+            .order
+            .iter()
+            .map(|k| (k, self.known.get(k).and_then(|s| s.as_deref())));
+        if let Err(e) = window::save(&dir, entries) {
+            tracing::warn!(
+                detail = %e,
+                "could not save the duplicate window: after this restart, a retry of a record \
+                 received before it would be archived again"
+            );
         }
     }
 
@@ -768,15 +818,17 @@ impl State {
             }
             ops = rest;
         }
-        self.sealer
-            .close(self.held.iter().map(|(id, h)| (*id, h.encoded.as_slice())))
-            .map_err(|e| {
-                format!(
-                    "the final seal failed: {e}; the records not sealed stay in the spool ({}) \
+        let sealed = self
+            .sealer
+            .close(self.held.iter().map(|(id, h)| (*id, h.encoded.as_slice())));
+        self.save_window();
+        sealed.map_err(|e| {
+            format!(
+                "the final seal failed: {e}; the records not sealed stay in the spool ({}) \
                      and are sealed by the next start with the same spool directory",
-                    self.sealer.spool().dir().display()
-                )
-            })
+                self.sealer.spool().dir().display()
+            )
+        })
     }
 }
 

@@ -1086,6 +1086,71 @@ fn a_retry_after_a_crash_and_restart_is_archived_once() {
 }
 
 #[test]
+fn after_a_clean_restart_a_retry_is_archived_once_and_a_late_child_joins_its_parents_session() {
+    let dir = workdir();
+    let slow = ["--flush-interval", "1h", "--heartbeat", "1h"];
+    let log = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1700000000500000000", "eventName": "gen_ai.choice",
+         "body": {"stringValue": "the answer"}}]}]}]});
+    let send = |c: &Collector| {
+        let (s, body) = post(
+            c,
+            "/v1/logs",
+            "application/json",
+            serde_json::to_vec(&log).unwrap(),
+            &[],
+        );
+        assert_eq!(s, 200, "{body}");
+        send_span(
+            c,
+            "00000000000000d1",
+            None,
+            "retried",
+            vec![attr("audit.session_id", "retry")],
+        );
+    };
+    // Acknowledged and sealed by a clean stop (a rolling restart); the
+    // client, whose answer was lost, retries against the next start. A
+    // parent that names its session arrives before the restart, its child
+    // (which names none) after it.
+    let c = Collector::start(dir.path(), &slow);
+    send(&c);
+    send_span(
+        &c,
+        "00000000000000e1",
+        None,
+        "invoke_agent",
+        vec![attr("audit.session_id", "conv-late")],
+    );
+    c.stop_ok();
+    let c = Collector::start(dir.path(), &["--hold-wait", "1h"]);
+    send(&c);
+    send_span(
+        &c,
+        "00000000000000e2",
+        Some("00000000000000e1"),
+        "chat late",
+        vec![attr("gen_ai.operation.name", "chat")],
+    );
+    c.stop_ok();
+    let all = records(dir.path());
+    let count = |name: &str| all.iter().filter(|r| r.name == name).count();
+    assert_eq!((count("retried"), count("gen_ai.choice")), (1, 1));
+    let child = all
+        .iter()
+        .find(|r| r.name == "chat late")
+        .expect("the child is archived");
+    assert_eq!(child.session, "conv-late");
+    assert_intact(dir.path());
+    // A damaged window is ignored (logged): the collector still starts.
+    let window = dir.path().join("spool").join("duplicate-window");
+    let mut bytes = std::fs::read(&window).expect("a clean stop saves the window");
+    bytes[40] ^= 1;
+    std::fs::write(&window, bytes).unwrap();
+    Collector::start(dir.path(), &slow).stop_ok();
+}
+
+#[test]
 fn health_readiness_and_metrics() {
     let dir = workdir();
     let c = Collector::start(dir.path(), &[]);
