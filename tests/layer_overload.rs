@@ -285,3 +285,62 @@ async fn dropping_the_guard_is_bounded_while_the_store_hangs() {
         "flush and drop waited {waited:?}; the bound is 1 s each"
     );
 }
+
+/// Spans that close while the guard's final seal is being written are not
+/// counted as captured and then lost: every span counted as captured is in
+/// the archive, the others are counted as dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_closing_during_the_final_seal_are_archived_or_counted_as_dropped() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let archive = slow_archive(Duration::from_millis(300));
+    let (layer, guard) = layer_builder(&archive, dir.path())
+        .with_flush_interval(Duration::from_secs(3600))
+        .with_shutdown_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let agent = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let stop = Arc::new(AtomicBool::new(false));
+    let emitter = {
+        let (agent, stop) = (agent.clone(), stop.clone());
+        std::thread::spawn(move || {
+            tracing::dispatcher::with_default(&agent, || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    info_span!("execute_tool", gen_ai.operation.name = "execute_tool", i)
+                        .in_scope(|| {});
+                    i += 1;
+                    if i.is_multiple_of(64) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    // The final seal takes at least 300 ms (two puts), while spans go on closing.
+    drop(guard);
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    emitter.join().unwrap();
+    let stats = agent
+        .downcast_ref::<sealtrail::AuditLayer>()
+        .expect("the audit layer")
+        .stats();
+    let records = all_records(&archive).await;
+    let archived = records.iter().filter(|r| r.kind == Kind::ToolCall).count() as u64;
+    assert!(
+        stats.dropped > 0,
+        "spans closed after the shutdown: {stats:?}"
+    );
+    assert_eq!(archived, stats.captured, "{stats:?}");
+    let report = verify_now(&archive).await;
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| matches!(f.problem, Problem::RecordsDropped { .. })),
+        "{}",
+        show(&report)
+    );
+}

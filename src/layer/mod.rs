@@ -80,7 +80,10 @@ pub enum Overload {
 pub struct Stats {
     /// Spans captured and queued.
     pub captured: u64,
-    /// Spans dropped ([`Overload::DropWithGapRecord`], or after shutdown).
+    /// Spans dropped: by [`Overload::DropWithGapRecord`], refused by the
+    /// chain (e.g. an over-long session id), or closed once the guard is
+    /// being dropped. Those dropped before the final seal are stated in a
+    /// gap record.
     pub dropped: u64,
     /// Records written to the spool and synced.
     pub spooled: u64,
@@ -104,7 +107,8 @@ pub(crate) struct Counters {
     pub(crate) dropped: AtomicU64,
     /// Bytes chained but not sealed (set by the worker).
     pub(crate) backlog: AtomicU64,
-    /// The guard is being dropped: the worker stops waiting for room.
+    /// The guard is being dropped: the worker stops waiting for room, and
+    /// spans that close from now on are dropped (counted), not queued.
     pub(crate) closing: AtomicBool,
     pub(crate) sealer: Arc<crate::pipeline::Counters>,
 }
@@ -802,6 +806,12 @@ impl AuditLayer {
     }
 
     fn enqueue(&self, closed: Box<Closed>) {
+        // Once the guard is being dropped, a span is not queued: the worker
+        // takes no more (it would be counted as captured, then lost).
+        if self.counters.closing.load(Ordering::Relaxed) {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let msg = Msg::Span(closed);
         let sent = match self.overload {
             Overload::Block => self.tx.send(msg).is_ok(),

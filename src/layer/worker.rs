@@ -118,7 +118,9 @@ impl Worker {
                     let _ = reply.send(self.sealer.flush(NOTHING_HELD));
                 }
                 Some(Msg::Shutdown(reply)) => {
-                    // Everything queued before the shutdown is sealed too.
+                    // Spans queued behind the shutdown message (closed as
+                    // the guard began to drop) are sealed too; later ones
+                    // are not queued (`closing`).
                     let mut n = 0;
                     let mut room = self.sealer.room(GROUP);
                     while let Ok(m) = rx.try_recv() {
@@ -134,6 +136,8 @@ impl Worker {
                             }
                         }
                     }
+                    // Nothing queued is left behind uncounted.
+                    drop(rx);
                     self.shutdown(n);
                     let _ = reply.send(());
                     return;
