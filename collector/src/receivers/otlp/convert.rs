@@ -47,7 +47,7 @@ pub(crate) enum ConvertError {
     Strindex { at: String, key: String },
     #[error("{at}: an attribute has an empty key")]
     EmptyKey { at: String },
-    #[error("span {span:?}: {field} is empty")]
+    #[error("span {span:?}: {field} is empty or all zeros (an invalid id in OTLP)")]
     MissingId { span: String, field: &'static str },
     #[error("{at}: link {index}: {field} must be {want} bytes, got {got}")]
     LinkId {
@@ -187,6 +187,8 @@ fn hex_id(bytes: &[u8]) -> String {
     String::from_utf8(out).expect("hex digits are ASCII")
 }
 
+/// An id as hex; `None` when it is absent: empty, or all zeros (OTLP's
+/// invalid id, which SDKs send for "no parent" or "no span").
 fn id(
     bytes: &[u8],
     span: &str,
@@ -194,7 +196,7 @@ fn id(
     want: usize,
 ) -> Result<Option<String>, ConvertError> {
     match bytes.len() {
-        0 => Ok(None),
+        _ if bytes.iter().all(|&b| b == 0) => Ok(None),
         n if n == want => Ok(Some(hex_id(bytes))),
         got => Err(ConvertError::IdLength {
             span: span.to_owned(),
@@ -446,10 +448,20 @@ fn convert_log(
     } else {
         l.observed_time_unix_nano
     };
+    // OTLP: a log record whose trace or span id is invalid is not
+    // associated with a trace (or span); it is kept, and so is what was sent.
+    let mut log_id = |bytes: &[u8], field: &'static str, want: usize| {
+        id(bytes, &name, field, want).unwrap_or_else(|_| {
+            attrs.insert(format!("log.invalid_{field}"), hex::encode(bytes));
+            None
+        })
+    };
+    let trace_id = log_id(&l.trace_id, "trace_id", 16);
+    let span_id = log_id(&l.span_id, "span_id", 8);
     Ok(Item {
         span: SpanData {
-            trace_id: id(&l.trace_id, &name, "trace_id", 16)?,
-            span_id: id(&l.span_id, &name, "span_id", 8)?,
+            trace_id,
+            span_id,
             parent_span_id: None,
             name,
             start_ns: time,
@@ -517,6 +529,7 @@ pub(crate) fn logs(req: ExportLogsServiceRequest) -> Converted {
 mod tests {
     use super::*;
     use opentelemetry_proto::tonic::common::v1::{ArrayValue, InstrumentationScope, KeyValueList};
+    use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
@@ -745,6 +758,71 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn all_zero_ids_are_invalid_and_a_zero_parent_is_no_parent() {
+        // Two different spans with zero ids would share one identity: the
+        // second would be taken for a retry of the first and not archived.
+        for field in ["trace_id", "span_id"] {
+            let mut s = chat_span();
+            match field {
+                "trace_id" => s.trace_id = vec![0; 16],
+                _ => s.span_id = vec![0; 8],
+            }
+            let err = one(&request(vec![s])).unwrap_err();
+            assert!(
+                matches!(err, ConvertError::MissingId { field: f, .. } if f == field),
+                "{err}"
+            );
+            assert!(err.to_string().contains("all zeros"), "{err}");
+        }
+        let mut s = chat_span();
+        s.parent_span_id = vec![0; 8];
+        assert_eq!(one(&request(vec![s])).unwrap()[0].parent_span_id, None);
+    }
+
+    #[test]
+    fn a_log_record_with_an_invalid_id_is_kept_unlinked() {
+        let record = |trace_id: Vec<u8>, span_id: Vec<u8>| LogRecord {
+            time_unix_nano: 1,
+            event_name: "gen_ai.choice".into(),
+            trace_id,
+            span_id,
+            ..Default::default()
+        };
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![
+                        record(vec![1; 16], vec![0xab]),
+                        record(vec![0; 16], vec![0; 8]),
+                        record(vec![7; 3], vec![2; 8]),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let c = logs(req);
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        let ids: Vec<_> = c
+            .items
+            .iter()
+            .map(|i| (i.span.trace_id.as_deref(), i.span.span_id.as_deref()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (Some("01010101010101010101010101010101"), None),
+                (None, None),
+                (None, Some("0202020202020202")),
+            ]
+        );
+        let invalid = |i: usize, k: &str| c.items[i].span.attributes.get(k).cloned();
+        assert_eq!(invalid(0, "log.invalid_span_id"), Some("ab".into()));
+        assert_eq!(invalid(1, "log.invalid_trace_id"), None);
+        assert_eq!(invalid(2, "log.invalid_trace_id"), Some("070707".into()));
     }
 
     #[test]
