@@ -29,7 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn run_agent(session: &str) {
+/// One agent turn, instrumented with plain `tracing` spans (also run by
+/// tests/example_agent.rs).
+pub fn run_agent(session: &str) {
     let agent = info_span!(
         "invoke_agent claims-agent",
         gen_ai.operation.name = "invoke_agent",
@@ -87,10 +89,13 @@ fn run_agent(session: &str) {
     )
     .in_scope(|| info!("payment approved by a human"));
 
+    // A field recorded later must be declared (as `Empty`): tracing ignores
+    // `record` for a field the span does not have.
     info_span!(
         "chat gpt-4o",
         gen_ai.operation.name = "chat",
-        gen_ai.request.model = "gpt-4o"
+        gen_ai.request.model = "gpt-4o",
+        gen_ai.output.messages = tracing::field::Empty,
     )
     .in_scope(|| {
         Span::current().record(
