@@ -381,6 +381,46 @@ fn layers_with_different_session_keys_each_read_their_own() {
     assert_eq!(sessions, ["from-a", "from-b"]);
 }
 
+/// A span that is not captured but names a session (a request span with
+/// only `session.id`, as an `#[instrument(fields(session.id = ..))]` handler
+/// has) gives that session to the captured spans inside it, also when the
+/// session is recorded after the span was created; without one, the trace id.
+#[tokio::test]
+async fn an_uncaptured_span_that_names_a_session_gives_it_to_the_spans_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::memory();
+    let (layer, guard) = layer_builder(&archive, dir.path()).build().unwrap();
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        let chat = |name: &'static str| {
+            info_span!("chat", otel.name = name, gen_ai.operation.name = "chat").in_scope(|| {})
+        };
+        info_span!("request", session.id = "s-declared").in_scope(|| {
+            info_span!("handler", http.route = "/turn").in_scope(|| chat("in s-declared"))
+        });
+        let late = info_span!("request", session.id = tracing::field::Empty);
+        late.in_scope(|| {
+            chat("before the session is known");
+            Span::current().record("session.id", "s-recorded");
+            chat("in s-recorded");
+        });
+        info_span!("request", http.route = "/none").in_scope(|| chat("in its trace"));
+    });
+    drop(guard);
+    let records = all_records(&archive).await;
+    let session = |n: &str| {
+        let r = records.iter().find(|r| r.name == n).unwrap();
+        (r.session.clone(), r.trace_id.clone().unwrap())
+    };
+    assert_eq!(session("in s-declared").0, "s-declared");
+    assert_eq!(session("in s-recorded").0, "s-recorded");
+    for n in ["before the session is known", "in its trace"] {
+        let (s, trace) = session(n);
+        assert_eq!(s, trace, "{n}");
+    }
+    assert_eq!(records.len(), 4, "the request spans are not captured");
+    assert!(verify_now(&archive).await.is_intact());
+}
+
 /// A span whose session id is over-long, or the reserved gap session, is
 /// archived under the digest of the id (never refused, never taken for a
 /// statement of loss), and verify is intact.

@@ -143,6 +143,47 @@ struct Open {
 /// The states of a span captured by more than one sealtrail layer, beyond the first.
 struct MoreOpen(Vec<Open>);
 
+/// The session named by a span that a layer does not capture (a request
+/// span with only `session.id`, say), for the captured spans inside it:
+/// (layer, session).
+struct Carriers(Vec<(u64, String)>);
+
+fn carried_session(ext: &Extensions<'_>, layer: u64) -> Option<String> {
+    ext.get::<Carriers>()?
+        .0
+        .iter()
+        .find(|c| c.0 == layer)
+        .map(|c| c.1.clone())
+}
+
+fn carry_session(ext: &mut ExtensionsMut<'_>, layer: u64, session: String) {
+    match ext.get_mut::<Carriers>() {
+        Some(c) => match c.0.iter_mut().find(|c| c.0 == layer) {
+            Some(c) => c.1 = session,
+            None => c.0.push((layer, session)),
+        },
+        None => ext.insert(Carriers(vec![(layer, session)])),
+    }
+}
+
+/// The session that `values` name, by the fields at `indexes` (in order of
+/// preference).
+fn session_in(
+    values: impl FnOnce(&mut FieldCapture<'_, fields::Fields>),
+    indexes: &[u8],
+) -> Option<String> {
+    let mut fields = fields::Fields::default();
+    let (mut name, mut status) = (None, (StatusCode::Unset, None));
+    values(&mut FieldCapture {
+        attributes: &mut fields,
+        name: &mut name,
+        status: &mut status,
+        message: None,
+    });
+    let i = fields::session_index(&fields, indexes)?;
+    fields.get(i)?.as_session()
+}
+
 /// The state `layer` keeps for a span.
 fn open_of<'a>(ext: &'a Extensions<'_>, layer: u64) -> Option<&'a Closed> {
     match ext.get::<Open>() {
@@ -843,6 +884,13 @@ where
             || self.capture == Capture::All
             || self.site(attrs.metadata()).capture;
         if !captured {
+            // Not captured, but it may name the session of what it holds.
+            let site = self.site(attrs.metadata());
+            if !site.sessions().is_empty() {
+                if let Some(s) = session_in(|c| attrs.record(c), site.sessions()) {
+                    carry_session(&mut span.extensions_mut(), self.site_id, s);
+                }
+            }
             return;
         }
         let trace_id = parent_ids
@@ -878,6 +926,14 @@ where
         let mut ext = span.extensions_mut();
         if let Some(open) = open_of_mut(&mut ext, self.site_id) {
             open.state.record(|c| values.record(c));
+            return;
+        }
+        let site = self.site(span.metadata());
+        if !site.sessions().is_empty() {
+            drop(ext);
+            if let Some(s) = session_in(|c| values.record(c), site.sessions()) {
+                carry_session(&mut span.extensions_mut(), self.site_id, s);
+            }
         }
     }
 
@@ -885,24 +941,36 @@ where
         let Some(span) = ctx.event_span(event) else {
             return;
         };
+        if open_of(&span.extensions(), self.site_id).is_none() {
+            return;
+        }
+        // The event's fields are recorded before the span's extensions are
+        // locked: formatting a value may emit an event in this span itself.
+        let mut attributes = Attributes::new();
+        let mut message = None;
+        let mut ignored_name = None;
+        let mut set = (StatusCode::Unset, None);
+        event.record(&mut FieldCapture {
+            attributes: &mut attributes,
+            name: &mut ignored_name,
+            status: &mut set,
+            message: Some(&mut message),
+        });
+        let level = *event.metadata().level();
+        attributes.insert("level", level.as_str());
         let mut ext = span.extensions_mut();
         let Some(open) = open_of_mut(&mut ext, self.site_id) else {
             return;
         };
         let state = &mut open.state;
-        let mut attributes = Attributes::new();
-        let mut message = None;
-        let mut ignored_name = None;
         let mut rare = state.rare.take().map(|r| *r).unwrap_or_default();
         let mut status = (state.status, rare.status_message.take());
-        event.record(&mut FieldCapture {
-            attributes: &mut attributes,
-            name: &mut ignored_name,
-            status: &mut status,
-            message: Some(&mut message),
-        });
-        let level = *event.metadata().level();
-        attributes.insert("level", level.as_str());
+        if set.0 != StatusCode::Unset {
+            status.0 = set.0;
+        }
+        if set.1.is_some() {
+            status.1 = set.1;
+        }
         if level == Level::ERROR && state.status != StatusCode::Ok {
             status.0 = StatusCode::Error;
             if status.1.is_none() {
@@ -952,9 +1020,13 @@ where
                 .scope()
                 .skip(1)
                 .find_map(|ancestor| {
-                    open_of(&ancestor.extensions(), self.site_id)?
-                        .state
-                        .session(self.site(ancestor.metadata()).sessions())
+                    let ext = ancestor.extensions();
+                    match open_of(&ext, self.site_id) {
+                        Some(open) => open
+                            .state
+                            .session(self.site(ancestor.metadata()).sessions()),
+                        None => carried_session(&ext, self.site_id),
+                    }
                 })
                 .map_or(SessionOf::Trace, SessionOf::Inherited),
         };
