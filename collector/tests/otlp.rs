@@ -1150,6 +1150,40 @@ fn after_a_clean_restart_a_retry_is_archived_once_and_a_late_child_joins_its_par
     Collector::start(dir.path(), &slow).stop_ok();
 }
 
+/// OTLP/JSON as the protobuf JSON mapping allows it (a double as "NaN", an
+/// empty array without `values`, numbers as strings, nulls) is archived,
+/// not refused as a whole request.
+#[test]
+fn lenient_otlp_json_is_archived() {
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &[]);
+    let attrs = vec![
+        attr("audit.session_id", "json"),
+        json!({"key": "gen_ai.usage.cost", "value": {"doubleValue": "NaN"}}),
+        json!({"key": "gen_ai.request.temperature", "value": {"doubleValue": "0.5"}}),
+        json!({"key": "gen_ai.response.finish_reasons", "value": {"arrayValue": {}}}),
+        json!({"key": "gen_ai.usage.input_tokens", "value": {"intValue": "12"}}),
+        json!({"key": "tags", "value": {"kvlistValue": null}}),
+    ];
+    let mut body = span_json(TRACE, "00000000000000f1", None, "chat", attrs);
+    body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["droppedEventsCount"] = json!("0");
+    let (s, answer) = post_json(&c, &body);
+    assert_eq!(s, 200, "{answer}");
+    c.stop_ok();
+    let all = records(dir.path());
+    let r = all.iter().find(|r| r.name == "chat").expect("archived");
+    use sealtrail::Value;
+    let a = |k: &str| r.attributes.get(k).cloned();
+    assert!(matches!(a("gen_ai.usage.cost"), Some(Value::Float(f)) if f.is_nan()));
+    assert_eq!(a("gen_ai.request.temperature"), Some(Value::Float(0.5)));
+    assert_eq!(
+        a("gen_ai.response.finish_reasons"),
+        Some(Value::Array(vec![]))
+    );
+    assert_eq!(a("gen_ai.usage.input_tokens"), Some(Value::Int(12)));
+    assert_intact(dir.path());
+}
+
 #[test]
 fn health_readiness_and_metrics() {
     let dir = workdir();

@@ -936,7 +936,7 @@ mod tests {
           "startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000",
           "attributes":[{"key":"gen_ai.operation.name","value":{"stringValue":"execute_tool"}},
                         {"key":"n","value":{"intValue":"42"}}],"status":{}}]}]}]}"#;
-        let req: ExportTraceServiceRequest = serde_json::from_str(json).unwrap();
+        let req = super::super::json::traces(json.as_bytes()).unwrap();
         let got = one(&req).unwrap();
         assert_eq!(
             got[0].trace_id.as_deref(),

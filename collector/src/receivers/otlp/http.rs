@@ -25,7 +25,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
-use super::convert;
+use super::{convert, json};
 use crate::receivers::{Outcome, Reason, Shared, Signal};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -253,17 +253,11 @@ async fn export(s: &Shared, signal: Signal, req: Request) -> Response {
         (Signal::Traces, Encoding::Protobuf) => ExportTraceServiceRequest::decode(body)
             .map(convert::spans)
             .map_err(|e| e.to_string()),
-        (Signal::Traces, Encoding::Json) => {
-            serde_json::from_slice::<ExportTraceServiceRequest>(&body)
-                .map(convert::spans)
-                .map_err(|e| e.to_string())
-        }
+        (Signal::Traces, Encoding::Json) => json::traces(&body).map(convert::spans),
         (Signal::Logs, Encoding::Protobuf) => ExportLogsServiceRequest::decode(body)
             .map(convert::logs)
             .map_err(|e| e.to_string()),
-        (Signal::Logs, Encoding::Json) => serde_json::from_slice::<ExportLogsServiceRequest>(&body)
-            .map(convert::logs)
-            .map_err(|e| e.to_string()),
+        (Signal::Logs, Encoding::Json) => json::logs(&body).map(convert::logs),
     };
     let converted = match converted {
         Ok(c) => c,
