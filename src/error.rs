@@ -47,7 +47,11 @@ pub enum Error {
     },
     /// The bucket has Object Lock but no default retention, and none is configured.
     #[error(
-        "bucket {bucket:?} has Object Lock enabled but no default retention, and no retention is configured,          so archived objects would be written without a lock. Configure one (--retention and --lock-mode, or          with_retention), or give the bucket a default (aws s3api put-object-lock-configuration --bucket {bucket}          --object-lock-configuration '{{\"ObjectLockEnabled\":\"Enabled\",\"Rule\":{{\"DefaultRetention\":{{\"Mode\":\"COMPLIANCE\",\"Years\":7}}}}}}'),          or accept unlocked objects explicitly (allow_unlocked / --allow-unlocked)"
+        "bucket {bucket:?} has Object Lock enabled but no default retention, and no retention is configured, \
+         so archived objects would be written without a lock. Configure one (--retention and --lock-mode, or \
+         with_retention), or give the bucket a default (aws s3api put-object-lock-configuration --bucket {bucket} \
+         --object-lock-configuration '{{\"ObjectLockEnabled\":\"Enabled\",\"Rule\":{{\"DefaultRetention\":{{\"Mode\":\"COMPLIANCE\",\"Years\":7}}}}}}'), \
+         or accept unlocked objects explicitly (allow_unlocked / --allow-unlocked)"
     )]
     ObjectLockNoRetention {
         /// The bucket.
@@ -167,5 +171,19 @@ mod tests {
             },
         };
         assert!(!e.to_string().contains("credentials"), "{e}");
+    }
+
+    #[test]
+    fn long_messages_read_as_one_line() {
+        let bucket = "b".to_owned();
+        for e in [
+            Error::ObjectLockDisabled {
+                bucket: bucket.clone(),
+            },
+            Error::ObjectLockNoRetention { bucket },
+        ] {
+            let m = e.to_string();
+            assert!(!m.contains("  ") && !m.contains('\n'), "{m}");
+        }
     }
 }
