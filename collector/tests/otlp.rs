@@ -1184,6 +1184,40 @@ fn lenient_otlp_json_is_archived() {
     assert_intact(dir.path());
 }
 
+/// Paths and methods the collector does not serve are answered with a
+/// `google.rpc.Status` body too (OTLP asks it of every 4xx), and metrics
+/// sent to the OTLP endpoint are told what to do.
+#[test]
+fn other_paths_and_methods_get_a_status_body() {
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &[]);
+    let (s, body) = post(&c, "/v1/metrics", "application/json", b"{}".to_vec(), &[]);
+    assert_eq!(s, 404);
+    let status: serde_json::Value = serde_json::from_str(&body).expect("a JSON Status");
+    assert_eq!(status["code"], 12, "{body}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("OTEL_METRICS_EXPORTER=none"),
+        "{body}"
+    );
+    let resp = client()
+        .get(c.url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    assert_eq!(resp.headers()["content-type"], "application/x-protobuf");
+    let body = resp.bytes().unwrap();
+    assert!(
+        String::from_utf8_lossy(&body).contains("GET /v1/traces is not served: use POST"),
+        "{body:?}"
+    );
+    c.stop_ok();
+}
+
 #[test]
 fn health_readiness_and_metrics() {
     let dir = workdir();

@@ -54,6 +54,8 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_allowed)
         // The limit is applied by `export` itself, compressed and decompressed.
         .layer(DefaultBodyLimit::disable())
         .with_state(shared)
@@ -78,6 +80,41 @@ async fn metrics(State(s): State<Shared>) -> Response {
         .into_response()
 }
 
+/// Any other path: a `google.rpc.Status` body, as OTLP asks of every 4xx.
+async fn not_found(req: Request) -> Response {
+    let enc = encoding(req.headers()).ok();
+    let message = if req.uri().path() == "/v1/metrics" {
+        "sealtrail archives traces and logs, not metrics: send metrics elsewhere, or set \
+         OTEL_METRICS_EXPORTER=none"
+            .to_owned()
+    } else {
+        format!(
+            "no such endpoint {:?}: OTLP goes to POST /v1/traces and /v1/logs",
+            req.uri().path()
+        )
+    };
+    error(enc, StatusCode::NOT_FOUND, message)
+}
+
+/// A known path with another method.
+async fn not_allowed(req: Request) -> Response {
+    let enc = encoding(req.headers()).ok();
+    let path = req.uri().path();
+    let allow = if path.starts_with("/v1/") {
+        "POST"
+    } else {
+        "GET"
+    };
+    let mut resp = error(
+        enc,
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} {path} is not served: use {allow}", req.method()),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
 async fn traces(State(s): State<Shared>, req: Request) -> Response {
     export(&s, Signal::Traces, req).await
 }
@@ -92,6 +129,7 @@ fn error(enc: Option<Encoding>, status: StatusCode, message: String) -> Response
         StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
         StatusCode::UNAUTHORIZED => 16,
         StatusCode::PAYLOAD_TOO_LARGE => 8,
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => 12,
         _ => 14,
     };
     let body = RpcStatus { code, message };
