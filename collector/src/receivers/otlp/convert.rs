@@ -7,8 +7,10 @@
 //! ids in hex; resource attributes; the instrumentation scope as
 //! `otel.scope.name` / `otel.scope.version`; the span kind as `otel.kind`;
 //! and any counts the SDK reports as dropped (`otel.dropped_attributes_count`,
-//! `otel.dropped_events_count`, `otel.dropped_links_count`), so that the
-//! trail states its own gaps; and links, as `otel.links`.
+//! `otel.dropped_events_count`, `otel.dropped_links_count`; an event's and
+//! the resource's in their own attributes), so that the trail states its own
+//! gaps; the keys of attributes sent without a value ([`EMPTY_ATTRIBUTES`]);
+//! and links, as `otel.links`.
 //!
 //! Log records become items too (`otel.signal` = `log`), named by their
 //! event name, with their body as `log.body` and the span they belong to as
@@ -106,9 +108,16 @@ fn value(v: Option<AnyValue>, at: At<'_>, key: &str) -> Result<Option<Value>, Co
     }))
 }
 
-/// OTLP key-values as attributes; `at` names the place for errors.
+/// The attribute listing the keys sent without a value (an archive value
+/// has a type; an empty OTLP value has none), in the map that had them.
+pub(crate) const EMPTY_ATTRIBUTES: &str = "otel.empty_attributes";
+
+/// OTLP key-values as attributes; `at` names the place for errors. Keys sent
+/// without a value are listed in [`EMPTY_ATTRIBUTES`] (unless the sender
+/// uses that name itself).
 pub(crate) fn attributes(kvs: Vec<KeyValue>, at: At<'_>) -> Result<Attributes, ConvertError> {
     let mut out = Attributes::new();
+    let mut empty = Vec::new();
     for kv in kvs {
         if kv.key.is_empty() {
             return Err(ConvertError::EmptyKey { at: at() });
@@ -121,12 +130,18 @@ pub(crate) fn attributes(kvs: Vec<KeyValue>, at: At<'_>) -> Result<Attributes, C
                     key: e.key().clone(),
                 })
             }
-            std::collections::btree_map::Entry::Vacant(e) => {
-                if let Some(v) = v {
+            std::collections::btree_map::Entry::Vacant(e) => match v {
+                Some(v) => {
                     e.insert(v);
                 }
-            }
+                None => empty.push(Value::Str(e.into_key())),
+            },
         }
+    }
+    if !empty.is_empty() {
+        out.0
+            .entry(EMPTY_ATTRIBUTES.to_owned())
+            .or_insert(Value::Array(empty));
     }
     Ok(out)
 }
@@ -252,8 +267,17 @@ fn convert_span(
         .into_iter()
         .map(|e| {
             let ename = e.name;
+            let mut attributes = attributes(e.attributes, &|| format!("{} event {ename:?}", at()))?;
+            if e.dropped_attributes_count > 0
+                && attributes.get("otel.dropped_attributes_count").is_none()
+            {
+                attributes.insert(
+                    "otel.dropped_attributes_count",
+                    Value::Int(e.dropped_attributes_count.into()),
+                );
+            }
             Ok(Event {
-                attributes: attributes(e.attributes, &|| format!("{} event {ename:?}", at()))?,
+                attributes,
                 name: ename.clone(),
                 time_ns: e.time_unix_nano,
             })
@@ -345,7 +369,18 @@ fn resource_attributes(
     r: Option<opentelemetry_proto::tonic::resource::v1::Resource>,
 ) -> Result<Attributes, ConvertError> {
     match r {
-        Some(r) => attributes(r.attributes, &|| "resource".to_owned()),
+        Some(r) => {
+            let mut attrs = attributes(r.attributes, &|| "resource".to_owned())?;
+            if r.dropped_attributes_count > 0
+                && attrs.get("otel.dropped_attributes_count").is_none()
+            {
+                attrs.insert(
+                    "otel.dropped_attributes_count",
+                    Value::Int(r.dropped_attributes_count.into()),
+                );
+            }
+            Ok(attrs)
+        }
         None => Ok(Attributes::new()),
     }
 }
@@ -823,6 +858,49 @@ mod tests {
         assert_eq!(invalid(0, "log.invalid_span_id"), Some("ab".into()));
         assert_eq!(invalid(1, "log.invalid_trace_id"), None);
         assert_eq!(invalid(2, "log.invalid_trace_id"), Some("070707".into()));
+    }
+
+    #[test]
+    fn empty_values_and_every_dropped_count_are_stated() {
+        let mut s = chat_span();
+        s.attributes.push(KeyValue {
+            key: "gen_ai.usage.cost".into(),
+            value: None,
+            ..Default::default()
+        });
+        s.attributes.push(KeyValue {
+            key: "also.empty".into(),
+            value: Some(AnyValue { value: None }),
+            ..Default::default()
+        });
+        s.events = vec![span::Event {
+            name: "e".into(),
+            dropped_attributes_count: 3,
+            ..Default::default()
+        }];
+        let mut req = request(vec![s]);
+        req.resource_spans[0].resource = Some(Resource {
+            dropped_attributes_count: 5,
+            ..Default::default()
+        });
+        let got = one(&req).unwrap();
+        assert_eq!(
+            got[0].attributes.get(EMPTY_ATTRIBUTES),
+            Some(&Value::Array(vec![
+                "gen_ai.usage.cost".into(),
+                "also.empty".into()
+            ]))
+        );
+        assert_eq!(
+            got[0].events[0]
+                .attributes
+                .get("otel.dropped_attributes_count"),
+            Some(&Value::Int(3))
+        );
+        assert_eq!(
+            got[0].resource.get("otel.dropped_attributes_count"),
+            Some(&Value::Int(5))
+        );
     }
 
     #[test]
