@@ -204,6 +204,7 @@ impl Sealer {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sealtrail-seal")
+            .on_thread_start(crate::layer::own_thread)
             .enable_all()
             .build()
             .map_err(|source| crate::Error::Io {

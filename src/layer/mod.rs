@@ -143,6 +143,22 @@ struct Open {
 /// The states of a span captured by more than one sealtrail layer, beyond the first.
 struct MoreOpen(Vec<Open>);
 
+thread_local! {
+    static OWN_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as one of sealtrail's own (the layer's worker,
+/// the seal runtime's threads): no span there is captured, so the archive's
+/// own I/O (an HTTP client's spans, under `Capture::All`) never feeds back
+/// into the trail, nor waits on the queue it drains.
+pub(crate) fn own_thread() {
+    OWN_THREAD.with(|c| c.set(true));
+}
+
+fn on_own_thread() -> bool {
+    OWN_THREAD.try_with(std::cell::Cell::get).unwrap_or(false)
+}
+
 /// The session named by a span that a layer does not capture (a request
 /// span with only `session.id`, say), for the captured spans inside it:
 /// (layer, session).
@@ -622,7 +638,10 @@ impl AuditLayerBuilder {
         };
         let thread = std::thread::Builder::new()
             .name("sealtrail-worker".into())
-            .spawn(move || worker::run(cfg, spool, left, rx, ready_tx))
+            .spawn(move || {
+                own_thread();
+                worker::run(cfg, spool, left, rx, ready_tx)
+            })
             .map_err(|source| Error::Io {
                 path: "sealtrail-worker thread".into(),
                 source,
@@ -875,6 +894,9 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &SpanAttributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if on_own_thread() {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let parent = span.parent();
         let parent_ids = parent.as_ref().and_then(|p| {
