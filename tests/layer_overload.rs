@@ -344,3 +344,47 @@ async fn spans_closing_during_the_final_seal_are_archived_or_counted_as_dropped(
         show(&report)
     );
 }
+
+/// A captured span still open when the guard is dropped (a task still
+/// running, a span around the code that drops it) is stated in a signed gap
+/// record, and counted as dropped once, also when it closes later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_still_open_at_shutdown_are_stated_in_a_gap_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::memory();
+    let (layer, guard) = layer_builder(&archive, dir.path()).build().unwrap();
+    let agent = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    tracing::dispatcher::with_default(&agent, || {
+        let outer = info_span!("invoke_agent", gen_ai.operation.name = "invoke_agent");
+        let _in = outer.enter();
+        info_span!("execute_tool", gen_ai.operation.name = "execute_tool").in_scope(|| {});
+        let still_open = info_span!("chat", gen_ai.operation.name = "chat");
+        drop(guard);
+        drop(still_open);
+    });
+    let stats = agent
+        .downcast_ref::<sealtrail::AuditLayer>()
+        .unwrap()
+        .stats();
+    assert_eq!((stats.captured, stats.dropped), (1, 2), "{stats:?}");
+    let records = all_records(&archive).await;
+    let gap = records
+        .iter()
+        .find(|r| r.kind == Kind::Gap)
+        .expect("a gap record");
+    assert_eq!(gap.name, "spans open at shutdown");
+    assert_eq!(
+        gap.attributes.get("audit.open_at_shutdown"),
+        Some(&sealtrail::Value::Int(2))
+    );
+    let report = verify_now(&archive).await;
+    let dropped: Vec<u64> = report
+        .findings
+        .iter()
+        .filter_map(|f| match f.problem {
+            Problem::RecordsDropped { count, .. } => Some(count),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropped, [2], "{}", show(&report));
+}

@@ -77,13 +77,14 @@ pub enum Overload {
 
 /// Counters of the layer, readable at any time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Spans captured and queued.
     pub captured: u64,
     /// Spans dropped: by [`Overload::DropWithGapRecord`], refused by the
-    /// chain (e.g. an over-long session id), or closed once the guard is
-    /// being dropped. Those dropped before the final seal are stated in a
-    /// gap record.
+    /// chain (e.g. an over-long session id), closed once the guard is
+    /// being dropped, or still open at the final seal. All but those that
+    /// close while the final seal is written are stated in gap records.
     pub dropped: u64,
     /// Records written to the spool and synced.
     pub spooled: u64,
@@ -105,6 +106,11 @@ pub struct Stats {
 pub(crate) struct Counters {
     pub(crate) captured: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// Captured spans opened (closed ones are `captured` or `dropped`).
+    pub(crate) opened: AtomicU64,
+    /// Spans that were open at the final seal, counted as dropped then, and
+    /// not yet closed: not counted again when they close.
+    pub(crate) open_at_shutdown: AtomicU64,
     /// Bytes chained but not sealed (set by the worker).
     pub(crate) backlog: AtomicU64,
     /// The guard is being dropped: the worker stops waiting for room, and
@@ -869,7 +875,14 @@ impl AuditLayer {
         // Once the guard is being dropped, a span is not queued: the worker
         // takes no more (it would be counted as captured, then lost).
         if self.counters.closing.load(Ordering::Relaxed) {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            let counted = self
+                .counters
+                .open_at_shutdown
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+            if !counted {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
         let msg = Msg::Span(closed);
@@ -915,6 +928,7 @@ where
             }
             return;
         }
+        self.counters.opened.fetch_add(1, Ordering::Relaxed);
         let trace_id = parent_ids
             .map(|(t, _)| t)
             .unwrap_or_else(|| self.new_trace_id());

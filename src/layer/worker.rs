@@ -40,6 +40,9 @@ struct Worker {
     max_backlog: usize,
     reported_dropped: u64,
     last_gap_ns: u64,
+    /// Spans taken from the queue and then refused by the chain (counted in
+    /// `dropped` too).
+    refused: u64,
 }
 
 pub(crate) fn run(
@@ -63,6 +66,7 @@ pub(crate) fn run(
         max_backlog: cfg.max_backlog,
         reported_dropped: 0,
         last_gap_ns: now_ns(),
+        refused: 0,
     };
     let _ = ready.send(Ok(()));
     // Seal what an earlier run left.
@@ -193,6 +197,7 @@ impl Worker {
         // dropped, counted, and stated in the next gap record.
         if self.sealer.append(r, None).is_err() {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.refused += 1;
         } else {
             *n += 1;
         }
@@ -232,11 +237,44 @@ impl Worker {
         self.chain(r, n);
     }
 
-    /// Syncs the `n` records not synced yet (and a last gap record), then
-    /// writes the final seal.
+    /// Syncs the `n` records not synced yet (and a last gap record, and one
+    /// for the spans still open), then writes the final seal.
     fn shutdown(&mut self, mut n: usize) {
         self.gap_record(&mut n);
+        self.open_spans_record(&mut n);
         self.sync(n);
         let _ = self.sealer.close(NOTHING_HELD);
+    }
+
+    /// Chains a `gap` record for the captured spans that are still open (a
+    /// task still running, a span around the code that drops the guard):
+    /// they will not be archived. Counted as dropped now; when they close
+    /// later they are not counted again.
+    fn open_spans_record(&mut self, n: &mut usize) {
+        let c = &self.counters;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        // Every captured span opened is queued (captured), dropped when it
+        // closed (dropped, less those the chain refused), or still open.
+        let closed = load(&c.captured) + load(&c.dropped).saturating_sub(self.refused);
+        let open = load(&c.opened).saturating_sub(closed);
+        if open == 0 {
+            return;
+        }
+        c.open_at_shutdown.store(open, Ordering::Relaxed);
+        let dropped = c.dropped.fetch_add(open, Ordering::Relaxed) + open;
+        let now = now_ns();
+        let mut r = TraceRecord::new(GAP_SESSION, Kind::Gap, "spans open at shutdown");
+        r.attributes.insert(GAP_DROPPED, Value::Int(open as i64));
+        r.attributes
+            .insert("audit.dropped_total", Value::Int(dropped as i64));
+        r.attributes
+            .insert("audit.open_at_shutdown", Value::Int(open as i64));
+        r.start_ns = now;
+        r.end_ns = now;
+        r.received_ns = now;
+        r.source = "sealtrail".into();
+        r.resource = self.resource.clone();
+        self.reported_dropped = dropped;
+        self.chain(r, n);
     }
 }
