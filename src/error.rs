@@ -115,6 +115,19 @@ pub enum Error {
         /// The writer id.
         writer: String,
     },
+    /// The audit layer's worker has stopped (after its final seal, or after
+    /// a failure that ended it): nothing more can be sealed through it.
+    #[error("the audit layer has stopped: nothing more can be sealed through it")]
+    LayerStopped,
+    /// An operation did not finish within its time limit (the layer's
+    /// shutdown timeout); what it was doing goes on in the background.
+    #[error("{what} did not finish within {timeout:?}")]
+    TimedOut {
+        /// What did not finish.
+        what: &'static str,
+        /// The limit.
+        timeout: std::time::Duration,
+    },
     /// JSON encoding or decoding failed.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),

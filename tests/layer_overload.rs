@@ -388,3 +388,39 @@ async fn spans_still_open_at_shutdown_are_stated_in_a_gap_record() {
         .collect();
     assert_eq!(dropped, [2], "{}", show(&report));
 }
+
+/// `FlushGuard::shutdown` says how the final seal went: the counters when it
+/// was written, the store's error when it was not (what it did not seal
+/// stays in the spool, and the next start seals it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reports_the_final_seal() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::memory();
+    let (layer, guard) = layer_builder(&archive, dir.path()).build().unwrap();
+    emit(layer, 3);
+    let stats = guard.shutdown().expect("sealed");
+    assert_eq!((stats.captured, stats.sealed), (3, 3), "{stats:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let archive = Archive::open(data.to_str().unwrap()).unwrap();
+    let (layer, guard) = layer_builder(&archive, dir.path())
+        .with_shutdown_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    // The store fails: its directory is replaced by a file.
+    std::fs::rename(&data, dir.path().join("data.away")).unwrap();
+    std::fs::write(&data, b"not a directory").unwrap();
+    emit(layer, 3);
+    let err = guard
+        .shutdown()
+        .expect_err("the store refused the final seal");
+    assert!(
+        matches!(
+            err,
+            sealtrail::Error::Store { .. } | sealtrail::Error::Io { .. }
+        ),
+        "{err:?}"
+    );
+}

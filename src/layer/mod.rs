@@ -339,7 +339,7 @@ fn links(links: &[([u64; 2], u64)]) -> Value {
 pub(crate) enum Msg {
     Span(Box<Closed>),
     Flush(mpsc::Sender<Result<()>>),
-    Shutdown(mpsc::Sender<()>),
+    Shutdown(mpsc::Sender<Result<()>>),
 }
 
 /// The `tracing` layer. Build it with [`layer`] or [`AuditLayer::builder`].
@@ -683,19 +683,27 @@ impl AuditLayerBuilder {
             thread: Some(thread),
             timeout: self.shutdown_timeout,
             counters,
+            stopped: false,
         };
         Ok((layer, guard))
     }
 }
 
 /// Seals and flushes everything when dropped (waiting at most the shutdown
-/// timeout). Keep it alive for as long as the program traces.
+/// timeout, 10 s by default: the dropping thread blocks meanwhile). Keep it
+/// alive for as long as the program traces, in a named binding (`_guard`,
+/// not `_`, which drops it at once). [`FlushGuard::shutdown`] does the same
+/// and returns the outcome; dropping logs a failure (`tracing::error!`).
+/// `std::process::exit` skips it: what was spooled is sealed at the next
+/// start with the same spool directory.
 #[must_use = "dropping the guard immediately seals and stops the audit trail"]
 pub struct FlushGuard {
     tx: SyncSender<Msg>,
     thread: Option<JoinHandle<()>>,
     timeout: Duration,
     counters: Arc<Counters>,
+    /// [`FlushGuard::shutdown`] ran, or the drop.
+    stopped: bool,
 }
 
 impl fmt::Debug for FlushGuard {
@@ -709,22 +717,25 @@ impl fmt::Debug for FlushGuard {
 impl FlushGuard {
     /// Seals everything captured so far now, and waits for it (at most the
     /// shutdown timeout). Errors if the store refused the seal.
+    ///
+    /// # Errors
+    /// The store's error; [`Error::TimedOut`] when the seal did not finish
+    /// in time; [`Error::LayerStopped`] after the layer has stopped.
     pub fn flush(&self) -> Result<()> {
         let (tx, rx) = mpsc::channel();
-        let stopped = || Error::WriterClosed {
-            writer: "sealtrail-worker".into(),
-        };
         let deadline = Instant::now().checked_add(self.timeout);
-        let sent = send_by(&self.tx, Msg::Flush(tx), deadline).map_err(|_| stopped())?;
-        match sent.then(|| rx.recv_timeout(left(deadline))) {
-            Some(Ok(r)) => r,
-            _ => Err(Error::Io {
-                path: "sealtrail-worker".into(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "flush did not finish in time",
-                ),
-            }),
+        let sent = send_by(&self.tx, Msg::Flush(tx), deadline).map_err(|()| Error::LayerStopped)?;
+        let timed_out = Error::TimedOut {
+            what: "the flush",
+            timeout: self.timeout,
+        };
+        if !sent {
+            return Err(timed_out);
+        }
+        match rx.recv_timeout(left(deadline)) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(timed_out),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::LayerStopped),
         }
     }
 
@@ -732,24 +743,68 @@ impl FlushGuard {
     pub fn stats(&self) -> Stats {
         self.counters.snapshot()
     }
-}
 
-impl Drop for FlushGuard {
-    fn drop(&mut self) {
+    /// Seals everything and stops the layer, as dropping the guard does, and
+    /// says how that went: the counters at the end, or why the final seal
+    /// failed (the records it did not seal stay in the spool, and the next
+    /// start with the same spool directory seals them). Spans that close
+    /// after this are counted as dropped.
+    ///
+    /// # Errors
+    /// The store's error; [`Error::TimedOut`] when the final seal did not
+    /// finish within the shutdown timeout; [`Error::LayerStopped`] if the
+    /// layer had stopped already.
+    pub fn shutdown(mut self) -> Result<Stats> {
+        self.stop()?;
+        Ok(self.stats())
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        if self.stopped {
+            return Err(Error::LayerStopped);
+        }
+        self.stopped = true;
         // The worker stops waiting for room in the backlog, to reach the
         // shutdown message behind the spans queued before it.
         self.counters.closing.store(true, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         let deadline = Instant::now().checked_add(self.timeout);
-        let queued = send_by(&self.tx, Msg::Shutdown(tx), deadline) == Ok(true);
-        if !queued {
-            // Not queued: the layer lives on, and so does the backlog limit.
-            self.counters.closing.store(false, Ordering::Relaxed);
-        }
-        if queued && rx.recv_timeout(left(deadline)).is_ok() {
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
+        let timed_out = Error::TimedOut {
+            what: "the final seal",
+            timeout: self.timeout,
+        };
+        match send_by(&self.tx, Msg::Shutdown(tx), deadline) {
+            Ok(true) => {}
+            Ok(false) => {
+                // Not queued: the layer lives on, and so does the backlog limit.
+                self.counters.closing.store(false, Ordering::Relaxed);
+                return Err(timed_out);
             }
+            Err(()) => return Err(Error::LayerStopped),
+        }
+        let sealed = match rx.recv_timeout(left(deadline)) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => return Err(timed_out),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::LayerStopped),
+        };
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        sealed
+    }
+}
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        if let Err(e) = self.stop() {
+            tracing::error!(
+                error = %e,
+                "the audit layer's final seal failed: what it did not seal stays in the spool \
+                 and is sealed by the next start"
+            );
         }
     }
 }

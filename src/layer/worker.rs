@@ -111,7 +111,7 @@ impl Worker {
                 Ok(other) => control = Some(other),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.shutdown(n);
+                    let _ = self.shutdown(n);
                     return;
                 }
             }
@@ -142,8 +142,7 @@ impl Worker {
                     }
                     // Nothing queued is left behind uncounted.
                     drop(rx);
-                    self.shutdown(n);
-                    let _ = reply.send(());
+                    let _ = reply.send(self.shutdown(n));
                     return;
                 }
                 _ => {}
@@ -239,11 +238,11 @@ impl Worker {
 
     /// Syncs the `n` records not synced yet (and a last gap record, and one
     /// for the spans still open), then writes the final seal.
-    fn shutdown(&mut self, mut n: usize) {
+    fn shutdown(&mut self, mut n: usize) -> Result<()> {
         self.gap_record(&mut n);
         self.open_spans_record(&mut n);
         self.sync(n);
-        let _ = self.sealer.close(NOTHING_HELD);
+        self.sealer.close(NOTHING_HELD)
     }
 
     /// Chains a `gap` record for the captured spans that are still open (a
