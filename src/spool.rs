@@ -261,7 +261,10 @@ impl Spool {
         if lock.try_lock().is_err() {
             return Err(Error::Io {
                 path: dir.to_owned(),
-                source: std::io::Error::other("the spool is locked by another process; give each writer its own spool directory"),
+                source: std::io::Error::other(
+                    "the spool is in use (by another process, or another audit layer or \
+                     collector in this one); give each writer its own spool directory",
+                ),
             });
         }
         let segs = segments(dir)?;

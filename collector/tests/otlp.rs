@@ -1726,7 +1726,7 @@ fn serve_refuses_to_start_on_bad_settings_with_a_clear_error() {
     let c = Collector::start(dir.path(), &[]);
     let (code, err) = serve(&["--signing-key", "k.key", "--spool-dir", "spool"]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("locked by another process"), "{err}");
+    assert!(err.contains("the spool is in use"), "{err}");
     c.stop_ok();
     // None of this wrote a record.
     assert!(records(dir.path()).is_empty());

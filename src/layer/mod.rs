@@ -577,7 +577,7 @@ impl AuditLayerBuilder {
     /// seals what an earlier run left in the spool, and starts the worker.
     ///
     /// Errors: a bad store URL or unreachable store, a missing or unreadable
-    /// key, a spool locked by another process or damaged.
+    /// key, a spool in use by another writer or damaged.
     pub fn build(self) -> Result<(AuditLayer, FlushGuard)> {
         // The settings, the key and the writer id first: a bad one creates nothing.
         if self.flush_interval < Duration::from_millis(1) {
