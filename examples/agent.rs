@@ -2,9 +2,9 @@
 //! sealtrail with one line. Run it, then verify the archive:
 //!
 //! ```sh
-//! sealtrail keygen --out audit.key
+//! cargo run -p sealtrail-collector -- keygen --out audit.key     # or `sealtrail keygen`
 //! SEALTRAIL_SIGNING_KEY_FILE=audit.key cargo run --example agent
-//! sealtrail verify --store ./sealtrail-data --public-key audit.key.pub
+//! cargo run -p sealtrail-collector -- verify --store ./sealtrail-data --public-key audit.key.pub
 //! ```
 
 use tracing::{error, info, info_span, Span};

@@ -367,6 +367,19 @@ impl fmt::Debug for AuditLayer {
 
 /// Builds the layer with the defaults (see [`AuditLayerBuilder`]); the key
 /// comes from `SEALTRAIL_SIGNING_KEY_FILE`.
+///
+/// ```no_run
+/// use tracing_subscriber::prelude::*;
+///
+/// let (audit, _guard) = sealtrail::layer()?; // keep the guard: dropping it seals and stops
+/// tracing_subscriber::registry().with(audit).init();
+/// # Ok::<(), sealtrail::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`AuditLayerBuilder::build`]: no key (the variable is not set, or its
+/// file is missing or not a key), a bad store URL or an unreachable store,
+/// a spool directory in use or damaged.
 pub fn layer() -> Result<(AuditLayer, FlushGuard)> {
     AuditLayer::builder().build()
 }
@@ -500,12 +513,15 @@ impl AuditLayerBuilder {
         self.writer_id = Some(id.into());
         self
     }
-    /// Spool directory (default `./sealtrail-spool`); one process per directory.
+    /// Spool directory (default `./sealtrail-spool`); one writer per
+    /// directory. It must outlive the process (not a container's scratch
+    /// space): it holds what is not sealed yet, sealed at the next start,
+    /// and the default writer id.
     pub fn with_spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.spool_dir = dir.into();
         self
     }
-    /// How often pending records are sealed (default 1 s).
+    /// How often pending records are sealed (default 1 s, at least 1 ms).
     pub fn with_flush_interval(mut self, d: Duration) -> Self {
         self.flush_interval = d;
         self
@@ -567,7 +583,9 @@ impl AuditLayerBuilder {
         self.shutdown_timeout = d;
         self
     }
-    /// Resource attributes recorded with every span (default `service.name` = the executable's name).
+    /// Resource attributes recorded with every span (default `service.name` =
+    /// the executable's name). They replace the default: include
+    /// `service.name` yourself.
     pub fn with_resource(mut self, resource: Attributes) -> Self {
         self.resource = resource;
         self
