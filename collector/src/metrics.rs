@@ -61,6 +61,7 @@ pub(crate) fn render(m: &Metrics) -> String {
             ("backlog", &r.backlog),
             ("spool", &r.spool),
             ("shutting_down", &r.shutting_down),
+            ("busy", &r.busy),
         ],
     );
     by_reason(
@@ -72,6 +73,7 @@ pub(crate) fn render(m: &Metrics) -> String {
             ("backlog", &r.records_backlog),
             ("spool", &r.records_spool),
             ("shutting_down", &r.records_shutting_down),
+            ("busy", &r.records_busy),
         ],
     );
     one(

@@ -59,6 +59,10 @@ pub(crate) const WINDOW: usize = 1_000_000;
 /// (retryable). `sealtrail serve --max-backlog`.
 pub(crate) const DEFAULT_MAX_BACKLOG: usize = 256 << 20;
 
+/// How long a request waits for room in the pipeline's queue before it is
+/// refused as retryable ([`Unavailable::Busy`]).
+pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(5);
+
 /// Exports taken from the queue in one group (one fsync).
 const GROUP_EXPORTS: usize = 1024;
 
@@ -94,6 +98,8 @@ pub(crate) enum Unavailable {
     Spool(String),
     #[error("the collector is shutting down")]
     ShuttingDown,
+    #[error("the collector is busy: its queue stayed full for {0:?}; retry later")]
+    Busy(Duration),
     #[error("the archive store is failing: {0} bytes of records wait to be sealed; retry later")]
     Backlog(usize),
 }
@@ -128,12 +134,15 @@ pub(crate) struct Rejected {
     pub(crate) spool: AtomicU64,
     /// Refused as retryable: the collector is shutting down.
     pub(crate) shutting_down: AtomicU64,
+    /// Refused as retryable: the pipeline's queue stayed full.
+    pub(crate) busy: AtomicU64,
     /// Records rejected alone (partial success).
     pub(crate) invalid: AtomicU64,
     /// Records of requests refused as retryable, by reason.
     pub(crate) records_backlog: AtomicU64,
     pub(crate) records_spool: AtomicU64,
     pub(crate) records_shutting_down: AtomicU64,
+    pub(crate) records_busy: AtomicU64,
 }
 
 impl Rejected {
@@ -143,6 +152,7 @@ impl Rejected {
             Unavailable::Backlog(_) => (&self.backlog, &self.records_backlog),
             Unavailable::Spool(_) => (&self.spool, &self.records_spool),
             Unavailable::ShuttingDown => (&self.shutting_down, &self.records_shutting_down),
+            Unavailable::Busy(_) => (&self.busy, &self.records_busy),
         };
         requests.fetch_add(1, Ordering::Relaxed);
         recs.fetch_add(records, Ordering::Relaxed);
@@ -242,13 +252,19 @@ impl Pipeline {
         }
     }
 
-    /// Hands `items` to the pipeline; answers once they are durable in the spool.
+    /// Hands `items` to the pipeline; answers once they are durable in the
+    /// spool. A request that finds the queue full for [`QUEUE_WAIT`] is
+    /// refused as retryable (nothing taken), so that an overloaded collector
+    /// tells its clients to back off rather than hold them until they time
+    /// out.
     pub(crate) async fn submit(&self, items: Vec<Item>) -> Result<Accepted, Unavailable> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send_async(Msg::Export { items, ack })
-            .await
-            .map_err(|_| Unavailable::ShuttingDown)?;
+        let send = self.tx.send_async(Msg::Export { items, ack });
+        match tokio::time::timeout(QUEUE_WAIT, send).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Unavailable::ShuttingDown),
+            Err(_) => return Err(Unavailable::Busy(QUEUE_WAIT)),
+        }
         done.await.map_err(|_| Unavailable::ShuttingDown)?
     }
 
@@ -838,4 +854,32 @@ pub(crate) fn span_bytes((trace, span): (u128, u64)) -> SpanKey {
     k[..16].copy_from_slice(&trace.to_be_bytes());
     k[16..].copy_from_slice(&span.to_be_bytes());
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request that finds the queue full for [`QUEUE_WAIT`] is refused as
+    /// retryable, and nothing of it is taken.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_waits_too_long_for_the_queue_is_refused_as_busy() {
+        let (tx, rx) = flume::bounded(1);
+        let p = Pipeline {
+            tx,
+            metrics: Arc::new(Metrics::default()),
+        };
+        // The pipeline thread is stalled: the queue holds one export already.
+        let (ack, _done) = oneshot::channel();
+        p.tx.send(Msg::Export {
+            items: Vec::new(),
+            ack,
+        })
+        .unwrap();
+        let started = tokio::time::Instant::now();
+        let answer = p.submit(Vec::new()).await;
+        assert!(matches!(answer, Err(Unavailable::Busy(_))), "{answer:?}");
+        assert_eq!(started.elapsed(), QUEUE_WAIT);
+        assert_eq!(rx.len(), 1, "the refused request was not queued");
+    }
 }
