@@ -59,8 +59,9 @@ pub(crate) const WINDOW: usize = 1_000_000;
 /// (retryable). `sealtrail serve --max-backlog`.
 pub(crate) const DEFAULT_MAX_BACKLOG: usize = 256 << 20;
 
-/// How long a request waits for room in the pipeline's queue before it is
-/// refused as retryable ([`Unavailable::Busy`]).
+/// How long a request waits for its turn (an HTTP body slot, then room in
+/// the pipeline's queue) before it is refused as retryable
+/// ([`Unavailable::Busy`]).
 pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 /// Exports taken from the queue in one group (one fsync).

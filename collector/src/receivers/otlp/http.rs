@@ -26,6 +26,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 
 use super::{convert, json};
+use crate::pipeline::{Unavailable, QUEUE_WAIT};
 use crate::receivers::{Outcome, Reason, Shared, Signal};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -223,12 +224,21 @@ async fn export(s: &Shared, signal: Signal, req: Request) -> Response {
     // Bounds the memory that request bodies take: at most MAX_IN_FLIGHT
     // bodies (each at most --max-body compressed, plus at most --max-body
     // decompressed).
-    let Ok(_permit) = s.in_flight.acquire().await else {
-        return error(
-            Some(enc),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down".into(),
-        );
+    // A request that waits too long for its turn is refused as retryable.
+    let _permit = match tokio::time::timeout(QUEUE_WAIT, s.in_flight.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(_)) => {
+            return error(
+                Some(enc),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting down".into(),
+            )
+        }
+        Err(_) => {
+            let busy = Unavailable::Busy(QUEUE_WAIT);
+            s.pipeline.metrics.rejected.unavailable(&busy, 0);
+            return error(Some(enc), StatusCode::SERVICE_UNAVAILABLE, busy.to_string());
+        }
     };
     let body: Bytes = match axum::body::to_bytes(Body::new(body), s.max_body).await {
         Ok(b) => b,
