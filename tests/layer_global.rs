@@ -1,9 +1,9 @@
 //! The layer as the global default subscriber (what `.init()` sets), which
 //! also sees the spans and events of every other thread, sealtrail's own
 //! included. One test, since a process has one global default:
-//! - an event whose value, when formatted, emits an event in the same span
-//!   does not deadlock the layer (tracing lets such a nested event through
-//!   to a global default);
+//! - an event, or a `Span::record`, whose value, when formatted, emits an
+//!   event in the same span does not deadlock the layer (tracing lets such a
+//!   nested event through to a global default);
 //! - under `Capture::All`, the spans of the archive's own I/O (here a store
 //!   that opens a span per call, as an HTTP client does) are not captured:
 //!   they would feed the trail with itself, and under `Block` the seal
@@ -40,8 +40,16 @@ fn as_the_global_subscriber_the_layer_neither_deadlocks_nor_captures_its_own_io(
     tracing_subscriber::registry().with(layer).init();
     let (done_tx, done) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        info_span!("execute_tool", gen_ai.operation.name = "execute_tool")
-            .in_scope(|| info!(value = ?Noisy, "tool output"));
+        info_span!(
+            "execute_tool",
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.call.result = tracing::field::Empty
+        )
+        .in_scope(|| {
+            info!(value = ?Noisy, "tool output");
+            tracing::Span::current()
+                .record("gen_ai.tool.call.result", tracing::field::debug(&Noisy));
+        });
         let _ = done_tx.send(());
     });
     done.recv_timeout(std::time::Duration::from_secs(30))
@@ -59,7 +67,18 @@ fn as_the_global_subscriber_the_layer_neither_deadlocks_nor_captures_its_own_io(
         "the store's own spans were captured"
     );
     let events: Vec<&str> = records[0].events.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(events, ["formatting a noisy value", "tool output"]);
+    assert_eq!(
+        events,
+        [
+            "formatting a noisy value",
+            "tool output",
+            "formatting a noisy value"
+        ]
+    );
+    assert_eq!(
+        records[0].attributes.get("gen_ai.tool.call.result"),
+        Some(&sealtrail::Value::Str("noisy".into()))
+    );
 }
 
 /// An in-memory store that opens a span per call, as an HTTP client does.

@@ -314,6 +314,7 @@ async fn spans_closing_during_the_final_seal_are_archived_or_counted_as_dropped(
                         std::thread::sleep(Duration::from_millis(1));
                     }
                 }
+                i
             })
         })
     };
@@ -322,7 +323,7 @@ async fn spans_closing_during_the_final_seal_are_archived_or_counted_as_dropped(
     drop(guard);
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
-    emitter.join().unwrap();
+    let emitted = emitter.join().unwrap();
     let stats = agent
         .downcast_ref::<sealtrail::AuditLayer>()
         .expect("the audit layer")
@@ -334,6 +335,7 @@ async fn spans_closing_during_the_final_seal_are_archived_or_counted_as_dropped(
         "spans closed after the shutdown: {stats:?}"
     );
     assert_eq!(archived, stats.captured, "{stats:?}");
+    assert_eq!(stats.captured + stats.dropped, emitted, "{stats:?}");
     let report = verify_now(&archive).await;
     assert!(
         report

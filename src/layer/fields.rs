@@ -133,6 +133,22 @@ impl Fields {
         self.spilled.extend_from_slice(b);
     }
 
+    /// Appends every entry of `other` (recorded later: they win).
+    pub(crate) fn extend(&mut self, other: &Fields) {
+        let add = other.bytes();
+        if self.spilled.capacity() == 0 {
+            if self.len + add.len() <= INLINE {
+                self.inline[self.len..self.len + add.len()].copy_from_slice(add);
+                self.len += add.len();
+                return;
+            }
+            let mut v = Vec::with_capacity((self.len + add.len()) * 2);
+            v.extend_from_slice(&self.inline[..self.len]);
+            self.spilled = v;
+        }
+        self.spilled.extend_from_slice(add);
+    }
+
     fn put_len_prefixed(&mut self, field: &Field, tag: u8, bytes: &[u8]) {
         // A value of 4 GiB or more is cut to fit the length prefix.
         let bytes = &bytes[..bytes.len().min(u32::MAX as usize)];
@@ -468,6 +484,36 @@ mod tests {
         assert_eq!(get("later"), Some(Value::Str("late ".repeat(40))));
         assert_eq!(get("otel.name"), None);
         assert_eq!(attrs.len(), 8);
+    }
+
+    #[test]
+    fn extending_appends_entries_that_win_inline_and_spilled() {
+        let (mut a, _) = capture(|c, set| {
+            "first".record(&set.field("s").unwrap(), c);
+            1i64.record(&set.field("i").unwrap(), c);
+        });
+        let (b, _) = capture(|c, set| 2i64.record(&set.field("i").unwrap(), c));
+        a.extend(&b);
+        let attrs = named(&a, META.fields());
+        assert_eq!(attrs.get("s"), Some(&Value::Str("first".into())));
+        assert_eq!(attrs.get("i"), Some(&Value::Int(2)));
+        // Past the inline bytes, from either side.
+        let (long, _) = capture(|c, set| {
+            "x".repeat(200)
+                .as_str()
+                .record(&set.field("later").unwrap(), c)
+        });
+        a.extend(&long);
+        a.extend(&b);
+        let attrs = named(&a, META.fields());
+        assert_eq!(attrs.get("later"), Some(&Value::Str("x".repeat(200))));
+        assert_eq!(attrs.get("s"), Some(&Value::Str("first".into())));
+        let mut spilled = long;
+        spilled.extend(&a);
+        assert_eq!(
+            named(&spilled, META.fields()).get("i"),
+            Some(&Value::Int(2))
+        );
     }
 
     #[test]

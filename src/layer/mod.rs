@@ -106,11 +106,10 @@ pub struct Stats {
 pub(crate) struct Counters {
     pub(crate) captured: AtomicU64,
     pub(crate) dropped: AtomicU64,
-    /// Captured spans opened (closed ones are `captured` or `dropped`).
-    pub(crate) opened: AtomicU64,
-    /// Spans that were open at the final seal, counted as dropped then, and
-    /// not yet closed: not counted again when they close.
-    pub(crate) open_at_shutdown: AtomicU64,
+    /// Captured spans open ([`live`] fields), spans closing right now, and
+    /// whether the final seal has stated the open ones: what makes every
+    /// span at shutdown either archived or counted as dropped, exactly once.
+    pub(crate) live: AtomicU64,
     /// Bytes chained but not sealed (set by the worker).
     pub(crate) backlog: AtomicU64,
     /// The guard is being dropped: the worker stops waiting for room, and
@@ -163,6 +162,18 @@ pub(crate) fn own_thread() {
 
 fn on_own_thread() -> bool {
     OWN_THREAD.try_with(std::cell::Cell::get).unwrap_or(false)
+}
+
+/// [`Counters::live`]: open captured spans in the low 32 bits, spans being
+/// closed (between leaving the open count and being counted as captured or
+/// dropped) in the next 31, and [`live::STATED`] once the final seal has
+/// counted the open spans as dropped.
+pub(crate) mod live {
+    pub(crate) const OPEN: u64 = 1;
+    pub(crate) const OPEN_MASK: u64 = (1 << 32) - 1;
+    pub(crate) const CLOSING: u64 = 1 << 32;
+    pub(crate) const CLOSING_MASK: u64 = ((1 << 31) - 1) << 32;
+    pub(crate) const STATED: u64 = 1 << 63;
 }
 
 /// The session named by a span that a layer does not capture (a request
@@ -784,7 +795,7 @@ impl FlushGuard {
         self.stopped = true;
         // The worker stops waiting for room in the backlog, to reach the
         // shutdown message behind the spans queued before it.
-        self.counters.closing.store(true, Ordering::Relaxed);
+        self.counters.closing.store(true, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel();
         let deadline = Instant::now().checked_add(self.timeout);
         let timed_out = Error::TimedOut {
@@ -867,6 +878,8 @@ struct SpanState {
     span_id: u64,
     /// 0: none (span ids are never 0).
     parent_span_id: u64,
+    /// Opened after the final seal stated the open spans (see [`live`]).
+    opened_after_statement: bool,
 }
 
 /// The parts of a span's state that most spans never have.
@@ -911,6 +924,29 @@ impl SpanState {
             self.rare = Some(Box::new(rare));
         }
     }
+
+    /// Adds what a `Span::record` captured on its own (see `on_record`): as
+    /// [`SpanState::record`] would have.
+    fn merge(
+        &mut self,
+        fields: &fields::Fields,
+        name: Option<String>,
+        status: (StatusCode, Option<String>),
+    ) {
+        self.fields.extend(fields);
+        if status.0 != StatusCode::Unset {
+            self.status = status.0;
+        }
+        if name.is_some() || status.1.is_some() {
+            let rare = self.rare.get_or_insert_with(Box::default);
+            if name.is_some() {
+                rare.name = name;
+            }
+            if status.1.is_some() {
+                rare.status_message = status.1;
+            }
+        }
+    }
 }
 
 /// SplitMix64's finalizer: a bijection on u64 that scatters consecutive inputs.
@@ -945,17 +981,31 @@ impl AuditLayer {
     }
 
     fn enqueue(&self, closed: Box<Closed>) {
+        let c = &self.counters;
+        if closed.state.opened_after_statement {
+            // Opened after the final seal stated the open spans: not
+            // among them, and never archived.
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // From open to closing, atomically with the final seal's statement.
+        let was = c
+            .live
+            .fetch_add(live::CLOSING - live::OPEN, Ordering::SeqCst);
+        if was & live::STATED != 0 {
+            // Stated (and counted as dropped) as open by the final seal.
+            c.live.fetch_sub(live::CLOSING, Ordering::SeqCst);
+            return;
+        }
+        self.send(closed);
+        c.live.fetch_sub(live::CLOSING, Ordering::SeqCst);
+    }
+
+    fn send(&self, closed: Box<Closed>) {
         // Once the guard is being dropped, a span is not queued: the worker
-        // takes no more (it would be counted as captured, then lost).
-        if self.counters.closing.load(Ordering::Relaxed) {
-            let counted = self
-                .counters
-                .open_at_shutdown
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok();
-            if !counted {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        // takes no more after its final seal.
+        if self.counters.closing.load(Ordering::SeqCst) {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let msg = Msg::Span(closed);
@@ -1001,7 +1051,11 @@ where
             }
             return;
         }
-        self.counters.opened.fetch_add(1, Ordering::Relaxed);
+        let was = self.counters.live.fetch_add(live::OPEN, Ordering::SeqCst);
+        let opened_after_statement = was & live::STATED != 0;
+        if opened_after_statement {
+            self.counters.live.fetch_sub(live::OPEN, Ordering::SeqCst);
+        }
         let trace_id = parent_ids
             .map(|(t, _)| t)
             .unwrap_or_else(|| self.new_trace_id());
@@ -1013,6 +1067,7 @@ where
             trace_id,
             span_id: self.new_span_id(),
             parent_span_id: parent_ids.map_or(0, |(_, s)| s),
+            opened_after_statement,
         };
         state.record(|c| attrs.record(c));
         let closed = Box::new(Closed {
@@ -1032,14 +1087,25 @@ where
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut ext = span.extensions_mut();
-        if let Some(open) = open_of_mut(&mut ext, self.site_id) {
-            open.state.record(|c| values.record(c));
+        if open_of(&span.extensions(), self.site_id).is_some() {
+            // Recorded before the span is locked: formatting a value may
+            // emit an event in this span itself.
+            let mut fields = fields::Fields::default();
+            let mut name = None;
+            let mut status = (StatusCode::Unset, None);
+            values.record(&mut FieldCapture {
+                attributes: &mut fields,
+                name: &mut name,
+                status: &mut status,
+                message: None,
+            });
+            if let Some(open) = open_of_mut(&mut span.extensions_mut(), self.site_id) {
+                open.state.merge(&fields, name, status);
+            }
             return;
         }
         let site = self.site(span.metadata());
         if !site.sessions().is_empty() {
-            drop(ext);
             if let Some(s) = session_in(|c| values.record(c), site.sessions()) {
                 carry_session(&mut span.extensions_mut(), self.site_id, s);
             }

@@ -6,7 +6,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Counters, Msg};
+use super::{live, Counters, Msg};
 use crate::error::Result;
 use crate::map;
 use crate::pipeline::{Sealer, SealerConfig};
@@ -40,9 +40,6 @@ struct Worker {
     max_backlog: usize,
     reported_dropped: u64,
     last_gap_ns: u64,
-    /// Spans taken from the queue and then refused by the chain (counted in
-    /// `dropped` too).
-    refused: u64,
 }
 
 pub(crate) fn run(
@@ -66,7 +63,6 @@ pub(crate) fn run(
         max_backlog: cfg.max_backlog,
         reported_dropped: 0,
         last_gap_ns: now_ns(),
-        refused: 0,
     };
     let _ = ready.send(Ok(()));
     // Seal what an earlier run left.
@@ -111,7 +107,8 @@ impl Worker {
                 Ok(other) => control = Some(other),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.shutdown(n);
+                    // No layer is left: no span is open.
+                    let _ = self.shutdown(n, 0);
                     return;
                 }
             }
@@ -122,27 +119,37 @@ impl Worker {
                     let _ = reply.send(self.sealer.flush(NOTHING_HELD));
                 }
                 Some(Msg::Shutdown(reply)) => {
-                    // Spans queued behind the shutdown message (closed as
-                    // the guard began to drop) are sealed too; later ones
-                    // are not queued (`closing`).
+                    // The open spans are stated now: from here on a span
+                    // that closes is counted as dropped, not queued. Those
+                    // closing at this moment, and those queued behind the
+                    // shutdown message, are sealed (or counted) first.
+                    let open = self.counters.live.fetch_or(live::STATED, Ordering::SeqCst)
+                        & live::OPEN_MASK;
                     let mut n = 0;
                     let mut room = self.sealer.room(GROUP);
-                    while let Ok(m) = rx.try_recv() {
-                        if let Msg::Span(c) = m {
-                            self.append(*c, &mut n);
-                            if n >= room {
-                                self.sync(n);
-                                n = 0;
-                                if self.sealer.full() {
-                                    let _ = self.sealer.flush(NOTHING_HELD);
+                    loop {
+                        let settled =
+                            self.counters.live.load(Ordering::SeqCst) & live::CLOSING_MASK == 0;
+                        while let Ok(m) = rx.try_recv() {
+                            if let Msg::Span(c) = m {
+                                self.append(*c, &mut n);
+                                if n >= room {
+                                    self.sync(n);
+                                    n = 0;
+                                    if self.sealer.full() {
+                                        let _ = self.sealer.flush(NOTHING_HELD);
+                                    }
+                                    room = self.sealer.room(GROUP);
                                 }
-                                room = self.sealer.room(GROUP);
                             }
                         }
+                        if settled {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_micros(50));
                     }
-                    // Nothing queued is left behind uncounted.
                     drop(rx);
-                    let _ = reply.send(self.shutdown(n));
+                    let _ = reply.send(self.shutdown(n, open));
                     return;
                 }
                 _ => {}
@@ -196,7 +203,6 @@ impl Worker {
         // dropped, counted, and stated in the next gap record.
         if self.sealer.append(r, None).is_err() {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            self.refused += 1;
         } else {
             *n += 1;
         }
@@ -238,32 +244,29 @@ impl Worker {
 
     /// Syncs the `n` records not synced yet (and a last gap record, and one
     /// for the spans still open), then writes the final seal.
-    fn shutdown(&mut self, mut n: usize) -> Result<()> {
+    fn shutdown(&mut self, mut n: usize, open: u64) -> Result<()> {
         self.gap_record(&mut n);
-        self.open_spans_record(&mut n);
+        self.open_spans_record(open, &mut n);
         self.sync(n);
         self.sealer.close(NOTHING_HELD)
     }
 
-    /// Chains a `gap` record for the captured spans that are still open (a
-    /// task still running, a span around the code that drops the guard):
-    /// they will not be archived. Counted as dropped now; when they close
-    /// later they are not counted again.
-    fn open_spans_record(&mut self, n: &mut usize) {
-        let c = &self.counters;
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        // Every captured span opened is queued (captured), dropped when it
-        // closed (dropped, less those the chain refused), or still open.
-        let closed = load(&c.captured) + load(&c.dropped).saturating_sub(self.refused);
-        let open = load(&c.opened).saturating_sub(closed);
+    /// Chains a `gap` record for the `open` captured spans still open at the
+    /// final seal (a task still running, a span around the code that drops
+    /// the guard): they will not be archived. Counted as dropped now; when
+    /// they close later they are not counted again (see `live`).
+    fn open_spans_record(&mut self, open: u64, n: &mut usize) {
         if open == 0 {
             return;
         }
-        c.open_at_shutdown.store(open, Ordering::Relaxed);
-        let dropped = c.dropped.fetch_add(open, Ordering::Relaxed) + open;
+        let dropped = self.counters.dropped.fetch_add(open, Ordering::Relaxed) + open;
         let now = now_ns();
         let mut r = TraceRecord::new(GAP_SESSION, Kind::Gap, "spans open at shutdown");
-        r.attributes.insert(GAP_DROPPED, Value::Int(open as i64));
+        // Since the last gap record: these, and any dropped in between.
+        r.attributes.insert(
+            GAP_DROPPED,
+            Value::Int(dropped.saturating_sub(self.reported_dropped) as i64),
+        );
         r.attributes
             .insert("audit.dropped_total", Value::Int(dropped as i64));
         r.attributes
