@@ -299,6 +299,16 @@ impl Sealer {
         Ok((s, recovered))
     }
 
+    /// What this sealer writes as: its writer id, its store's URL, and the
+    /// number its next seal will have.
+    pub fn identity(&self) -> (&str, &str, u64) {
+        (
+            &self.cfg.writer_id,
+            self.cfg.archive.url(),
+            self.writer.next_batch_no(),
+        )
+    }
+
     /// The spool, for records held outside the chain ([`Spool::append_held`]).
     pub fn spool(&mut self) -> &mut Spool {
         &mut self.spool

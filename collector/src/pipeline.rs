@@ -389,9 +389,24 @@ impl State {
     /// stop saved ([`crate::window`]); the spool's own records come after.
     fn restore_window(&mut self) {
         let dir = self.sealer.spool().dir().to_owned();
+        let (writer, store, next) = self.sealer.identity();
         match window::load(&dir) {
             Ok(None) => {}
-            Ok(Some(entries)) => {
+            Ok(Some((saved, _)))
+                if saved.writer != writer
+                    || saved.store != store
+                    || saved.next_batch_no != next =>
+            {
+                tracing::warn!(
+                    saved_writer = %saved.writer,
+                    saved_store = %saved.store,
+                    saved_next_seal = saved.next_batch_no,
+                    next_seal = next,
+                    "the duplicate window in the spool was saved by another writer, for another \
+                     store, or before later seals (a run that crashed): not used"
+                );
+            }
+            Ok(Some((_, entries))) => {
                 let records = entries.len();
                 for (k, session) in entries {
                     match session {
@@ -418,11 +433,17 @@ impl State {
     /// ([`crate::window`]).
     fn save_window(&mut self) {
         let dir = self.sealer.spool().dir().to_owned();
+        let (writer, store, next_batch_no) = self.sealer.identity();
+        let saved = window::Saved {
+            writer: writer.to_owned(),
+            store: store.to_owned(),
+            next_batch_no,
+        };
         let entries = self
             .order
             .iter()
             .map(|k| (k, self.known.get(k).and_then(|s| s.as_deref())));
-        if let Err(e) = window::save(&dir, entries) {
+        if let Err(e) = window::save(&dir, &saved, entries) {
             tracing::warn!(
                 detail = %e,
                 "could not save the duplicate window: after this restart, a retry of a record \

@@ -10,16 +10,22 @@
 //! session-carrying ancestor came before the restart, is then treated as if
 //! there had been no restart.
 //!
-//! The file is only an aid: a missing, unreadable or damaged one is logged
-//! and ignored (the archive is unaffected; only the duplicate check is
-//! narrower). Layout: [`MAGIC`], then per record, oldest first, its 24-byte
-//! identity, the byte length of its session as a little-endian u32
-//! (`u32::MAX`: none) and the session's UTF-8 bytes; then the SHA-256 of all
-//! that.
+//! The window names the writer id, the store and the number of the writer's
+//! next seal after the stop that saved it ([`Saved`]): a start that writes
+//! as another writer, to another store, or after more seals (a later run
+//! that crashed) does not use it. A missing, unreadable or damaged file is
+//! logged and ignored too: the archive is unaffected, only the duplicate
+//! check is narrower.
+//!
+//! Layout: [`MAGIC`]; the writer id, the store URL (each a little-endian u32
+//! length and UTF-8 bytes) and the next seal number (u64); the distinct
+//! sessions (a u32 count, then each as a length and bytes); per record,
+//! oldest first, its 24-byte identity and the index of its session (u32,
+//! `u32::MAX`: none); then the SHA-256 of all that.
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,49 +34,89 @@ use sha2::{Digest, Sha256};
 /// The window's file in the spool directory.
 pub(crate) const FILE: &str = "duplicate-window";
 
-const MAGIC: &[u8] = b"sealtrail duplicate window 1\n";
+const MAGIC: &[u8] = b"sealtrail duplicate window 2\n";
 const NONE: u32 = u32::MAX;
 
 /// A received record's identity and, for a span whose session is known, its
 /// session.
 pub(crate) type Entry = ([u8; 24], Option<Arc<str>>);
 
+/// Who saved a window.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Saved {
+    pub(crate) writer: String,
+    pub(crate) store: String,
+    pub(crate) next_batch_no: u64,
+}
+
 /// Writes `entries` (oldest first) to `dir`/[`FILE`], atomically: a crash
 /// leaves the old file or the new one, whole.
 pub(crate) fn save<'a>(
     dir: &Path,
-    entries: impl Iterator<Item = (&'a [u8; 24], Option<&'a str>)>,
+    saved: &Saved,
+    entries: impl Iterator<Item = (&'a [u8; 24], Option<&'a str>)> + Clone,
 ) -> std::io::Result<()> {
-    let mut buf = MAGIC.to_vec();
-    for (key, session) in entries {
-        buf.extend_from_slice(key);
-        match session {
-            // A session id longer than 4 GiB cannot be received (--max-body).
-            Some(s) if s.len() < NONE as usize => {
-                buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                buf.extend_from_slice(s.as_bytes());
-            }
-            _ => buf.extend_from_slice(&NONE.to_le_bytes()),
-        }
-    }
-    let digest = Sha256::digest(&buf);
-    buf.extend_from_slice(&digest);
     let tmp = dir.join(format!("{FILE}.tmp"));
     let mut open = fs::OpenOptions::new();
     open.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
-    let mut f = open.open(&tmp)?;
-    f.write_all(&buf)?;
-    f.sync_all()?;
-    drop(f);
+    let mut out = Hashed {
+        file: BufWriter::new(open.open(&tmp)?),
+        hash: Sha256::new(),
+    };
+    out.put(MAGIC)?;
+    out.string(&saved.writer)?;
+    out.string(&saved.store)?;
+    out.put(&saved.next_batch_no.to_le_bytes())?;
+    // Each session once: many records share one.
+    let mut index: HashMap<&str, u32> = HashMap::new();
+    let mut sessions = Vec::new();
+    for s in entries.clone().filter_map(|(_, s)| s) {
+        if !index.contains_key(s) && sessions.len() < NONE as usize {
+            index.insert(s, sessions.len() as u32);
+            sessions.push(s);
+        }
+    }
+    out.put(&(sessions.len() as u32).to_le_bytes())?;
+    for s in &sessions {
+        out.string(s)?;
+    }
+    for (key, session) in entries {
+        out.put(key)?;
+        let i = session.and_then(|s| index.get(s).copied()).unwrap_or(NONE);
+        out.put(&i.to_le_bytes())?;
+    }
+    let digest = out.hash.finalize();
+    let mut file = out.file.into_inner().map_err(|e| e.into_error())?;
+    file.write_all(&digest)?;
+    file.sync_all()?;
+    drop(file);
     fs::rename(&tmp, dir.join(FILE))?;
     fs::File::open(dir)?.sync_all()
 }
 
+struct Hashed<W: Write> {
+    file: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Hashed<W> {
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.hash.update(b);
+        self.file.write_all(b)
+    }
+
+    fn string(&mut self, s: &str) -> std::io::Result<()> {
+        // Writer ids, URLs and session ids are far below 4 GiB.
+        self.put(&(s.len() as u32).to_le_bytes())?;
+        self.put(s.as_bytes())
+    }
+}
+
 /// Reads `dir`/[`FILE`]: `Ok(None)` when there is none, an error naming
-/// what is wrong when it cannot be used.
-pub(crate) fn load(dir: &Path) -> Result<Option<Vec<Entry>>, String> {
+/// what is wrong when it cannot be read.
+pub(crate) fn load(dir: &Path) -> Result<Option<(Saved, Vec<Entry>)>, String> {
     let path = dir.join(FILE);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
@@ -85,29 +131,54 @@ pub(crate) fn load(dir: &Path) -> Result<Option<Vec<Entry>>, String> {
     if Sha256::digest(body).as_slice() != digest {
         return Err(damaged("its digest does not match (a damaged file)"));
     }
-    let mut rest = &body[MAGIC.len()..];
-    let mut sessions: HashMap<&str, Arc<str>> = HashMap::new();
+    let mut r = Reader(&body[MAGIC.len()..]);
+    let truncated = || damaged("truncated");
+    let saved = Saved {
+        writer: r.string().ok_or_else(truncated)?,
+        store: r.string().ok_or_else(truncated)?,
+        next_batch_no: r.u64().ok_or_else(truncated)?,
+    };
+    let count = r.u32().ok_or_else(truncated)?;
+    let mut sessions: Vec<Arc<str>> = Vec::new();
+    for _ in 0..count {
+        sessions.push(Arc::from(r.string().ok_or_else(truncated)?));
+    }
     let mut out = Vec::new();
-    while !rest.is_empty() {
-        let (Some(key), Some(len)) = (rest.get(..24), rest.get(24..28)) else {
-            return Err(damaged("truncated entry"));
-        };
-        let key: [u8; 24] = key.try_into().expect("24 bytes");
-        let len = u32::from_le_bytes(len.try_into().expect("4 bytes"));
-        rest = &rest[28..];
-        let session = if len == NONE {
-            None
-        } else {
-            let Some(s) = rest.get(..len as usize) else {
-                return Err(damaged("truncated session"));
-            };
-            let s = std::str::from_utf8(s).map_err(|_| damaged("a session is not UTF-8"))?;
-            rest = &rest[len as usize..];
-            Some(sessions.entry(s).or_insert_with(|| Arc::from(s)).clone())
+    while !r.0.is_empty() {
+        let key: [u8; 24] = r.take(24).ok_or_else(truncated)?.try_into().expect("24");
+        let i = r.u32().ok_or_else(truncated)?;
+        let session = match i {
+            NONE => None,
+            i => Some(
+                sessions
+                    .get(i as usize)
+                    .ok_or_else(|| damaged("a session index out of range"))?
+                    .clone(),
+            ),
         };
         out.push((key, session));
     }
-    Ok(Some(out))
+    Ok(Some((saved, out)))
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let (a, b) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = b;
+        Some(a)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn string(&mut self) -> Option<String> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
 }
 
 #[cfg(test)]
@@ -118,26 +189,41 @@ mod tests {
     fn round_trip_and_damage() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(load(dir.path()), Ok(None));
-        let a = [1u8; 24];
-        let b = [2u8; 24];
-        save(dir.path(), [(&a, Some("s-ü")), (&b, None)].into_iter()).unwrap();
+        let saved = Saved {
+            writer: "w-1".into(),
+            store: "s3://bucket/prefix".into(),
+            next_batch_no: 42,
+        };
+        let (a, b, c) = ([1u8; 24], [2u8; 24], [3u8; 24]);
+        let entries = [(&a, Some("s-ü")), (&b, None), (&c, Some("s-ü"))];
+        save(dir.path(), &saved, entries.iter().copied()).unwrap();
+        let (got_saved, got) = load(dir.path()).unwrap().unwrap();
+        assert_eq!(got_saved, saved);
+        let s: Arc<str> = Arc::from("s-ü");
+        assert_eq!(got, vec![(a, Some(s.clone())), (b, None), (c, Some(s))]);
+        // One session, stored once.
+        let path = dir.path().join(FILE);
+        let good = fs::read(&path).unwrap();
         assert_eq!(
-            load(dir.path()).unwrap().unwrap(),
-            vec![(a, Some(Arc::from("s-ü"))), (b, None)]
+            good.windows("s-ü".len())
+                .filter(|w| *w == "s-ü".as_bytes())
+                .count(),
+            1
         );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join(FILE))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         // Any changed byte is refused, not half-read.
-        let path = dir.path().join(FILE);
-        let good = fs::read(&path).unwrap();
-        for i in [0, MAGIC.len(), MAGIC.len() + 25, good.len() - 1] {
+        for i in [
+            0,
+            MAGIC.len(),
+            MAGIC.len() + 5,
+            good.len() - 40,
+            good.len() - 1,
+        ] {
             let mut bad = good.clone();
             bad[i] ^= 1;
             fs::write(&path, &bad).unwrap();

@@ -1142,12 +1142,30 @@ fn after_a_clean_restart_a_retry_is_archived_once_and_a_late_child_joins_its_par
         .expect("the child is archived");
     assert_eq!(child.session, "conv-late");
     assert_intact(dir.path());
-    // A damaged window is ignored (logged): the collector still starts.
+    // A window saved for another store is not used: the same spool, pointed
+    // at a new store, archives a re-sent span there.
+    let c = Collector::start(dir.path(), &["--store", "other/data"]);
+    send(&c);
+    c.stop_ok();
+    let other = records(&dir.path().join("other"));
+    assert_eq!(other.iter().filter(|r| r.name == "retried").count(), 1);
+    // A damaged window is not used either (logged): the retry is archived
+    // again, since nothing else remembers it.
     let window = dir.path().join("spool").join("duplicate-window");
     let mut bytes = std::fs::read(&window).expect("a clean stop saves the window");
     bytes[40] ^= 1;
     std::fs::write(&window, bytes).unwrap();
-    Collector::start(dir.path(), &slow).stop_ok();
+    let c = Collector::start(dir.path(), &slow);
+    send(&c);
+    let log = c.log.clone();
+    c.stop_ok();
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.contains("duplicate window") && log.contains("not used"),
+        "{log}"
+    );
+    let all = records(dir.path());
+    assert_eq!(all.iter().filter(|r| r.name == "retried").count(), 2);
 }
 
 /// OTLP/JSON as the protobuf JSON mapping allows it (a double as "NaN", an
