@@ -1185,8 +1185,22 @@ fn lenient_otlp_json_is_archived() {
     ];
     let mut body = span_json(TRACE, "00000000000000f1", None, "chat", attrs);
     body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["droppedEventsCount"] = json!("0");
+    // A span that cannot be read is rejected alone, not the request.
+    body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "unreadable", "spanId": "not hex"}));
     let (s, answer) = post_json(&c, &body);
     assert_eq!(s, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["partialSuccess"]["rejectedSpans"], 1, "{answer}");
+    assert!(
+        answer["partialSuccess"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("spans[1].spanId: \"not hex\" is not hex"),
+        "{answer}"
+    );
     c.stop_ok();
     let all = records(dir.path());
     let r = all.iter().find(|r| r.name == "chat").expect("archived");
@@ -1199,6 +1213,11 @@ fn lenient_otlp_json_is_archived() {
         Some(Value::Array(vec![]))
     );
     assert_eq!(a("gen_ai.usage.input_tokens"), Some(Value::Int(12)));
+    assert_eq!(
+        a("otel.empty_attributes"),
+        Some(Value::Array(vec![Value::Str("tags".into())]))
+    );
+    assert!(all.iter().all(|r| r.name != "unreadable"));
     assert_intact(dir.path());
 }
 

@@ -49,6 +49,8 @@ pub(crate) enum ConvertError {
     Strindex { at: String, key: String },
     #[error("{at}: an attribute has an empty key")]
     EmptyKey { at: String },
+    #[error("OTLP/JSON {0}")]
+    Json(String),
     #[error("span {span:?}: {field} is empty or all zeros (an invalid id in OTLP)")]
     MissingId { span: String, field: &'static str },
     #[error("{at}: link {index}: {field} must be {want} bytes, got {got}")]
@@ -1014,7 +1016,7 @@ mod tests {
           "startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000",
           "attributes":[{"key":"gen_ai.operation.name","value":{"stringValue":"execute_tool"}},
                         {"key":"n","value":{"intValue":"42"}}],"status":{}}]}]}]}"#;
-        let req = super::super::json::traces(json.as_bytes()).unwrap();
+        let (req, _) = super::super::json::traces(json.as_bytes()).unwrap();
         let got = one(&req).unwrap();
         assert_eq!(
             got[0].trace_id.as_deref(),

@@ -301,11 +301,21 @@ async fn export(s: &Shared, signal: Signal, req: Request) -> Response {
         (Signal::Traces, Encoding::Protobuf) => ExportTraceServiceRequest::decode(body)
             .map(convert::spans)
             .map_err(|e| e.to_string()),
-        (Signal::Traces, Encoding::Json) => json::traces(&body).map(convert::spans),
+        (Signal::Traces, Encoding::Json) => json::traces(&body).map(|(req, rejected)| {
+            let mut c = convert::spans(req);
+            c.errors
+                .extend(rejected.into_iter().map(convert::ConvertError::Json));
+            c
+        }),
         (Signal::Logs, Encoding::Protobuf) => ExportLogsServiceRequest::decode(body)
             .map(convert::logs)
             .map_err(|e| e.to_string()),
-        (Signal::Logs, Encoding::Json) => json::logs(&body).map(convert::logs),
+        (Signal::Logs, Encoding::Json) => json::logs(&body).map(|(req, rejected)| {
+            let mut c = convert::logs(req);
+            c.errors
+                .extend(rejected.into_iter().map(convert::ConvertError::Json));
+            c
+        }),
     };
     let converted = match converted {
         Ok(c) => c,

@@ -5,9 +5,13 @@
 //! strings `"NaN"`, `"Infinity"`, `"-Infinity"` or a decimal; enums as
 //! integers; `bytesValue` in standard or URL-safe base64, padded or not;
 //! `null` and an omitted field alike as the field's default; unknown fields
-//! ignored. The generated serde code of `opentelemetry-proto` refuses several
-//! of these (a `"NaN"` double, an `arrayValue` without `values`), and a
-//! refusal is an HTTP 400 the client does not retry: its whole batch lost.
+//! ignored; enums as integers or as their names. The generated serde code of
+//! `opentelemetry-proto` refuses several of these (a `"NaN"` double, an
+//! `arrayValue` without `values`), and a refusal is an HTTP 400 the client
+//! does not retry: its whole batch lost. So here a span or log record that
+//! cannot be read (an id that is not hex, a value of the wrong type) is
+//! rejected alone, named in the partial-success answer; only a request
+//! whose structure is not OTLP is refused whole.
 
 use base64::Engine as _;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -15,9 +19,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
 };
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
 use serde_json::{Map, Value as J};
 
 type Obj = Map<String, J>;
@@ -25,9 +31,11 @@ type Obj = Map<String, J>;
 /// Why a request is not OTLP/JSON: the path to the value, and what is wrong.
 pub(crate) type Error = String;
 
-pub(crate) fn traces(body: &[u8]) -> Result<ExportTraceServiceRequest, Error> {
+/// The request, and the spans rejected alone (with why).
+pub(crate) fn traces(body: &[u8]) -> Result<(ExportTraceServiceRequest, Vec<Error>), Error> {
     let root = parse(body)?;
     let mut req = ExportTraceServiceRequest::default();
+    let mut rejected = Vec::new();
     for (i, rs) in list(&root, "resourceSpans", "resource_spans", "")? {
         let at = format!("resourceSpans[{i}]");
         let rs = object(rs, &at)?;
@@ -46,18 +54,23 @@ pub(crate) fn traces(body: &[u8]) -> Result<ExportTraceServiceRequest, Error> {
             };
             for (k, s) in list(ss, "spans", "spans", &at)? {
                 let at = format!("{at}.spans[{k}]");
-                scope_spans.spans.push(span(object(s, &at)?, &at)?);
+                match object(s, &at).and_then(|s| span(s, &at)) {
+                    Ok(s) => scope_spans.spans.push(s),
+                    Err(e) => rejected.push(e),
+                }
             }
             out.scope_spans.push(scope_spans);
         }
         req.resource_spans.push(out);
     }
-    Ok(req)
+    Ok((req, rejected))
 }
 
-pub(crate) fn logs(body: &[u8]) -> Result<ExportLogsServiceRequest, Error> {
+/// The request, and the log records rejected alone (with why).
+pub(crate) fn logs(body: &[u8]) -> Result<(ExportLogsServiceRequest, Vec<Error>), Error> {
     let root = parse(body)?;
     let mut req = ExportLogsServiceRequest::default();
+    let mut rejected = Vec::new();
     for (i, rl) in list(&root, "resourceLogs", "resource_logs", "")? {
         let at = format!("resourceLogs[{i}]");
         let rl = object(rl, &at)?;
@@ -76,15 +89,16 @@ pub(crate) fn logs(body: &[u8]) -> Result<ExportLogsServiceRequest, Error> {
             };
             for (k, l) in list(sl, "logRecords", "log_records", &at)? {
                 let at = format!("{at}.logRecords[{k}]");
-                scope_logs
-                    .log_records
-                    .push(log_record(object(l, &at)?, &at)?);
+                match object(l, &at).and_then(|l| log_record(l, &at)) {
+                    Ok(l) => scope_logs.log_records.push(l),
+                    Err(e) => rejected.push(e),
+                }
             }
             out.scope_logs.push(scope_logs);
         }
         req.resource_logs.push(out);
     }
-    Ok(req)
+    Ok((req, rejected))
 }
 
 fn parse(body: &[u8]) -> Result<Obj, Error> {
@@ -107,7 +121,9 @@ fn span(s: &Obj, at: &str) -> Result<Span, Error> {
         parent_span_id: id(s, "parentSpanId", "parent_span_id", at)?,
         flags: uint32(s, "flags", "flags", at)?,
         name: string(s, "name", "name", at)?,
-        kind: int32(s, "kind", "kind", at)?,
+        kind: enumeration(s, "kind", "kind", at, |n| {
+            span::SpanKind::from_str_name(n).map(|k| k as i32)
+        })?,
         start_time_unix_nano: uint64(s, "startTimeUnixNano", "start_time_unix_nano", at)?,
         end_time_unix_nano: uint64(s, "endTimeUnixNano", "end_time_unix_nano", at)?,
         attributes: attributes(s, at)?,
@@ -143,7 +159,9 @@ fn span(s: &Obj, at: &str) -> Result<Span, Error> {
         let st = object(st, &at)?;
         out.status = Some(Status {
             message: string(st, "message", "message", &at)?,
-            code: int32(st, "code", "code", &at)?,
+            code: enumeration(st, "code", "code", &at, |n| {
+                status::StatusCode::from_str_name(n).map(|c| c as i32)
+            })?,
         });
     }
     Ok(out)
@@ -153,7 +171,9 @@ fn log_record(l: &Obj, at: &str) -> Result<LogRecord, Error> {
     Ok(LogRecord {
         time_unix_nano: uint64(l, "timeUnixNano", "time_unix_nano", at)?,
         observed_time_unix_nano: uint64(l, "observedTimeUnixNano", "observed_time_unix_nano", at)?,
-        severity_number: int32(l, "severityNumber", "severity_number", at)?,
+        severity_number: enumeration(l, "severityNumber", "severity_number", at, |n| {
+            SeverityNumber::from_str_name(n).map(|c| c as i32)
+        })?,
         severity_text: string(l, "severityText", "severity_text", at)?,
         body: match field(l, "body", "body") {
             Some(v) => Some(any_value(v, &format!("{at}.body"))?),
@@ -232,6 +252,13 @@ fn dropped(o: &Obj, at: &str) -> Result<u32, Error> {
 /// An AnyValue: an object with one of the value members (none: an empty value).
 fn any_value(v: &J, at: &str) -> Result<AnyValue, Error> {
     let o = object(v, at)?;
+    let set = VALUE_MEMBERS
+        .iter()
+        .filter(|(camel, snake)| field(o, camel, snake).is_some())
+        .count();
+    if set > 1 {
+        return Err(format!("{at}: more than one value member (a oneof)"));
+    }
     let one = |camel: &str, snake: &str| field(o, camel, snake);
     let value = if let Some(v) = one("stringValue", "string_value") {
         Some(any_value::Value::StringValue(as_string(v, at)?))
@@ -244,17 +271,16 @@ fn any_value(v: &J, at: &str) -> Result<AnyValue, Error> {
     } else if let Some(v) = one("doubleValue", "double_value") {
         Some(any_value::Value::DoubleValue(as_double(v, at)?))
     } else if let Some(v) = one("arrayValue", "array_value") {
-        let a = object(v, at)?;
-        let values = list(a, "values", "values", at)?
-            .map(|(i, v)| any_value(v, &format!("{at}.arrayValue.values[{i}]")))
+        let at = format!("{at}.arrayValue");
+        let a = object(v, &at)?;
+        let values = list(a, "values", "values", &at)?
+            .map(|(i, v)| any_value(v, &format!("{at}.values[{i}]")))
             .collect::<Result<_, _>>()?;
         Some(any_value::Value::ArrayValue(ArrayValue { values }))
     } else if let Some(v) = one("kvlistValue", "kvlist_value") {
-        let kv = object(v, at)?;
-        let values = key_values(
-            list(kv, "values", "values", at)?,
-            &format!("{at}.kvlistValue.values"),
-        )?;
+        let at = format!("{at}.kvlistValue");
+        let kv = object(v, &at)?;
+        let values = key_values(list(kv, "values", "values", &at)?, &format!("{at}.values"))?;
         Some(any_value::Value::KvlistValue(KeyValueList { values }))
     } else if let Some(v) = one("bytesValue", "bytes_value") {
         Some(any_value::Value::BytesValue(as_bytes(v, at)?))
@@ -265,6 +291,18 @@ fn any_value(v: &J, at: &str) -> Result<AnyValue, Error> {
     };
     Ok(AnyValue { value })
 }
+
+/// The members of an AnyValue's `value` oneof.
+const VALUE_MEMBERS: [(&str, &str); 8] = [
+    ("stringValue", "string_value"),
+    ("boolValue", "bool_value"),
+    ("intValue", "int_value"),
+    ("doubleValue", "double_value"),
+    ("arrayValue", "array_value"),
+    ("kvlistValue", "kvlist_value"),
+    ("bytesValue", "bytes_value"),
+    ("stringValueStrindex", "string_value_strindex"),
+];
 
 /// Member `camel` (or its .proto name `snake`); `null` is absent.
 fn field<'a>(o: &'a Obj, camel: &str, snake: &str) -> Option<&'a J> {
@@ -330,8 +368,22 @@ fn uint32(o: &Obj, camel: &str, snake: &str, at: &str) -> Result<u32, Error> {
     field(o, camel, snake).map_or(Ok(0), |v| as_int(v, &format!("{}{camel}", prefix(at))))
 }
 
-fn int32(o: &Obj, camel: &str, snake: &str, at: &str) -> Result<i32, Error> {
-    field(o, camel, snake).map_or(Ok(0), |v| as_int(v, &format!("{}{camel}", prefix(at))))
+/// An enum: its number, or its name (an unknown name is 0, as an unknown
+/// number would be read as unspecified).
+fn enumeration(
+    o: &Obj,
+    camel: &str,
+    snake: &str,
+    at: &str,
+    by_name: impl Fn(&str) -> Option<i32>,
+) -> Result<i32, Error> {
+    match field(o, camel, snake) {
+        None => Ok(0),
+        Some(J::String(name)) if name.trim().parse::<i64>().is_err() => {
+            Ok(by_name(name).unwrap_or(0))
+        }
+        Some(v) => as_int(v, &format!("{}{camel}", prefix(at))),
+    }
 }
 
 /// An integer as a JSON number (an integral float too, as `1e3`) or a
@@ -402,7 +454,8 @@ mod tests {
             r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"0102030405060708090A0B0C0D0E0F10",
             "spanId":"0102030405060708","attributes":[{{"key":"k","value":{json}}}]}}]}}]}}]}}"#
         );
-        let req = traces(body.as_bytes()).unwrap();
+        let (req, rejected) = traces(body.as_bytes()).unwrap();
+        assert!(rejected.is_empty(), "{rejected:?}");
         let s = &req.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(s.trace_id, (1..=16).collect::<Vec<u8>>());
         s.attributes[0].value.as_ref().and_then(|v| v.value.clone())
@@ -457,7 +510,7 @@ mod tests {
             "spanId":"0101010101010101","kind":null,"droppedEventsCount":"4","startTimeUnixNano":"12",
             "endTimeUnixNano":13,"links":[{"traceId":"","spanId":"","flags":"1"}],
             "status":{"code":2}}]}]}]}"#;
-        let req = traces(body).unwrap();
+        let (req, _) = traces(body).unwrap();
         let s = &req.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(
             (
@@ -470,29 +523,74 @@ mod tests {
         );
         assert_eq!(s.links[0].flags, 1);
         assert_eq!(s.status.as_ref().unwrap().code, 2);
-        assert_eq!(traces(b"").unwrap(), ExportTraceServiceRequest::default());
-        assert_eq!(logs(b" {} ").unwrap(), ExportLogsServiceRequest::default());
+        assert_eq!(traces(b"").unwrap().0, ExportTraceServiceRequest::default());
+        assert_eq!(
+            logs(b" {} ").unwrap().0,
+            ExportLogsServiceRequest::default()
+        );
     }
 
     #[test]
-    fn errors_name_the_value() {
-        let e = traces(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"spanId":"xyz"}]}]}]}"#)
-            .unwrap_err();
+    fn a_span_that_cannot_be_read_is_rejected_alone_and_named() {
+        let one = |span: &str| {
+            let body = format!(
+                r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"name":"good"}},{span}]}}]}}]}}"#
+            );
+            let (req, rejected) = traces(body.as_bytes()).unwrap();
+            assert_eq!(req.resource_spans[0].scope_spans[0].spans.len(), 1);
+            assert_eq!(rejected.len(), 1, "{rejected:?}");
+            rejected[0].clone()
+        };
         assert_eq!(
-            e,
-            "resourceSpans[0].scopeSpans[0].spans[0].spanId: \"xyz\" is not hex"
+            one(r#"{"spanId":"xyz"}"#),
+            "resourceSpans[0].scopeSpans[0].spans[1].spanId: \"xyz\" is not hex"
         );
-        let e = traces(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"SERVER"}]}]}]}"#)
-            .unwrap_err();
-        assert!(e.ends_with("spans[0].kind: not an integer"), "{e}");
+        let e = one(r#"{"startTimeUnixNano":"-1"}"#);
+        assert!(
+            e.ends_with("spans[1].startTimeUnixNano: -1 is out of range"),
+            "{e}"
+        );
+        let e = one(
+            r#"{"attributes":[{"key":"k","value":{"arrayValue":{"values":[{"intValue":"x"}]}}}]}"#,
+        );
+        assert!(
+            e.ends_with("attributes[0].value.arrayValue.values[0]: not an integer"),
+            "{e}"
+        );
+        let e = one(r#"{"attributes":[{"key":"k","value":{"stringValue":"a","intValue":1}}]}"#);
+        assert!(e.ends_with("more than one value member (a oneof)"), "{e}");
+        assert!(one("7").ends_with("spans[1]: not an object"));
+        // A request whose structure is not OTLP is refused whole.
         let e = traces(br#"{"resourceSpans":{}}"#).unwrap_err();
         assert_eq!(e, "resourceSpans: not an array");
         assert!(traces(b"[1]").is_err());
         assert!(traces(b"{").is_err());
-        let e = traces(
-            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"-1"}]}]}]}"#,
-        )
-        .unwrap_err();
-        assert!(e.ends_with("startTimeUnixNano: -1 is out of range"), "{e}");
+        // Log records alike.
+        let (req, rejected) =
+            logs(br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"zz"},{}]}]}]}"#)
+                .unwrap();
+        assert_eq!(req.resource_logs[0].scope_logs[0].log_records.len(), 1);
+        assert!(rejected[0].ends_with("logRecords[0].traceId: \"zz\" is not hex"));
+    }
+
+    #[test]
+    fn enums_as_numbers_or_names() {
+        let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[
+            {"kind":"SPAN_KIND_SERVER","status":{"code":"STATUS_CODE_ERROR"}},
+            {"kind":3,"status":{"code":"1"}},
+            {"kind":"SPAN_KIND_FROM_THE_FUTURE"}]}]}]}"#;
+        let (req, rejected) = traces(body).unwrap();
+        assert!(rejected.is_empty());
+        let spans = &req.resource_spans[0].scope_spans[0].spans;
+        let got: Vec<(i32, i32)> = spans
+            .iter()
+            .map(|s| (s.kind, s.status.as_ref().map_or(0, |st| st.code)))
+            .collect();
+        assert_eq!(got, [(2, 2), (3, 1), (0, 0)]);
+        let (req, _) = logs(br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"severityNumber":"SEVERITY_NUMBER_WARN"}]}]}]}"#).unwrap();
+        assert_eq!(
+            req.resource_logs[0].scope_logs[0].log_records[0].severity_number,
+            13
+        );
     }
 }
