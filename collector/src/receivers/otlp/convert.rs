@@ -140,12 +140,25 @@ pub(crate) fn attributes(kvs: Vec<KeyValue>, at: At<'_>) -> Result<Attributes, C
             },
         }
     }
+    // The name is the collector's: a sender's attribute of that name is kept
+    // as `client.<name>`.
+    set_aside(&mut out, EMPTY_ATTRIBUTES);
     if !empty.is_empty() {
-        out.0
-            .entry(EMPTY_ATTRIBUTES.to_owned())
-            .or_insert(Value::Array(empty));
+        out.insert(EMPTY_ATTRIBUTES, Value::Array(empty));
     }
     Ok(out)
+}
+
+/// Moves a sender's attribute `key` to `client.<key>` (`client.client.<key>`
+/// if that is taken, …), for the collector to write its own `key`.
+fn set_aside(attrs: &mut Attributes, key: &str) {
+    if let Some(v) = attrs.0.remove(key) {
+        let mut to = format!("client.{key}");
+        while attrs.0.contains_key(&to) {
+            to.insert_str(0, "client.");
+        }
+        attrs.0.insert(to, v);
+    }
 }
 
 /// Attribute names the collector writes itself (a span's kind, links and
@@ -186,13 +199,7 @@ fn set_aside_reserved(attrs: &mut Attributes) {
         );
     }
     for k in found {
-        if let Some(v) = attrs.0.remove(&k) {
-            let mut to = format!("client.{k}");
-            while attrs.0.contains_key(&to) {
-                to.insert_str(0, "client.");
-            }
-            attrs.0.insert(to, v);
-        }
+        set_aside(attrs, &k);
     }
 }
 
@@ -270,9 +277,8 @@ fn convert_span(
         .map(|e| {
             let ename = e.name;
             let mut attributes = attributes(e.attributes, &|| format!("{} event {ename:?}", at()))?;
-            if e.dropped_attributes_count > 0
-                && attributes.get("otel.dropped_attributes_count").is_none()
-            {
+            set_aside(&mut attributes, "otel.dropped_attributes_count");
+            if e.dropped_attributes_count > 0 {
                 attributes.insert(
                     "otel.dropped_attributes_count",
                     Value::Int(e.dropped_attributes_count.into()),
@@ -373,9 +379,8 @@ fn resource_attributes(
     match r {
         Some(r) => {
             let mut attrs = attributes(r.attributes, &|| "resource".to_owned())?;
-            if r.dropped_attributes_count > 0
-                && attrs.get("otel.dropped_attributes_count").is_none()
-            {
+            set_aside(&mut attrs, "otel.dropped_attributes_count");
+            if r.dropped_attributes_count > 0 {
                 attrs.insert(
                     "otel.dropped_attributes_count",
                     Value::Int(r.dropped_attributes_count.into()),
@@ -902,6 +907,36 @@ mod tests {
         assert_eq!(
             got[0].resource.get("otel.dropped_attributes_count"),
             Some(&Value::Int(5))
+        );
+        // A sender's attribute under one of these names is kept aside.
+        let mut s = chat_span();
+        s.events = vec![span::Event {
+            name: "e".into(),
+            dropped_attributes_count: 3,
+            attributes: vec![kv(
+                "otel.dropped_attributes_count",
+                any_value::Value::IntValue(0),
+            )],
+            ..Default::default()
+        }];
+        s.attributes.push(kv(
+            "otel.empty_attributes",
+            any_value::Value::BoolValue(true),
+        ));
+        let got = one(&request(vec![s])).unwrap();
+        let ev = &got[0].events[0].attributes;
+        assert_eq!(
+            ev.get("otel.dropped_attributes_count"),
+            Some(&Value::Int(3))
+        );
+        assert_eq!(
+            ev.get("client.otel.dropped_attributes_count"),
+            Some(&Value::Int(0))
+        );
+        assert_eq!(got[0].attributes.get("otel.empty_attributes"), None);
+        assert_eq!(
+            got[0].attributes.get("client.otel.empty_attributes"),
+            Some(&Value::Bool(true))
         );
     }
 
