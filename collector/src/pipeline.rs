@@ -64,6 +64,10 @@ pub(crate) const DEFAULT_MAX_BACKLOG: usize = 256 << 20;
 /// ([`Unavailable::Busy`]).
 pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(5);
 
+/// Why a request waited too long: [`Unavailable::Busy`].
+pub(crate) const QUEUE_FULL: &str = "its pipeline queue stayed full for 5 s";
+pub(crate) const NO_BODY_SLOT: &str = "no slot for a request body came free within 5 s";
+
 /// Exports taken from the queue in one group (one fsync).
 const GROUP_EXPORTS: usize = 1024;
 
@@ -99,8 +103,8 @@ pub(crate) enum Unavailable {
     Spool(String),
     #[error("the collector is shutting down")]
     ShuttingDown,
-    #[error("the collector is busy: its queue stayed full for {0:?}; retry later")]
-    Busy(Duration),
+    #[error("the collector is busy: {0}; retry later")]
+    Busy(&'static str),
     #[error("the archive store is failing: {0} bytes of records wait to be sealed; retry later")]
     Backlog(usize),
 }
@@ -258,13 +262,17 @@ impl Pipeline {
     /// refused as retryable (nothing taken), so that an overloaded collector
     /// tells its clients to back off rather than hold them until they time
     /// out.
-    pub(crate) async fn submit(&self, items: Vec<Item>) -> Result<Accepted, Unavailable> {
+    pub(crate) async fn submit(
+        &self,
+        items: Vec<Item>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Accepted, Unavailable> {
         let (ack, done) = oneshot::channel();
         let send = self.tx.send_async(Msg::Export { items, ack });
-        match tokio::time::timeout(QUEUE_WAIT, send).await {
+        match tokio::time::timeout_at(deadline, send).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(Unavailable::ShuttingDown),
-            Err(_) => return Err(Unavailable::Busy(QUEUE_WAIT)),
+            Err(_) => return Err(Unavailable::Busy(QUEUE_FULL)),
         }
         done.await.map_err(|_| Unavailable::ShuttingDown)?
     }
@@ -899,7 +907,9 @@ mod tests {
         })
         .unwrap();
         let started = tokio::time::Instant::now();
-        let answer = p.submit(Vec::new()).await;
+        let answer = p
+            .submit(Vec::new(), tokio::time::Instant::now() + QUEUE_WAIT)
+            .await;
         assert!(matches!(answer, Err(Unavailable::Busy(_))), "{answer:?}");
         assert_eq!(started.elapsed(), QUEUE_WAIT);
         assert_eq!(rx.len(), 1, "the refused request was not queued");

@@ -80,10 +80,13 @@ impl Shared {
     }
 
     /// Takes a converted request: answers once its records are durable.
+    /// Hands a decoded request to the pipeline; `deadline` ends its wait
+    /// for room there (see [`crate::pipeline::QUEUE_WAIT`]).
     pub(crate) async fn accept(
         &self,
         signal: Signal,
         converted: otlp::convert::Converted,
+        deadline: tokio::time::Instant,
     ) -> Result<Outcome, Unavailable> {
         let m = &self.pipeline.metrics;
         let n = (converted.items.len() + converted.errors.len()) as u64;
@@ -97,7 +100,7 @@ impl Shared {
             Default::default()
         } else {
             let items = converted.items.len() as u64;
-            match self.pipeline.submit(converted.items).await {
+            match self.pipeline.submit(converted.items, deadline).await {
                 Ok(a) => a,
                 Err(e) => {
                     m.rejected.unavailable(&e, items);

@@ -35,7 +35,11 @@ const UNAUTHENTICATED: &str = "a valid bearer token is required (authorization: 
 impl Otlp {
     async fn take(&self, signal: Signal, c: convert::Converted) -> Result<Outcome, Status> {
         self.0
-            .accept(signal, c)
+            .accept(
+                signal,
+                c,
+                tokio::time::Instant::now() + crate::pipeline::QUEUE_WAIT,
+            )
             .await
             .map_err(|e| Status::unavailable(e.to_string()))
     }

@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 
 use super::{convert, json};
-use crate::pipeline::{Unavailable, QUEUE_WAIT};
+use crate::pipeline::{Unavailable, NO_BODY_SLOT, QUEUE_WAIT};
 use crate::receivers::{Outcome, Reason, Shared, Signal};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -224,8 +224,10 @@ async fn export(s: &Shared, signal: Signal, req: Request) -> Response {
     // Bounds the memory that request bodies take: at most MAX_IN_FLIGHT
     // bodies (each at most --max-body compressed, plus at most --max-body
     // decompressed).
-    // A request that waits too long for its turn is refused as retryable.
-    let _permit = match tokio::time::timeout(QUEUE_WAIT, s.in_flight.acquire()).await {
+    // A request that waits too long for its turn (a body slot, then room in
+    // the pipeline's queue: one wait in all) is refused as retryable.
+    let deadline = tokio::time::Instant::now() + QUEUE_WAIT;
+    let _permit = match tokio::time::timeout_at(deadline, s.in_flight.acquire()).await {
         Ok(Ok(permit)) => permit,
         Ok(Err(_)) => {
             return error(
@@ -235,7 +237,7 @@ async fn export(s: &Shared, signal: Signal, req: Request) -> Response {
             )
         }
         Err(_) => {
-            let busy = Unavailable::Busy(QUEUE_WAIT);
+            let busy = Unavailable::Busy(NO_BODY_SLOT);
             s.pipeline.metrics.rejected.unavailable(&busy, 0);
             return error(Some(enc), StatusCode::SERVICE_UNAVAILABLE, busy.to_string());
         }
@@ -321,7 +323,7 @@ async fn export(s: &Shared, signal: Signal, req: Request) -> Response {
         Ok(c) => c,
         Err(e) => return bad(e),
     };
-    match s.accept(signal, converted).await {
+    match s.accept(signal, converted, deadline).await {
         Ok(o) => answer(signal, enc, o),
         Err(e) => error(Some(enc), StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
