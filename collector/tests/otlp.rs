@@ -873,14 +873,15 @@ fn bad_requests_are_refused_with_the_right_status_and_change_nothing() {
     );
     assert_eq!(s, 200);
     grpc_export_with(&c, good(3), Some("s3cret")).unwrap();
-    // A body of two gzip members (RFC 1952 allows it): both are read.
+    // A body of two gzip members (RFC 1952 allows it): both are read; and
+    // `x-gzip` is gzip (RFC 9110).
     let two = [gzip(&pb(&good(4))), gzip(&pb(&good(5)))].concat();
     let (s, _) = post(
         &c,
         "/v1/traces",
         "application/x-protobuf",
         two,
-        &[auth[0], ("content-encoding", "gzip")],
+        &[auth[0], ("content-encoding", "x-gzip")],
     );
     assert_eq!(s, 200);
     // The scheme of the token is case-insensitive.

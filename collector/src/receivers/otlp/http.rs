@@ -206,7 +206,7 @@ async fn export(s: &Shared, signal: Signal, req: Request) -> Response {
         .as_deref()
     {
         None | Some("identity") => false,
-        Some("gzip") => true,
+        Some("gzip" | "x-gzip") => true,
         Some(other) => {
             return reject(
                 Reason::ContentType,
