@@ -1048,30 +1048,34 @@ fn a_genai_log_event_is_archived_in_the_session_of_its_span() {
     );
 }
 
+/// Sends what a client retries in the tests below: a log record (`gen_ai.choice`)
+/// and a span (`retried`, in session `retry`), the same each time.
+fn send_retried(c: &Collector) {
+    let log = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1700000000500000000", "eventName": "gen_ai.choice",
+         "body": {"stringValue": "the answer"}}]}]}]});
+    let (s, body) = post(
+        c,
+        "/v1/logs",
+        "application/json",
+        serde_json::to_vec(&log).unwrap(),
+        &[],
+    );
+    assert_eq!(s, 200, "{body}");
+    send_span(
+        c,
+        "00000000000000d1",
+        None,
+        "retried",
+        vec![attr("audit.session_id", "retry")],
+    );
+}
+
 #[test]
 fn a_retry_after_a_crash_and_restart_is_archived_once() {
     let dir = workdir();
     let slow = ["--flush-interval", "1h", "--heartbeat", "1h"];
-    let log = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
-        {"timeUnixNano": "1700000000500000000", "eventName": "gen_ai.choice",
-         "body": {"stringValue": "the answer"}}]}]}]});
-    let send = |c: &Collector| {
-        let (s, body) = post(
-            c,
-            "/v1/logs",
-            "application/json",
-            serde_json::to_vec(&log).unwrap(),
-            &[],
-        );
-        assert_eq!(s, 200, "{body}");
-        send_span(
-            c,
-            "00000000000000d1",
-            None,
-            "retried",
-            vec![attr("audit.session_id", "retry")],
-        );
-    };
+    let send = send_retried;
     // Acknowledged (spooled), then the collector dies before it seals; the
     // client, which did not hear back in time, retries against the next start.
     let c = Collector::start(dir.path(), &slow);
@@ -1090,26 +1094,7 @@ fn a_retry_after_a_crash_and_restart_is_archived_once() {
 fn after_a_clean_restart_a_retry_is_archived_once_and_a_late_child_joins_its_parents_session() {
     let dir = workdir();
     let slow = ["--flush-interval", "1h", "--heartbeat", "1h"];
-    let log = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
-        {"timeUnixNano": "1700000000500000000", "eventName": "gen_ai.choice",
-         "body": {"stringValue": "the answer"}}]}]}]});
-    let send = |c: &Collector| {
-        let (s, body) = post(
-            c,
-            "/v1/logs",
-            "application/json",
-            serde_json::to_vec(&log).unwrap(),
-            &[],
-        );
-        assert_eq!(s, 200, "{body}");
-        send_span(
-            c,
-            "00000000000000d1",
-            None,
-            "retried",
-            vec![attr("audit.session_id", "retry")],
-        );
-    };
+    let send = send_retried;
     // Acknowledged and sealed by a clean stop (a rolling restart); the
     // client, whose answer was lost, retries against the next start. A
     // parent that names its session arrives before the restart, its child
