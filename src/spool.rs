@@ -897,6 +897,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_s, _) = Spool::open(dir.path()).unwrap();
         let err = Spool::open(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("locked"), "{err}");
+        assert!(err.to_string().contains("the spool is in use"), "{err}");
     }
 }
