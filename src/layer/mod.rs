@@ -205,6 +205,16 @@ fn session_in(
     values: impl FnOnce(&mut FieldCapture<'_, fields::Fields>),
     indexes: &[u8],
 ) -> Option<String> {
+    let (fields, _, _) = capture_apart(values);
+    let i = fields::session_index(&fields, indexes)?;
+    fields.get(i)?.as_session()
+}
+
+/// Captures `values` on their own, outside any span's state (and so
+/// without its lock held): fields, `otel.name`, status.
+fn capture_apart(
+    values: impl FnOnce(&mut FieldCapture<'_, fields::Fields>),
+) -> (fields::Fields, Option<String>, (StatusCode, Option<String>)) {
     let mut fields = fields::Fields::default();
     let (mut name, mut status) = (None, (StatusCode::Unset, None));
     values(&mut FieldCapture {
@@ -213,8 +223,7 @@ fn session_in(
         status: &mut status,
         message: None,
     });
-    let i = fields::session_index(&fields, indexes)?;
-    fields.get(i)?.as_session()
+    (fields, name, status)
 }
 
 /// The state `layer` keeps for a span.
@@ -1090,15 +1099,7 @@ where
         if open_of(&span.extensions(), self.site_id).is_some() {
             // Recorded before the span is locked: formatting a value may
             // emit an event in this span itself.
-            let mut fields = fields::Fields::default();
-            let mut name = None;
-            let mut status = (StatusCode::Unset, None);
-            values.record(&mut FieldCapture {
-                attributes: &mut fields,
-                name: &mut name,
-                status: &mut status,
-                message: None,
-            });
+            let (fields, name, status) = capture_apart(|c| values.record(c));
             if let Some(open) = open_of_mut(&mut span.extensions_mut(), self.site_id) {
                 open.state.merge(&fields, name, status);
             }
