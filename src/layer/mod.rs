@@ -529,6 +529,14 @@ impl AuditLayerBuilder {
         self
     }
     /// Writer id (default: made once and kept in the spool directory's `writer-id` file).
+    ///
+    /// Each writer (each process, each layer) needs an id of its own: two
+    /// under one id on one store would fork its chain of seals. The second
+    /// to seal finds the other's seal, stops sealing for good (logged, and
+    /// counted in `store_errors`), and refuses to start again with that
+    /// spool; under [`Overload::Block`] the agent then waits once the
+    /// backlog is full. The default, made once per spool directory, is
+    /// unique in practice.
     pub fn with_writer_id(mut self, id: impl Into<String>) -> Self {
         self.writer_id = Some(id.into());
         self
