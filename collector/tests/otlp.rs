@@ -652,6 +652,45 @@ fn grpc_export_with(
     })
 }
 
+/// `details` (grpc-status-details-bin) is a `google.rpc.Status` holding a
+/// `google.rpc.RetryInfo` of 1 s.
+fn assert_retry_info(details: &[u8]) {
+    use prost::Message;
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Any {
+        #[prost(string, tag = "1")]
+        type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        value: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<Any>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Delay {
+        #[prost(int64, tag = "1")]
+        seconds: i64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        retry_delay: Option<Delay>,
+    }
+    let status = RpcStatus::decode(details).expect("a google.rpc.Status");
+    assert_eq!(status.code, 14);
+    let info = status
+        .details
+        .iter()
+        .find(|a| a.type_url == "type.googleapis.com/google.rpc.RetryInfo")
+        .expect("a RetryInfo detail");
+    let info = RetryInfo::decode(&info.value[..]).unwrap();
+    assert_eq!(info.retry_delay, Some(Delay { seconds: 1 }));
+}
+
 fn named(trace_hex: &str, span_hex: &str, name: &str, pad: usize) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
@@ -1478,6 +1517,12 @@ fn a_failing_store_backs_clients_off_and_loses_nothing_acknowledged() {
         50,
         "{m}"
     );
+
+    // Over gRPC: UNAVAILABLE, with a RetryInfo detail (when to retry).
+    let refused = grpc_export_with(&c, named(TRACE, "00000000000000f9", "grpc", 0), None)
+        .expect_err("refused as retryable");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert_retry_info(refused.details());
 
     // The store is back: the backlog is sealed and exports are taken again.
     std::fs::remove_file(&data).unwrap();

@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use prost::Message as _;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
@@ -41,8 +42,64 @@ impl Otlp {
                 tokio::time::Instant::now() + crate::pipeline::QUEUE_WAIT,
             )
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))
+            .map_err(|e| unavailable(e.to_string()))
     }
+}
+
+/// How long a client is asked to wait before it retries a refused export
+/// (as HTTP's `Retry-After`).
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `UNAVAILABLE` (retryable), with a `google.rpc.RetryInfo` detail saying
+/// when to retry, which the OpenTelemetry SDKs read.
+fn unavailable(message: String) -> Status {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ProtoDuration {
+        #[prost(int64, tag = "1")]
+        seconds: i64,
+        #[prost(int32, tag = "2")]
+        nanos: i32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        retry_delay: Option<ProtoDuration>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Any {
+        #[prost(string, tag = "1")]
+        type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        value: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<Any>,
+    }
+    let info = RetryInfo {
+        retry_delay: Some(ProtoDuration {
+            seconds: RETRY_AFTER.as_secs() as i64,
+            nanos: RETRY_AFTER.subsec_nanos() as i32,
+        }),
+    };
+    let status = RpcStatus {
+        code: tonic::Code::Unavailable as i32,
+        message: message.clone(),
+        details: vec![Any {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            value: info.encode_to_vec(),
+        }],
+    };
+    Status::with_details(
+        tonic::Code::Unavailable,
+        message,
+        status.encode_to_vec().into(),
+    )
 }
 
 #[tonic::async_trait]
