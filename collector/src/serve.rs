@@ -100,7 +100,7 @@ pub(crate) struct ServeArgs {
     /// Seal when this many records are pending [default: 10000].
     #[arg(long, env = "SEALTRAIL_MAX_BATCH_RECORDS")]
     max_batch_records: Option<usize>,
-    /// zstd level of batch objects, 1 (least CPU) to 19 (smallest) [default: 3].
+    /// zstd level of batch objects, 1 (least CPU) to 19 (smallest) [default: 1].
     #[arg(long, env = "SEALTRAIL_ZSTD_LEVEL")]
     zstd_level: Option<i32>,
     /// S3 only: lock every object under Object Lock for this long (e.g. 7y, 90d).
