@@ -101,7 +101,7 @@ pub enum Error {
     #[error(
         "writer {writer:?} conflicts with another process using the same writer id: {reason}. \
          Give every process its own writer id (the default is made once per spool directory); \
-         this writer's spooled records are kept"
+         this writer's spooled records are kept (`sealtrail recover` archives them under a new writer id)"
     )]
     WriterConflict {
         /// The writer id.

@@ -13,6 +13,7 @@ pub mod merkle;
 pub mod pipeline;
 pub mod read;
 pub mod record;
+pub mod recover;
 pub mod seal;
 pub mod spool;
 pub mod verify;

@@ -194,7 +194,9 @@ impl Sealer {
                 reason: format!(
                     "an earlier run stopped sealing ({reason}); the records it acknowledged \
                      stay in {} and cannot be sealed under this writer id. Start with another \
-                     spool directory (and a writer id of its own), and keep this one for its records",
+                     spool directory (and a writer id of its own); `sealtrail recover --spool-dir {}` \
+                     archives this one's records under a new writer id",
+                    spool.dir().display(),
                     spool.dir().display()
                 ),
             });

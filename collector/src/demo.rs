@@ -7,8 +7,7 @@ use clap::Args;
 use sealtrail::archive::DEFAULT_STORE;
 use sealtrail::writer::now_ns;
 use sealtrail::{
-    keys, Archive, Attributes, Event, Kind, Status, StatusCode, TraceRecord, Value, Writer,
-    WriterOptions,
+    keys, Attributes, Event, Kind, Status, StatusCode, TraceRecord, Value, Writer, WriterOptions,
 };
 
 #[derive(Debug, Args)]
@@ -150,25 +149,8 @@ pub(crate) async fn run(a: &DemoArgs) -> sealtrail::Result<ExitCode> {
             id: a.writer_id.clone(),
         });
     }
-    if a.retention.is_some() && !a.store.starts_with("s3://") {
-        return Err(sealtrail::Error::InvalidSetting {
-            setting: "--retention",
-            reason: format!(
-                "it applies to an s3:// store (Object Lock), not to {}",
-                a.store
-            ),
-        });
-    }
     let key = keys::read_signing_key(&a.signing_key)?;
-    let mut archive = Archive::open(&a.store)?;
-    if let Some(period) = a.retention {
-        let mode = if a.lock_mode == "governance" {
-            sealtrail::archive::LockMode::Governance
-        } else {
-            sealtrail::archive::LockMode::Compliance
-        };
-        archive = archive.with_retention(sealtrail::archive::Retention { mode, period })?;
-    }
+    let archive = crate::open_archive(&a.store, a.retention, &a.lock_mode)?;
     archive.check_object_lock(a.allow_unlocked).await?;
     let mut writer = Writer::open(archive, key, &a.writer_id, WriterOptions::default()).await?;
     let t0 = now_ns();

@@ -27,6 +27,7 @@ mod metrics;
 mod pipeline;
 mod read;
 mod receivers;
+mod recover;
 mod serve;
 mod window;
 
@@ -59,6 +60,9 @@ enum Command {
     /// Prove an archive complete and unaltered, or name what is wrong.
     /// Exit status: 0 intact, 1 findings, 2 usage or I/O error.
     Verify(VerifyArgs),
+    /// Archive the records left in the spool of a writer that stopped on a
+    /// writer-id conflict under a new writer id: chained, sealed, closed.
+    Recover(recover::RecoverArgs),
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +143,13 @@ fn main() -> ExitCode {
         // The collector builds its own runtime (and its logs).
         Command::Serve(a) => return serve::run(*a),
         Command::BenchLoad(a) => return bench_load::run(&a),
+        // The sealer builds its own runtime.
+        Command::Recover(a) => {
+            return recover::run(&a).unwrap_or_else(|e| {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            })
+        }
         other => Cli { command: other },
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -157,7 +168,9 @@ fn main() -> ExitCode {
         Command::Verify(a) => rt.block_on(run_verify(&a)),
         Command::Sessions(a) => rt.block_on(read::run_sessions(&a)),
         Command::Show(a) => rt.block_on(read::run_show(&a)),
-        Command::Serve(_) | Command::BenchLoad(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::BenchLoad(_) | Command::Recover(_) => {
+            unreachable!("handled above")
+        }
     };
     match result {
         Ok(code) => code,
@@ -183,6 +196,31 @@ fn out_line(args: std::fmt::Arguments<'_>) -> sealtrail::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Opens the archive at `store`, with Object Lock `retention` in `lock_mode`
+/// (`compliance` or `governance`) on every object it writes (S3 only).
+fn open_archive(
+    store: &str,
+    retention: Option<Duration>,
+    lock_mode: &str,
+) -> sealtrail::Result<Archive> {
+    if retention.is_some() && !store.starts_with("s3://") {
+        return Err(sealtrail::Error::InvalidSetting {
+            setting: "--retention",
+            reason: format!("it applies to an s3:// store (Object Lock), not to {store}"),
+        });
+    }
+    let archive = Archive::open(store)?;
+    let Some(period) = retention else {
+        return Ok(archive);
+    };
+    let mode = if lock_mode == "governance" {
+        sealtrail::archive::LockMode::Governance
+    } else {
+        sealtrail::archive::LockMode::Compliance
+    };
+    archive.with_retention(sealtrail::archive::Retention { mode, period })
 }
 
 fn keygen(a: &KeygenArgs) -> sealtrail::Result<ExitCode> {

@@ -372,7 +372,8 @@ fn a_span_whose_ancestor_never_comes_is_archived_under_its_trace_id_after_the_wa
 /// with `SEALTRAIL_WRITER_ID` set): the one whose seal finds the other's
 /// stops at once (exit 1) rather than acknowledge what it cannot seal, and
 /// refuses to start again (exit 2) rather than take the other's seal for
-/// its own and delete its spooled records.
+/// its own and delete its spooled records. `sealtrail recover` then archives
+/// them under a writer id of their own.
 #[test]
 fn a_collector_sharing_its_writer_id_with_another_stops_and_keeps_its_spool() {
     let (a_dir, b_dir) = (workdir(), workdir());
@@ -445,6 +446,79 @@ fn a_collector_sharing_its_writer_id_with_another_stops_and_keeps_its_spool() {
     assert!(spooled, "the acknowledged span is still in A's spool");
     b.stop_ok();
     assert_eq!(session_of("conv-b"), 1);
+
+    // The operator archives A's spool under a new writer id.
+    let recover = |extra: &[&str]| {
+        std::process::Command::new(common::bin())
+            .args(["recover", "--spool-dir", "spool", "--store", store])
+            .args(["--signing-key", "k.key"])
+            .args(extra)
+            .current_dir(a_dir.path())
+            .env_remove("SEALTRAIL_STORE")
+            .output()
+            .unwrap()
+    };
+    let o = recover(&["--writer-id", "replica-a"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("name it with --from-writer"), "{err}");
+    let o = recover(&["--from-writer", "shared", "--writer-id", "replica-a"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("spool: 1 record(s) of writer shared archived as writer replica-a"),
+        "{out}"
+    );
+    assert_eq!(session_of("conv-a"), 2);
+    let archive = sealtrail::Archive::open(store).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let a2: Vec<_> = rt
+        .block_on(sealtrail::read::records(&archive, |s| s == "conv-a"))
+        .unwrap()
+        .into_iter()
+        .filter(|(w, _)| w == "replica-a")
+        .map(|(_, r)| (r.span_id, r.seq))
+        .collect();
+    assert_eq!(a2, [(Some("00000000000000a2".to_owned()), 0)]);
+    // Verify: intact but for A's batch object written when it found B's seal.
+    let o = std::process::Command::new(common::bin())
+        .args([
+            "verify",
+            "--store",
+            store,
+            "--public-key",
+            "k.key.pub",
+            "--json",
+        ])
+        .current_dir(a_dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{report}");
+    assert_eq!(findings[0]["problem"], "uncovered_object", "{report}");
+    assert!(
+        findings[0]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1/writers/shared/batches/"),
+        "{report}"
+    );
+    // Once is enough.
+    let o = recover(&["--from-writer", "shared"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("nothing to do"), "{out}");
+    assert_eq!(session_of("conv-a"), 2);
 }
 
 /// A collector that seals only when it stops, holding one span of `conv`.
