@@ -68,6 +68,42 @@ async fn one_changed_byte_in_a_record_is_named_by_session_and_seq() {
     .is_empty());
 }
 
+/// A changed byte that leaves a record's chain fields findable but makes it
+/// no JSON object (here: the quote that ends a string): the record is
+/// malformed, not placed in its chain, and still a hash mismatch, as
+/// FORMAT.md §7 says (and as the independent verifier reports).
+#[tokio::test]
+async fn an_altered_record_that_is_no_json_object_is_malformed() {
+    let f = fixture().await;
+    let key = f.batch_key(1);
+    let mut lines = f.lines(&key).await;
+    let i = line_of(&lines, "session-1", 5);
+    let pos = lines[i].windows(8).position(|w| w == b"question").unwrap();
+    let end = pos + lines[i][pos..].iter().position(|b| *b == b'"').unwrap();
+    lines[i][end] = b'\xa2'; // '"' with its high bit set
+    f.write_lines(&key, &lines).await;
+
+    let r = f.verify().await;
+    let malformed = with_problem(&r, |p| matches!(p, Problem::RecordMalformed { .. }));
+    assert_eq!(malformed.len(), 1, "{}", show(&r));
+    assert_eq!(
+        (malformed[0].at.session.as_deref(), malformed[0].at.seq),
+        (None, None),
+        "{}",
+        show(&r)
+    );
+    assert_eq!(
+        with_problem(&r, |p| matches!(p, Problem::RecordHashMismatch { .. })).len(),
+        1
+    );
+    // Not placed: the next record of its session is a seq gap.
+    assert!(
+        with_problem(&r, |p| matches!(p, Problem::SeqDiscontinuity { .. }))
+            .iter()
+            .any(|f| f.at.session.as_deref() == Some("session-1") && f.at.seq == Some(6))
+    );
+}
+
 async fn sealed_digest(f: &Fixture, n: u64) -> Digest {
     let s: Seal = serde_json::from_slice(&f.get(&f.seal_key(n)).await).unwrap();
     s.body.batch.unwrap().sha256

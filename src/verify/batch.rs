@@ -144,7 +144,15 @@ impl BatchJob {
             out.records += 1;
             chains.hashes.push(stored);
             let computed = record_hash(rec);
-            let fields = match super::scan::chain_fields(rec) {
+            // A record whose bytes are not what was sealed may not be a JSON
+            // object at all, though its chain fields can be found: it gets
+            // the structural reader (rare, so the fast search stays the rule).
+            let read = if computed == stored {
+                super::scan::chain_fields(rec)
+            } else {
+                super::scan::chain_fields_walked(rec)
+            };
+            let fields = match read {
                 Ok(f) => f,
                 Err(reason) => {
                     // Not placed in any chain. What can still be read names

@@ -105,11 +105,19 @@ impl<'a> Cursor<'a> {
 }
 
 /// Reads `prev`, `seq` and `session` from a record's canonical JSON object.
+/// The direct search does not look at the rest of the record: for a record
+/// whose bytes may have been altered, use [`chain_fields_walked`].
 pub(crate) fn chain_fields(record: &[u8]) -> R<ChainFields<'_>> {
     match search(record) {
         Some(f) => Ok(f),
         None => walk(record),
     }
+}
+
+/// [`chain_fields`] by the structural reader alone, which also requires the
+/// whole record to be one JSON object (FORMAT.md §7: its members readable).
+pub(crate) fn chain_fields_walked(record: &[u8]) -> R<ChainFields<'_>> {
+    walk(record)
 }
 
 /// The direct search: `,"prev":"<64 hex>","received_ns":"` … `,"seq":<digits>,"session":"<s>","source":"`.
