@@ -311,6 +311,11 @@ impl Sealer {
         )
     }
 
+    /// Whether the writer has seals and the newest is marked closed.
+    pub fn newest_seal_closed(&self) -> bool {
+        self.writer.newest_seal_closed()
+    }
+
     /// The spool, for records held outside the chain ([`Spool::append_held`]).
     pub fn spool(&mut self) -> &mut Spool {
         &mut self.spool

@@ -13,12 +13,17 @@
 //!    spool is marked stopped (`writer-conflict`), so that it is never
 //!    sealed again under its own id.
 //! 2. That spool is sealed as any spool is after a crash: chained under the
-//!    new writer id, sealed and closed. A new run finds it and finishes it.
+//!    new writer id, sealed, and the new writer closed. A new run finds it
+//!    and finishes it.
 //!
-//! The old spool is left as it was; once verify reports the new writer,
-//! it can be removed.
+//! Which records were archived already is read from the archive, not from
+//! the spool's own markers (a seal can be written without one): a spooled
+//! line is sealed when a batch that the old writer's seals list holds its
+//! hash. Before that, the spool is checked to continue the old writer's
+//! chains in that archive, so that a wrong store or writer id is refused
+//! rather than taken for "nothing sealed".
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -35,13 +40,20 @@ pub const RECOVERY_DIR: &str = "recovery";
 /// Records moved per seal.
 const CHUNK: usize = 1000;
 
+/// The attribute that marks a log record (as the collector archives one).
+const SIGNAL: &str = "otel.signal";
+
+/// The collector's session for a log record without a trace.
+const LOG_SESSION: &str = "sealtrail.logs";
+
 /// What [`recover_spool`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SpoolRecovery {
     /// The writer id the spool was written under.
     pub from_writer: String,
-    /// The writer id its records are archived under now.
+    /// The writer id its records are archived under now (empty when there
+    /// was nothing to move).
     pub into_writer: String,
     /// Records this run chained and sealed under `into_writer`.
     pub moved: usize,
@@ -50,39 +62,36 @@ pub struct SpoolRecovery {
     pub already_sealed: usize,
     /// Whether an earlier run had chosen the records (step 1 was done).
     pub resumed: bool,
-    /// The new writer's last seal (closed).
-    pub last_batch_no: Option<u64>,
+    /// The new writer's closing seal, if this run wrote it.
+    pub closed_at: Option<u64>,
 }
 
 /// Archives the records of the spool in `dir` that no seal of its writer
 /// holds under the writer id `cfg.writer_id` (empty: a new one is made,
 /// `<host>-<8 hex digits>`): see the module documentation. The spool's
-/// writer id is the one kept in it, or `from_writer` for a writer that was
-/// given its id (and kept none). `force` allows a spool whose writer did
-/// not record a conflict (one that refuses to start because the archive's
-/// seals do not cover its records, after a crash right after the
-/// conflict); without it such a spool is refused.
+/// writer is `from_writer`, or else the id kept in the spool (`writer-id`;
+/// a writer that was given its id keeps none, or an older one). `force`
+/// allows a spool whose writer did not record a conflict (one that refuses
+/// to start because the archive's seals do not cover its records, after a
+/// crash right after the conflict); without it such a spool is refused.
 pub fn recover_spool(
     dir: &Path,
     from_writer: Option<&str>,
     mut cfg: SealerConfig,
     force: bool,
 ) -> Result<SpoolRecovery> {
+    if !dir.join("lock").exists() {
+        return Err(Error::InvalidSetting {
+            setting: "--spool-dir",
+            reason: format!("{} is not a sealtrail spool directory", dir.display()),
+        });
+    }
     let kept = std::fs::read_to_string(dir.join("writer-id"))
         .ok()
         .map(|s| s.trim().to_owned());
-    let from_writer = match (kept, from_writer) {
-        (Some(kept), Some(given)) if kept != given => {
-            return Err(Error::InvalidSetting {
-                setting: "--from-writer",
-                reason: format!(
-                    "{} was written as writer {kept:?} (its writer-id file), not {given:?}",
-                    dir.display()
-                ),
-            })
-        }
-        (Some(id), _) => id,
-        (None, Some(given)) => given.to_owned(),
+    let from_writer = match (from_writer, kept) {
+        (Some(given), _) => given.to_owned(),
+        (None, Some(kept)) => kept,
         (None, None) => {
             return Err(Error::InvalidSetting {
                 setting: "--from-writer",
@@ -96,12 +105,6 @@ pub fn recover_spool(
     };
     if !crate::writer::valid_writer_id(&from_writer) {
         return Err(Error::InvalidWriterId { id: from_writer });
-    }
-    if !dir.join("lock").exists() {
-        return Err(Error::InvalidSetting {
-            setting: "--spool-dir",
-            reason: format!("{} is not a sealtrail spool directory", dir.display()),
-        });
     }
     let (mut old, entries) = Spool::open(dir)?;
     let rdir = dir.join(RECOVERY_DIR);
@@ -119,14 +122,6 @@ pub fn recover_spool(
                 ),
             });
         }
-        let partial = dir.join(format!("{RECOVERY_DIR}.partial"));
-        if partial.exists() {
-            // An earlier run stopped before step 1 was complete.
-            std::fs::remove_dir_all(&partial).map_err(|source| Error::Io {
-                path: partial.clone(),
-                source,
-            })?;
-        }
         let into = match cfg.writer_id.as_str() {
             "" => None,
             id => Some(id.to_owned()),
@@ -140,6 +135,16 @@ pub fn recover_spool(
         let rt = runtime()?;
         let (records, sealed) = rt.block_on(choose(&cfg.archive, &from_writer, entries))?;
         already_sealed = sealed;
+        if records.is_empty() {
+            return Ok(SpoolRecovery {
+                from_writer,
+                into_writer: String::new(),
+                moved: 0,
+                already_sealed,
+                resumed,
+                closed_at: None,
+            });
+        }
         if let Some(id) = &into {
             if rt.block_on(has_seals(&cfg.archive, id))? {
                 return Err(Error::InvalidSetting {
@@ -150,6 +155,14 @@ pub fn recover_spool(
                     ),
                 });
             }
+        }
+        let partial = dir.join(format!("{RECOVERY_DIR}.partial"));
+        if partial.exists() {
+            // An earlier run stopped before step 1 was complete.
+            std::fs::remove_dir_all(&partial).map_err(|source| Error::Io {
+                path: partial.clone(),
+                source,
+            })?;
         }
         write_recovery_spool(&partial, into.as_deref(), &records)?;
         if old.conflict().is_none() {
@@ -181,15 +194,15 @@ pub fn recover_spool(
     let mut held = found.held;
     held.sort_by_key(|(id, _)| *id);
     let mut moved = found.chained;
-    if held.is_empty() && moved == 0 {
-        // Done before: nothing to seal (and no seal to add).
+    if held.is_empty() && moved == 0 && sealer.newest_seal_closed() {
+        // Done before: nothing to seal, and the new writer closed.
         return Ok(SpoolRecovery {
             from_writer,
             into_writer,
             moved: 0,
             already_sealed,
             resumed,
-            last_batch_no: None,
+            closed_at: None,
         });
     }
     let encoded: Vec<(u64, Vec<u8>)> = held
@@ -210,6 +223,9 @@ pub fn recover_spool(
             return Err(e);
         }
     }
+    // Also when a crash (or a failed final seal) left everything sealed
+    // but the writer open: a writer that never closes would be reported
+    // as silent once its heartbeat passes.
     sealer.close(std::iter::empty())?;
     let (_, _, next) = sealer.identity();
     Ok(SpoolRecovery {
@@ -218,7 +234,7 @@ pub fn recover_spool(
         moved,
         already_sealed,
         resumed,
-        last_batch_no: next.checked_sub(1),
+        closed_at: next.checked_sub(1),
     })
 }
 
@@ -247,37 +263,16 @@ async fn has_seals(archive: &Archive, writer: &str) -> Result<bool> {
 }
 
 /// The records of `entries` to move, in spool order (held ones last, by
-/// hold id, each in its parent's session if a spooled record names it, else
-/// in its trace's, as when its wait passes), and how many are already
-/// sealed: a line is sealed when a batch sealed by `writer` holds its hash.
+/// hold id, in the sessions the collector would give them), and how many
+/// spooled records are sealed already.
 async fn choose(
     archive: &Archive,
     writer: &str,
     entries: Vec<Entry>,
 ) -> Result<(Vec<TraceRecord>, usize)> {
-    let first_marker = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Sealing { batch_no } => Some(*batch_no),
-            _ => None,
-        })
-        .min();
-    let sealed = match first_marker {
-        // No line was ever part of a batch being sealed.
-        None => HashSet::new(),
-        Some(from) => sealed_hashes(archive, writer, from).await?,
-    };
     let mut lines = Vec::new();
     let mut held = Vec::new();
     let mut released = HashSet::new();
-    let mut already = 0;
-    // The session of every spooled span, sealed or not: a held child's parent.
-    let mut sessions: HashMap<(String, String), String> = HashMap::new();
-    let learn = |r: &TraceRecord, sessions: &mut HashMap<_, _>| {
-        if let (Some(t), Some(s)) = (&r.trace_id, &r.span_id) {
-            sessions.insert((t.clone(), s.clone()), r.session.clone());
-        }
-    };
     for e in entries {
         match e {
             Entry::Line { line, released: r } => {
@@ -286,67 +281,228 @@ async fn choose(
                     serde_json::from_slice(&line).map_err(|e| Error::InvalidRecord {
                         reason: format!("a spooled line is not a chained record: {e}"),
                     })?;
-                learn(&stored.record, &mut sessions);
-                if sealed.contains(&stored.hash.0) {
-                    already += 1;
-                } else {
-                    lines.push(stored.record);
-                }
+                lines.push(stored);
             }
-            // Spools of earlier versions: records not chained yet.
-            Entry::Record(r) => {
-                learn(&r, &mut sessions);
-                lines.push(*r)
+            Entry::Record(_) => {
+                return Err(Error::InvalidSetting {
+                    setting: "--spool-dir",
+                    reason: "the spool holds records in the format of an earlier sealtrail \
+                             version (not chained), which recover does not read"
+                        .into(),
+                })
             }
             Entry::Held { id, record } => held.push((id, *record)),
             Entry::Sealing { .. } => {}
         }
     }
+    let sealed = sealed_hashes(archive, writer, &lines).await?;
+    let mut known = Sessions::default();
+    let mut out = Vec::new();
+    let mut already = 0;
+    for l in lines {
+        known.learn(&l.record);
+        if sealed.contains(&l.hash.0) {
+            already += 1;
+        } else {
+            out.push(l.record);
+        }
+    }
     held.retain(|(id, _)| !released.contains(id));
     held.sort_by_key(|(id, _)| *id);
-    let mut seen = HashSet::new();
-    for (id, mut r) in held {
-        if !seen.insert(id) {
-            continue; // a held record written again at compaction
-        }
-        let parent = r.trace_id.clone().zip(r.parent_span_id.clone());
-        r.session = parent
-            .and_then(|k| sessions.get(&k).cloned())
-            .or_else(|| r.trace_id.clone())
-            // (The collector's session for log records without a trace.)
-            .unwrap_or_else(|| "sealtrail.logs".to_owned());
-        learn(&r, &mut sessions);
-        lines.push(r);
-    }
-    Ok((lines, already))
+    held.dedup_by_key(|(id, _)| *id); // a held record written again at compaction
+    out.extend(known.place_held(held));
+    Ok((out, already))
 }
 
-/// The hashes of the records in every batch that `writer` sealed from
-/// batch number `from` on.
-async fn sealed_hashes(archive: &Archive, writer: &str, from: u64) -> Result<HashSet<[u8; 32]>> {
-    let mut out = HashSet::new();
-    for obj in archive.list(&layout::seals_dir(writer)).await? {
+/// A span's identity: trace id and span id.
+type SpanKey = (String, String);
+
+/// The sessions of spans, as the collector resolves held records.
+#[derive(Default)]
+struct Sessions(HashMap<SpanKey, String>);
+
+impl Sessions {
+    fn is_log(r: &TraceRecord) -> bool {
+        r.attributes.get(SIGNAL).is_some()
+    }
+
+    /// A span's own key (a log record has none: its span id names its span).
+    fn own(r: &TraceRecord) -> Option<SpanKey> {
+        if Self::is_log(r) {
+            return None;
+        }
+        Some((r.trace_id.clone()?, r.span_id.clone()?))
+    }
+
+    /// What a held record waits for: its span's parent, or a log record's span.
+    fn anchor(r: &TraceRecord) -> Option<SpanKey> {
+        let span = if Self::is_log(r) {
+            &r.span_id
+        } else {
+            &r.parent_span_id
+        };
+        Some((r.trace_id.clone()?, span.clone()?))
+    }
+
+    fn learn(&mut self, r: &TraceRecord) {
+        if let Some(k) = Self::own(r) {
+            self.0.insert(k, r.session.clone());
+        }
+    }
+
+    /// Gives each held record its session: its anchor's, also through other
+    /// held records; failing that, as when its wait passes, its trace's (and
+    /// its own held descendants get that too). In hold id order, as the
+    /// collector releases them at shutdown.
+    fn place_held(&mut self, held: Vec<(u64, TraceRecord)>) -> Vec<TraceRecord> {
+        let mut waiting: HashMap<SpanKey, Vec<u64>> = HashMap::new();
+        let mut records: BTreeMap<u64, TraceRecord> = BTreeMap::new();
+        let mut placed: BTreeMap<u64, TraceRecord> = BTreeMap::new();
+        for (id, r) in held {
+            if let Some(a) = Self::anchor(&r) {
+                waiting.entry(a).or_default().push(id);
+            }
+            records.insert(id, r);
+        }
+        // Resolve what the spooled spans name, then what expires, in order.
+        let mut queue: Vec<SpanKey> = waiting
+            .keys()
+            .filter(|k| self.0.contains_key(*k))
+            .cloned()
+            .collect();
+        loop {
+            while let Some(k) = queue.pop() {
+                let session = self.0[&k].clone();
+                for id in waiting.remove(&k).unwrap_or_default() {
+                    if let Some(mut r) = records.remove(&id) {
+                        r.session = session.clone();
+                        if let Some(own) = Self::own(&r) {
+                            self.0.insert(own.clone(), session.clone());
+                            queue.push(own);
+                        }
+                        placed.insert(id, r);
+                    }
+                }
+            }
+            let Some((id, mut r)) = records.pop_first() else {
+                break;
+            };
+            r.session = r.trace_id.clone().unwrap_or_else(|| LOG_SESSION.to_owned());
+            if let Some(own) = Self::own(&r) {
+                self.0.insert(own.clone(), r.session.clone());
+                queue.push(own);
+            }
+            placed.insert(id, r);
+        }
+        placed.into_values().collect()
+    }
+}
+
+/// The hashes of the records in the batches sealed by `writer` that can
+/// hold a line of `lines` (by session and seq, from the seals' session
+/// summaries). Checks first that every spooled session continues the
+/// writer's chain in `archive`: its first spooled record is seq 0 from the
+/// writer's genesis, or a seal holds the record before it.
+async fn sealed_hashes(
+    archive: &Archive,
+    writer: &str,
+    lines: &[StoredRecord],
+) -> Result<HashSet<[u8; 32]>> {
+    let mut first: HashMap<&str, &StoredRecord> = HashMap::new();
+    for l in lines {
+        let e = first.entry(l.record.session.as_str()).or_insert(l);
+        if l.record.seq < e.record.seq {
+            *e = l;
+        }
+    }
+    let wrong = |session: &str, what: String| Error::Recovery {
+        writer: writer.to_owned(),
+        reason: format!(
+            "the spool's session {session:?} {what}: is the spool's writer id \
+             (--from-writer) or the store (--store, {}) not the one it wrote?",
+            archive.url()
+        ),
+    };
+    let mut needed: HashSet<u64> = HashSet::new();
+    let mut batches: HashMap<u64, String> = HashMap::new();
+    let mut continued: HashSet<&str> = HashSet::new();
+    let objects = archive.list(&layout::seals_dir(writer)).await?;
+    if objects.is_empty() {
+        // A writer that met another under its id has seals.
+        return Err(Error::Recovery {
+            writer: writer.to_owned(),
+            reason: format!(
+                "it has no seals in {}: is the spool's writer id (--from-writer) or the \
+                 store (--store) not the one it wrote?",
+                archive.url()
+            ),
+        });
+    }
+    for obj in &objects {
         let Some(layout::Name::Seal { batch_no, .. }) = layout::parse(&obj.key) else {
             continue;
         };
-        if batch_no < from {
-            continue;
-        }
-        let bad = |reason: String| Error::Recovery {
-            writer: writer.to_owned(),
-            reason: format!("{}: {reason}", obj.key),
-        };
-        let seal: Seal = serde_json::from_slice(&archive.get(&obj.key).await?)
-            .map_err(|e| bad(e.to_string()))?;
+        let seal: Seal =
+            serde_json::from_slice(&archive.get(&obj.key).await?).map_err(|e| Error::Recovery {
+                writer: writer.to_owned(),
+                reason: format!("{}: {e}", obj.key),
+            })?;
         let Some(batch) = seal.body.batch else {
             continue;
         };
-        let bytes = archive.get(&batch.key).await?;
-        let (content, _) = crate::verify::batch::decode(&bytes, 1 << 30)
-            .map_err(|e| bad(format!("{}: {e}", batch.key)))?;
+        for s in &seal.body.sessions {
+            let Some(f) = first.get(s.id.as_str()) else {
+                continue;
+            };
+            let q = f.record.seq;
+            if q > 0 && (s.first_seq..=s.last_seq).contains(&(q - 1)) {
+                continued.insert(f.record.session.as_str());
+            }
+            if s.last_seq >= q {
+                needed.insert(batch_no);
+            }
+        }
+        batches.insert(batch_no, batch.key);
+    }
+    let mut sessions: Vec<_> = first.values().collect();
+    sessions.sort_by_key(|l| &l.record.session);
+    for f in sessions {
+        let s = f.record.session.as_str();
+        if f.record.seq == 0 {
+            if f.record.prev != crate::digest::genesis(writer, s) {
+                return Err(wrong(
+                    s,
+                    format!("does not start from writer {writer:?}'s genesis"),
+                ));
+            }
+        } else if !continued.contains(s) {
+            return Err(wrong(
+                s,
+                format!(
+                    "starts at seq {}, and no seal of writer {writer:?} holds seq {}",
+                    f.record.seq,
+                    f.record.seq - 1
+                ),
+            ));
+        }
+    }
+    let mut out = HashSet::new();
+    let mut needed: Vec<u64> = needed.into_iter().collect();
+    needed.sort_unstable();
+    for n in needed {
+        let key = &batches[&n];
+        let bytes = archive.get(key).await?;
+        let (content, _) =
+            crate::verify::batch::decode(&bytes, 1 << 30).map_err(|e| Error::Recovery {
+                writer: writer.to_owned(),
+                reason: format!("{key}: {e}"),
+            })?;
         for line in content.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let stored: StoredRecord =
-                serde_json::from_slice(line).map_err(|e| bad(format!("{}: {e}", batch.key)))?;
+                serde_json::from_slice(line).map_err(|e| Error::Recovery {
+                    writer: writer.to_owned(),
+                    reason: format!("{key}: {e}"),
+                })?;
             out.insert(stored.hash.0);
         }
     }
@@ -428,15 +584,12 @@ mod tests {
             .len()
     }
 
-    /// A writer stopped by a writer-id conflict, with records in its spool
-    /// that it sealed (kept beside a held one), that it could not seal, and
-    /// held ones: `recover_spool` archives exactly those no seal holds under
-    /// a new writer, each held one in its parent's session or its trace's,
-    /// once (a second run adds nothing), and verify is intact but for the
-    /// stopped writer's batch object that no seal covers.
-    #[test]
-    fn a_stopped_writers_spool_is_archived_under_a_new_writer_once() {
-        let archive = Archive::memory();
+    /// Writer "w" in the spool of the first directory, stopped by a
+    /// writer-id conflict with the writer returned (spool in the second),
+    /// with records in its spool that it sealed (kept beside a held one),
+    /// that it could not seal ("a1", "a2"), and two held ones.
+    fn stopped(archive: &Archive) -> (tempfile::TempDir, tempfile::TempDir, Sealer) {
+        let archive = archive.clone();
         let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut a = open(&archive, dir_a.path()).unwrap();
         // Batch 0: "a0", sealed; a held child keeps its segment in the spool.
@@ -469,6 +622,17 @@ mod tests {
             Err(Error::WriterConflict { .. })
         ));
         drop(a);
+        (dir_a, dir_b, b)
+    }
+
+    /// `recover_spool` archives exactly the records no seal holds under a
+    /// new writer, each held one in its parent's session or its trace's,
+    /// once (a second run adds nothing), and verify is intact but for the
+    /// stopped writer's batch object that no seal covers.
+    #[test]
+    fn a_stopped_writers_spool_is_archived_under_a_new_writer_once() {
+        let archive = Archive::memory();
+        let (dir_a, dir_b, b) = stopped(&archive);
         let seals_w = seals(&archive, "w");
 
         // Refused, and nothing written: the old writer's own id; a spool
@@ -482,6 +646,36 @@ mod tests {
         assert!(e.to_string().contains("records no writer conflict"), "{e}");
         assert!(!dir_a.path().join(RECOVERY_DIR).exists());
         assert!(!dir_b.path().join(RECOVERY_DIR).exists());
+        // A wrong writer id or store is refused, not taken for "nothing sealed".
+        let e = recover_spool(dir_a.path(), Some("v"), config(&archive, "w2"), false).unwrap_err();
+        assert!(
+            e.to_string().contains("it has no seals in memory://"),
+            "{e}"
+        );
+        let e =
+            recover_spool(dir_a.path(), None, config(&Archive::memory(), "w2"), false).unwrap_err();
+        assert!(
+            e.to_string().contains("it has no seals in memory://"),
+            "{e}"
+        );
+        // Seals of another writer "v" in that archive: the spool's chains are not v's.
+        let other = Archive::memory();
+        runtime().unwrap().block_on(async {
+            let key = SigningKey::from_bytes(&[3; 32]);
+            let opts = crate::WriterOptions::default();
+            let mut v = crate::Writer::open(other.clone(), key, "v", opts)
+                .await
+                .unwrap();
+            v.append(span("x", "x0", "t9", "s1", None)).unwrap();
+            v.close().await.unwrap();
+        });
+        let e = recover_spool(dir_a.path(), Some("v"), config(&other, "w2"), false).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("session \"conv-a\" does not start from writer \"v\"'s genesis"),
+            "{e}"
+        );
+        assert!(!dir_a.path().join(RECOVERY_DIR).exists());
         // A step 1 that a crash cut short is done again.
         std::fs::create_dir(dir_a.path().join("recovery.partial")).unwrap();
         std::fs::write(dir_a.path().join("recovery.partial/writer-id"), "x\n").unwrap();
@@ -538,5 +732,61 @@ mod tests {
             open(&archive, dir_a.path()),
             Err(Error::WriterConflict { .. })
         ));
+    }
+
+    /// The new writer's closing seal fails (three tries): the run fails, its
+    /// records are sealed, and a new run closes the writer rather than
+    /// report "nothing to do" and leave it open (silent, for verify).
+    #[test]
+    fn a_new_writer_left_open_is_closed_by_the_next_run() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (store, archive) = crate::writer::tests::FailSeals::archive(0, false);
+        let (dir_a, _dir_b, b) = stopped(&archive);
+        drop(b);
+        // The data seal passes; the three tries of the closing seal fail.
+        store.pass.store(1, SeqCst);
+        store.fail.store(3, SeqCst);
+        assert!(recover_spool(dir_a.path(), None, config(&archive, "w2"), false).is_err());
+        assert_eq!(seals(&archive, "w2"), 1);
+        let r = recover_spool(dir_a.path(), None, config(&archive, ""), false).unwrap();
+        assert_eq!((r.moved, r.resumed, r.closed_at), (0, true, Some(1)));
+        let again = recover_spool(dir_a.path(), None, config(&archive, ""), false).unwrap();
+        assert_eq!((again.moved, again.closed_at), (0, None));
+        assert_eq!(seals(&archive, "w2"), 2);
+    }
+
+    /// Held records get the sessions the collector would give them: a log
+    /// record its span's (not its span's parent's), a held child that of
+    /// its held parent, also when the parent was held after it, and what
+    /// no spooled span names its trace's (passed on to its held children).
+    #[test]
+    fn held_records_get_the_collectors_sessions() {
+        let mut known = Sessions::default();
+        known.learn(&span("conv-1", "root", "t1", "r", None));
+        let mut log = span("", "log", "t1", "r", Some("zz"));
+        log.attributes.insert(SIGNAL, "log");
+        let held = vec![
+            (1, span("", "grandchild", "t1", "gc", Some("c"))),
+            (2, span("", "child", "t1", "c", Some("r"))),
+            (3, log),
+            (4, span("", "orphan child", "t2", "oc", Some("o"))),
+            (5, span("", "orphan", "t2", "o", Some("gone"))),
+        ];
+        let placed: Vec<(String, String)> = known
+            .place_held(held)
+            .into_iter()
+            .map(|r| (r.name, r.session))
+            .collect();
+        let want = [
+            ("grandchild", "conv-1"),
+            ("child", "conv-1"),
+            ("log", "conv-1"),
+            ("orphan child", "t2"),
+            ("orphan", "t2"),
+        ];
+        assert_eq!(
+            placed,
+            want.map(|(n, s)| (n.to_owned(), s.to_owned())).to_vec()
+        );
     }
 }

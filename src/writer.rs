@@ -373,6 +373,9 @@ pub struct Writer {
     /// Where the line of the record appended last starts in `pending.lines`.
     last_line: usize,
     closed: bool,
+    /// Whether the newest seal in the archive (this run's or an earlier
+    /// one's) is marked closed.
+    newest_closed: bool,
 }
 
 impl fmt::Debug for Writer {
@@ -415,6 +418,7 @@ impl Writer {
             pending: Pending::default(),
             last_line: 0,
             closed: false,
+            newest_closed: false,
         };
         w.recover().await?;
         if w.last_seal_ns == 0 {
@@ -495,6 +499,7 @@ impl Writer {
             self.batch_no = batch_no + 1;
             self.prev_seal = s.hash;
             self.last_seal_ns = s.body.created_ns;
+            self.newest_closed = s.body.closed;
         }
         Ok(())
     }
@@ -507,6 +512,12 @@ impl Writer {
     /// The number the next seal will have.
     pub fn next_batch_no(&self) -> u64 {
         self.batch_no
+    }
+
+    /// Whether the writer has seals and the newest is marked closed (by this
+    /// run or, before it was opened, by an earlier one).
+    pub fn newest_seal_closed(&self) -> bool {
+        self.newest_closed
     }
 
     /// The batch number that will hold the record appended last when the
@@ -767,6 +778,7 @@ impl Writer {
         self.batch_no += 1;
         self.prev_seal = sealed.hash;
         self.last_seal_ns = sealed.body.created_ns;
+        self.newest_closed = sealed.body.closed;
         if sealed.body.closed {
             self.closed = true;
         }

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use sealtrail::archive::DEFAULT_STORE;
 use sealtrail::keys;
 use sealtrail::pipeline::SealerConfig;
 
@@ -15,8 +14,9 @@ pub(crate) struct RecoverArgs {
     /// --spool-dir, or an audit layer's spool).
     #[arg(long, required = true)]
     spool_dir: PathBuf,
-    /// Archive URL: a path, file:///abs/path, or s3://bucket/prefix.
-    #[arg(long, env = "SEALTRAIL_STORE", default_value = DEFAULT_STORE)]
+    /// The archive the stopped writer wrote to (a path, file:///abs/path, or
+    /// s3://bucket/prefix); no default, so that it is never guessed.
+    #[arg(long, env = "SEALTRAIL_STORE", required = true)]
     store: String,
     /// Signing key (PKCS#8 PEM) of the new writer.
     #[arg(long, env = "SEALTRAIL_SIGNING_KEY_FILE", required = true)]
@@ -67,7 +67,16 @@ pub(crate) fn run(a: &RecoverArgs) -> sealtrail::Result<ExitCode> {
     let r =
         sealtrail::recover::recover_spool(&a.spool_dir, a.from_writer.as_deref(), cfg, a.force)?;
     let dir = a.spool_dir.display();
-    if r.moved == 0 && r.resumed {
+    if r.into_writer.is_empty() {
+        outln!(
+            "{dir}: nothing to move: the {} record(s) it holds are sealed by writer {} already; \
+             it holds nothing else that is acknowledged",
+            r.already_sealed,
+            r.from_writer
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if r.moved == 0 && r.resumed && r.closed_at.is_none() {
         outln!(
             "{dir}: its records are archived as writer {} already (an earlier recover); nothing to do",
             r.into_writer
@@ -79,7 +88,7 @@ pub(crate) fn run(a: &RecoverArgs) -> sealtrail::Result<ExitCode> {
         r.moved,
         r.from_writer,
         r.into_writer,
-        match r.last_batch_no {
+        match r.closed_at {
             Some(n) => format!(", sealed up to batch {n} and closed"),
             None => String::new(),
         },
