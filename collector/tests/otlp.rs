@@ -1915,3 +1915,88 @@ fn the_collector_archives_to_s3_under_object_lock() {
     let o = run(&["show", "--store", &store, "--session", "conv-s3"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("invoke_agent"));
 }
+
+/// Request bodies take at most 32 slots at once (memory stays bounded): a
+/// request that waits 5 s for one is refused as retryable (503, reason
+/// "busy") without being read, and once the slots free, requests are
+/// archived again.
+#[test]
+fn a_request_that_waits_too_long_for_a_body_slot_is_refused_as_busy() {
+    use std::io::Write;
+    let dir = workdir();
+    let c = Collector::start(dir.path(), &[]);
+    let body = serde_json::to_vec(&span_json(
+        TRACE,
+        "00000000000000c1",
+        None,
+        "chat",
+        vec![attr("gen_ai.conversation.id", "conv-busy")],
+    ))
+    .unwrap();
+    // 32 uploads that send their headers and half their body, then stall.
+    let mut slow: Vec<std::net::TcpStream> = (0..32)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&c.http).unwrap();
+            write!(
+                s,
+                "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            s.write_all(&body[..body.len() / 2]).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let (status, text) = post_json(
+        &c,
+        &span_json(
+            TRACE,
+            "00000000000000c2",
+            None,
+            "chat",
+            vec![attr("gen_ai.conversation.id", "conv-busy")],
+        ),
+    );
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("busy"), "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let m = metrics_of(&c);
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("sealtrail_requests_rejected_total{reason=\"busy\"}")
+                && l.ends_with(" 1")
+        ),
+        "{m}"
+    );
+    // The stalled uploads finish: they are acknowledged (once), and the
+    // refused span, sent again, is too.
+    for s in &mut slow {
+        s.write_all(&body[body.len() / 2..]).unwrap();
+    }
+    for s in &mut slow {
+        use std::io::Read;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+    let (status, text) = post_json(
+        &c,
+        &span_json(
+            TRACE,
+            "00000000000000c2",
+            None,
+            "chat",
+            vec![attr("gen_ai.conversation.id", "conv-busy")],
+        ),
+    );
+    assert_eq!(status, 200, "{text}");
+    c.stop_ok();
+    assert_eq!(session(&records(dir.path()), "conv-busy").len(), 2);
+    assert_intact(dir.path());
+}
