@@ -332,7 +332,10 @@ fn build_errors_are_clear() {
 
     let archive = Archive::memory();
     let (_layer, _guard) = layer_builder(&archive, dir.path()).build().unwrap();
-    let err = layer_builder(&archive, dir.path()).build().unwrap_err();
+    let err = layer_builder(&archive, dir.path())
+        .with_writer_id("another-writer")
+        .build()
+        .unwrap_err();
     assert!(err.to_string().contains("the spool is in use"), "{err}");
 
     let err = layer_builder(&archive, &dir.path().join("x"))
@@ -340,6 +343,47 @@ fn build_errors_are_clear() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("invalid writer id"), "{err}");
+}
+
+/// Two layers of one process under one writer id and store would fork the
+/// writer's seal chain: the second is refused when built (the store named
+/// by another path too), and nothing of it is written; once the first has
+/// stopped, the id is free. Another store or another id is fine.
+#[test]
+fn a_second_layer_under_the_same_writer_id_and_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let build = |store: &str, spool: &str, id: &str| {
+        sealtrail::AuditLayer::builder()
+            .with_store(store)
+            .with_signing_key(key())
+            .with_spool_dir(dir.path().join(spool))
+            .with_writer_id(id)
+            .build()
+    };
+    let first = build(data.to_str().unwrap(), "s1", "agent").unwrap();
+    let other_name = format!("{}/../data/.", data.join("..").join("data").display());
+    let err = build(&other_name, "s2", "agent").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("another audit layer of this process writes as \"agent\""),
+        "{err}"
+    );
+    assert!(!dir.path().join("s2").exists());
+    let other_id = build(data.to_str().unwrap(), "s3", "agent-2").unwrap();
+    let other_store = build(dir.path().join("data2").to_str().unwrap(), "s4", "agent").unwrap();
+    drop((other_id, other_store));
+    first.1.shutdown().unwrap();
+    drop(first.0);
+    let again = build(data.to_str().unwrap(), "s2", "agent").unwrap();
+    again.1.shutdown().unwrap();
+    let report = futures_block(sealtrail::verify(
+        &Archive::open(data.to_str().unwrap()).unwrap(),
+        &[key().verifying_key()],
+        &sealtrail::VerifyOptions::default(),
+    ))
+    .unwrap();
+    assert!(report.is_intact(), "{report:?}");
 }
 
 #[test]

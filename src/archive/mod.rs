@@ -34,6 +34,8 @@ pub struct Archive {
     /// For `s3://` archives: the S3 client, to presign Object Lock PUTs.
     s3: Option<Arc<object_store::aws::AmazonS3>>,
     retention: Option<Retention>,
+    /// For a local directory: its canonical path (see [`Archive::identity`]).
+    local: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for Archive {
@@ -120,7 +122,9 @@ impl Archive {
             key: dir.display().to_string(),
             source,
         })?;
-        Ok(Self::from_store(Arc::new(fs), "", url))
+        let mut archive = Self::from_store(Arc::new(fs), "", url);
+        archive.local = std::fs::canonicalize(&dir).ok();
+        Ok(archive)
     }
 
     /// An archive over any `object_store`, under `prefix` (may be empty).
@@ -131,6 +135,23 @@ impl Archive {
             url: url.to_owned(),
             s3: None,
             retention: None,
+            local: None,
+        }
+    }
+
+    /// What tells this archive apart from others in one process: a local
+    /// directory's canonical path (however it was named), an `s3://` URL,
+    /// or else (memory, a store given to [`Archive::from_store`]) the store
+    /// object itself.
+    pub fn identity(&self) -> String {
+        match &self.local {
+            Some(dir) => format!("file://{}", dir.display()),
+            None if self.s3.is_some() => self.url.trim_end_matches('/').to_owned(),
+            None => format!(
+                "{} at {:p}",
+                self.url,
+                Arc::as_ptr(&self.store).cast::<()>()
+            ),
         }
     }
 

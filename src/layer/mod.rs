@@ -531,12 +531,14 @@ impl AuditLayerBuilder {
     /// Writer id (default: made once and kept in the spool directory's `writer-id` file).
     ///
     /// Each writer (each process, each layer) needs an id of its own: two
-    /// under one id on one store would fork its chain of seals. The second
-    /// to seal finds the other's seal, stops sealing for good (logged, and
-    /// counted in `store_errors`), and refuses to start again with that
-    /// spool; under [`Overload::Block`] the agent then waits once the
-    /// backlog is full. The default, made once per spool directory, is
-    /// unique in practice.
+    /// under one id on one store would fork its chain of seals. A second
+    /// layer of the same process under the same id and store is refused
+    /// when it is built. Across processes, the second to seal finds the
+    /// other's seal, stops sealing for good (logged, and counted in
+    /// `store_errors`), and refuses to start again with that spool
+    /// (`sealtrail recover` archives its records under a new id); under
+    /// [`Overload::Block`] the agent then waits once the backlog is full.
+    /// The default, made once per spool directory, is unique in practice.
     pub fn with_writer_id(mut self, id: impl Into<String>) -> Self {
         self.writer_id = Some(id.into());
         self
@@ -664,10 +666,20 @@ impl AuditLayerBuilder {
         if let Some(r) = self.retention {
             archive = archive.with_retention(r)?;
         }
+        // Released when the worker ends (or if it does not start). A given
+        // id is claimed before anything is created.
+        let given = match &self.writer_id {
+            Some(id) => Some(WriterClaim::new(&archive, id)?),
+            None => None,
+        };
         let (spool, left) = crate::spool::Spool::open(&self.spool_dir)?;
-        let writer_id = match &self.writer_id {
-            Some(id) => id.clone(),
-            None => crate::writer::persisted_writer_id(&self.spool_dir)?,
+        let (writer_id, claim) = match given {
+            Some(claim) => (claim.1.clone(), claim),
+            None => {
+                let id = crate::writer::persisted_writer_id(&self.spool_dir)?;
+                let claim = WriterClaim::new(&archive, &id)?;
+                (id, claim)
+            }
         };
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::sync_channel(self.queue_capacity);
@@ -692,6 +704,7 @@ impl AuditLayerBuilder {
             .name("sealtrail-worker".into())
             .spawn(move || {
                 own_thread();
+                let _claim = claim;
                 worker::run(cfg, spool, left, rx, ready_tx)
             })
             .map_err(|source| Error::Io {
@@ -732,6 +745,42 @@ impl AuditLayerBuilder {
             stopped: false,
         };
         Ok((layer, guard))
+    }
+}
+
+/// The (archive, writer id) pairs that the audit layers of this process
+/// write as.
+static CLAIMED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// One layer's claim on its writer id in its archive: a second layer of
+/// the same process under the same id would fork the writer's seal chain,
+/// so it is refused when it is built, not at its first seal.
+struct WriterClaim(String, String);
+
+impl WriterClaim {
+    fn new(archive: &crate::Archive, writer_id: &str) -> Result<WriterClaim> {
+        let key = (archive.identity(), writer_id.to_owned());
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+        if claimed.contains(&key) {
+            return Err(Error::InvalidSetting {
+                setting: "writer id",
+                reason: format!(
+                    "another audit layer of this process writes as {writer_id:?} to {}: \
+                     give each layer a writer id of its own (the default is made once per \
+                     spool directory)",
+                    archive.url()
+                ),
+            });
+        }
+        claimed.push(key.clone());
+        Ok(WriterClaim(key.0, key.1))
+    }
+}
+
+impl Drop for WriterClaim {
+    fn drop(&mut self) {
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+        claimed.retain(|(a, w)| !(*a == self.0 && *w == self.1));
     }
 }
 
