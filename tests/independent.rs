@@ -101,6 +101,58 @@ async fn both_verifiers_agree_on_an_archive_and_on_its_tampering() {
     assert!(f.verify().await.has_problem_named("record_hash_mismatch"));
 }
 
+/// A closing seal (no batch), re-signed by the key holder to list a session
+/// it holds no records of: both name that session, and nothing else.
+#[tokio::test]
+async fn both_name_the_sessions_a_seal_without_a_batch_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("archive");
+    let f = build_in(
+        Archive::open(root.to_str().unwrap()).unwrap(),
+        "w1",
+        2,
+        2,
+        5,
+    )
+    .await;
+    let pem = public_pem(dir.path(), &key());
+    let seals = f
+        .objects()
+        .await
+        .into_iter()
+        .filter(|o| o.key.contains("/seals/"))
+        .count() as u64;
+    let newest = f.seal_key(seals - 1);
+    let mut s: sealtrail::seal::Seal = serde_json::from_slice(&f.get(&newest).await).unwrap();
+    assert!(s.body.batch.is_none() && s.body.closed);
+    let mut before: Option<sealtrail::seal::Seal> = None;
+    for n in (0..seals - 1).rev() {
+        let b: sealtrail::seal::Seal =
+            serde_json::from_slice(&f.get(&f.seal_key(n)).await).unwrap();
+        if !b.body.sessions.is_empty() {
+            before = Some(b);
+            break;
+        }
+    }
+    let mut skip = before.unwrap().body.sessions[0].clone();
+    skip.first_seq = skip.last_seq + 1;
+    skip.last_seq += 3;
+    skip.count = 3;
+    s.body.sessions.push(skip.clone());
+    let s = sealtrail::seal::seal(s.body, &key()).unwrap();
+    f.overwrite(&newest, serde_json::to_vec(&s).unwrap()).await;
+    let (code, out) = run(&root, &pem, None);
+    assert_eq!(code, 1, "{out}");
+    let theirs = findings_of(&out);
+    let ours = findings_of(&serde_json::to_value(f.verify().await).unwrap());
+    assert_eq!(theirs, ours);
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert!(
+        ours[0].contains("session_not_in_batch") && ours[0].contains(&skip.id),
+        "{ours:?}"
+    );
+}
+
 #[tokio::test]
 async fn both_reject_an_archive_signed_with_another_key() {
     let dir = tempfile::tempdir().unwrap();

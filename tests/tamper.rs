@@ -104,6 +104,48 @@ async fn an_altered_record_that_is_no_json_object_is_malformed() {
     );
 }
 
+/// A seal without a batch lists no session. One signed by the key holder
+/// that lists some claims records that no batch holds (a way to skip over
+/// records): each listed session is named, as the independent verifier does.
+#[tokio::test]
+async fn a_seal_without_a_batch_that_lists_sessions_is_reported() {
+    let f = fixture().await;
+    let objects = f.objects().await;
+    let newest = objects
+        .iter()
+        .filter(|o| o.key.contains("/seals/"))
+        .map(|o| o.key.clone())
+        .max()
+        .unwrap();
+    let mut s: Seal = serde_json::from_slice(&f.get(&newest).await).unwrap();
+    assert!(s.body.batch.is_none() && s.body.sessions.is_empty());
+    // The closing seal claims 5 more records of session-0 than were written.
+    let before: Seal =
+        serde_json::from_slice(&f.get(&f.seal_key(s.body.batch_no - 1)).await).unwrap();
+    let mut skip = before.body.sessions[0].clone();
+    skip.first_seq = skip.last_seq + 1;
+    skip.last_seq += 5;
+    skip.count = 5;
+    skip.head = Digest::sha256(b"records no batch holds");
+    s.body.sessions.push(skip);
+    let s = sealtrail::seal::seal(s.body, &key()).unwrap();
+    f.overwrite(&newest, serde_json::to_vec(&s).unwrap()).await;
+
+    let r = f.verify().await;
+    let hits = with_problem(&r, |p| matches!(p, Problem::SessionNotInBatch));
+    let named: Vec<_> = hits
+        .iter()
+        .map(|h| (h.at.batch_no, h.at.session.clone(), h.at.key.clone()))
+        .collect();
+    let want = vec![(
+        Some(s.body.batch_no),
+        Some(s.body.sessions[0].id.clone()),
+        None,
+    )];
+    assert_eq!(named, want, "{}", show(&r));
+    assert_eq!(r.findings.len(), 1, "{}", show(&r));
+}
+
 async fn sealed_digest(f: &Fixture, n: u64) -> Digest {
     let s: Seal = serde_json::from_slice(&f.get(&f.seal_key(n)).await).unwrap();
     s.body.batch.unwrap().sha256

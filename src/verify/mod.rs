@@ -909,8 +909,23 @@ impl Stitcher {
             seq: Some(seq),
             offset: None,
         };
+        if job.seal.batch.is_none() {
+            // A seal without a batch lists no session (FORMAT.md §7): one that
+            // does claims records no batch holds, e.g. to skip over some.
+            for s in &job.seal.sessions {
+                findings.push(Finding {
+                    at: Location {
+                        writer: Some(job.writer.clone()),
+                        batch_no: Some(job.seal.batch_no),
+                        session: Some(s.id.clone()),
+                        ..Default::default()
+                    },
+                    problem: Problem::SessionNotInBatch,
+                });
+            }
+        }
         let Some(found) = &r.sessions else {
-            // Undecodable or missing batch: advance from the signed summaries so
+            // Undecodable or missing batch (or none): advance from the signed summaries so
             // that later batches are still checked against the right heads.
             for s in &job.seal.sessions {
                 self.heads.insert(

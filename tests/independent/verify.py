@@ -748,6 +748,12 @@ class Archive:
             prev = s
             if s is not None and s.body["batch"] is not None:
                 self.batch(w, s)
+            elif s is not None:
+                # A seal without a batch lists no session: each one listed is
+                # not in its (empty) batch; the summaries still advance the chains.
+                for e in s.body["sessions"]:
+                    self.found("session_not_in_batch", {"writer": w, "batch_no": s.no, "session": e["id"]})
+                self.stand_in(w, s)
         last_no, last_key = seals[-1]
         newest = s  # the seal with the highest number, if readable
         state = {"writer": w, "seals": len(seals), "last_batch_no": last_no,
