@@ -708,12 +708,13 @@ fn check_sealed_heads(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::record::Kind;
     use crate::writer::tests::FailSeals;
 
-    fn config(archive: &Archive) -> SealerConfig {
+    /// Writer "w", key `[3; 32]`, sealing every millisecond.
+    pub(crate) fn config(archive: &Archive) -> SealerConfig {
         SealerConfig {
             archive: archive.clone(),
             key: SigningKey::from_bytes(&[3; 32]),

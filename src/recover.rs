@@ -539,21 +539,13 @@ mod tests {
     use crate::keys::SigningKey;
     use crate::record::Kind;
     use crate::verify::Problem;
-    use std::time::Duration;
 
     const NONE: [(u64, &[u8]); 0] = [];
 
     fn config(archive: &Archive, writer_id: &str) -> SealerConfig {
         SealerConfig {
-            archive: archive.clone(),
-            key: SigningKey::from_bytes(&[3; 32]),
             writer_id: writer_id.into(),
-            flush_interval: Duration::from_millis(1),
-            heartbeat: Duration::from_secs(60),
-            max_batch_records: 100,
-            max_batch_bytes: 1 << 20,
-            allow_unlocked: true,
-            zstd_level: crate::writer::DEFAULT_ZSTD_LEVEL,
+            ..crate::pipeline::tests::config(archive)
         }
     }
 

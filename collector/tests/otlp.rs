@@ -1948,17 +1948,17 @@ fn a_request_that_waits_too_long_for_a_body_slot_is_refused_as_busy() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let started = std::time::Instant::now();
-    let (status, text) = post_json(
-        &c,
-        &span_json(
+    let refused = || {
+        span_json(
             TRACE,
             "00000000000000c2",
             None,
             "chat",
             vec![attr("gen_ai.conversation.id", "conv-busy")],
-        ),
-    );
+        )
+    };
+    let started = std::time::Instant::now();
+    let (status, text) = post_json(&c, &refused());
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("busy"), "{text}");
     assert!(
@@ -1985,16 +1985,7 @@ fn a_request_that_waits_too_long_for_a_body_slot_is_refused_as_busy() {
         s.read_exact(&mut head).unwrap();
         assert_eq!(&head, b"HTTP/1.1 200");
     }
-    let (status, text) = post_json(
-        &c,
-        &span_json(
-            TRACE,
-            "00000000000000c2",
-            None,
-            "chat",
-            vec![attr("gen_ai.conversation.id", "conv-busy")],
-        ),
-    );
+    let (status, text) = post_json(&c, &refused());
     assert_eq!(status, 200, "{text}");
     c.stop_ok();
     assert_eq!(session(&records(dir.path()), "conv-busy").len(), 2);
