@@ -426,3 +426,90 @@ async fn shutdown_reports_the_final_seal() {
         "{err:?}"
     );
 }
+
+/// The queue to the worker is bounded in bytes as well as in spans: while
+/// the worker waits for the store, large spans (a 200 KB prompt each) fill
+/// the 1 MiB byte bound long before the 65,536-span capacity, and the
+/// overload policy applies (here: dropped, and stated in a gap record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_is_bounded_in_bytes_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = slow_archive(Duration::from_millis(500));
+    let (layer, guard) = layer_builder(&archive, dir.path())
+        .with_overload(Overload::DropWithGapRecord)
+        .with_max_queue_bytes(1 << 20)
+        .with_max_backlog(1)
+        .with_flush_interval(Duration::from_millis(1))
+        .with_shutdown_timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let prompt = "p".repeat(200_000);
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..50 {
+            info_span!(
+                "chat",
+                gen_ai.operation.name = "chat",
+                audit.session_id = "s",
+                gen_ai.prompt = prompt.as_str(),
+                i
+            )
+            .in_scope(|| {});
+        }
+    });
+    let stats = guard.stats();
+    drop(guard);
+    assert_eq!(stats.captured + stats.dropped, 50, "{stats:?}");
+    // At most 5 in the queue (1 MiB / 200 KB), one in the worker's hands,
+    // one sealing: the rest is dropped.
+    assert!(stats.captured <= 8, "{stats:?}");
+    let records = all_records(&archive).await;
+    let kept = records.iter().filter(|r| r.kind == Kind::LlmCall).count() as u64;
+    assert_eq!(kept, stats.captured);
+    let report = verify_now(&archive).await;
+    let reported: u64 = report
+        .findings
+        .iter()
+        .map(|f| match f.problem {
+            Problem::RecordsDropped { count, .. } => count,
+            ref p => panic!("unexpected finding {p:?}"),
+        })
+        .sum();
+    assert_eq!(reported, stats.dropped, "{}", show(&report));
+}
+
+/// Under `Block`, a full byte bound makes the agent wait for room, which
+/// the worker gives back as it takes spans: nothing is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_waits_for_room_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = slow_archive(Duration::from_millis(50));
+    let (layer, guard) = layer_builder(&archive, dir.path())
+        .with_max_queue_bytes(1 << 20)
+        .with_max_backlog(1)
+        .with_flush_interval(Duration::from_millis(1))
+        .with_shutdown_timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let prompt = "p".repeat(200_000);
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..30 {
+            info_span!(
+                "chat",
+                gen_ai.operation.name = "chat",
+                audit.session_id = "s",
+                gen_ai.prompt = prompt.as_str(),
+                i
+            )
+            .in_scope(|| {});
+        }
+    });
+    let stats = guard.shutdown().unwrap();
+    assert_eq!((stats.captured, stats.dropped), (30, 0), "{stats:?}");
+    let records = all_records(&archive).await;
+    assert_eq!(
+        records.iter().filter(|r| r.kind == Kind::LlmCall).count(),
+        30
+    );
+    let report = verify_now(&archive).await;
+    assert!(report.is_intact(), "{}", show(&report));
+}

@@ -99,6 +99,11 @@ impl FieldValue<'_> {
 }
 
 impl Fields {
+    /// Bytes held on the heap (past the inline ones).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.spilled.capacity()
+    }
+
     fn bytes(&self) -> &[u8] {
         if self.spilled.capacity() > 0 {
             &self.spilled

@@ -15,6 +15,7 @@
 //! archives. See docs/MAPPING.md for which spans are captured and how.
 
 mod fields;
+mod gate;
 mod sites;
 mod worker;
 
@@ -49,6 +50,8 @@ pub const DEFAULT_SPOOL_DIR: &str = "./sealtrail-spool";
 
 /// Default of [`AuditLayerBuilder::with_max_backlog`]: 64 MiB.
 pub const DEFAULT_MAX_BACKLOG: usize = 64 << 20;
+/// Default of [`AuditLayerBuilder::with_max_queue_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 64 << 20;
 pub use crate::record::GAP_SESSION;
 
 /// Which spans become records.
@@ -276,6 +279,8 @@ pub(crate) struct Closed {
     metadata: &'static tracing::Metadata<'static>,
     session: SessionOf,
     end_ns: u64,
+    /// The bytes it holds in the queue to the worker ([`gate`]).
+    queued: usize,
 }
 
 /// Where a closed span's session id is.
@@ -289,7 +294,41 @@ pub(crate) enum SessionOf {
     Trace,
 }
 
+/// About the heap bytes a value holds.
+fn value_bytes(v: &Value) -> usize {
+    16 + match v {
+        Value::Str(s) => s.len(),
+        Value::Bytes(b) => b.len(),
+        Value::Array(a) => a.iter().map(value_bytes).sum(),
+        Value::Map(m) => attributes_bytes(m),
+        Value::Bool(_) | Value::Int(_) | Value::Float(_) => 0,
+    }
+}
+
+fn attributes_bytes(a: &Attributes) -> usize {
+    a.iter().map(|(k, v)| 48 + k.len() + value_bytes(v)).sum()
+}
+
 impl Closed {
+    /// About the bytes it holds: itself, spilled fields, what is rare.
+    fn approx_bytes(&self) -> usize {
+        let mut n = std::mem::size_of::<Closed>() + self.state.fields.heap_bytes();
+        if let Some(r) = &self.state.rare {
+            n += std::mem::size_of::<Rare>()
+                + r.name.as_ref().map_or(0, String::len)
+                + r.status_message.as_ref().map_or(0, String::len)
+                + r.links.len() * 24
+                + r.events
+                    .iter()
+                    .map(|e| 64 + e.name.len() + attributes_bytes(&e.attributes))
+                    .sum::<usize>();
+        }
+        if let SessionOf::Inherited(s) = &self.session {
+            n += s.len();
+        }
+        n
+    }
+
     pub(crate) fn into_span(self) -> (SpanData, String) {
         let s = self.state;
         let trace_id = hex_words(&s.trace_id);
@@ -373,6 +412,8 @@ pub struct AuditLayer {
     next_id: AtomicU64,
     /// This layer's number in the per-thread callsite cache ([`sites`]).
     site_id: u64,
+    /// The byte bound of the queue.
+    gate: Arc<gate::Gate>,
 }
 
 impl fmt::Debug for AuditLayer {
@@ -420,6 +461,7 @@ pub struct AuditLayerBuilder {
     max_batch_bytes: usize,
     max_backlog: usize,
     queue_capacity: usize,
+    max_queue_bytes: usize,
     session_keys: Vec<String>,
     capture: Capture,
     overload: Overload,
@@ -444,6 +486,8 @@ impl fmt::Debug for AuditLayerBuilder {
             .field("overload", &self.overload)
             .field("capture", &self.capture)
             .field("max_backlog", &self.max_backlog)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("max_queue_bytes", &self.max_queue_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -468,6 +512,7 @@ impl Default for AuditLayerBuilder {
             max_batch_bytes: 8 << 20,
             max_backlog: DEFAULT_MAX_BACKLOG,
             queue_capacity: 65_536,
+            max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
             session_keys: map::DEFAULT_SESSION_KEYS
                 .iter()
                 .map(|s| s.to_string())
@@ -590,6 +635,17 @@ impl AuditLayerBuilder {
         self.queue_capacity = n.max(1);
         self
     }
+    /// Bytes the spans in the queue to the worker may hold (default 64 MiB,
+    /// about: fields, events, the span's own state): spans differ in size by
+    /// orders of magnitude (a GenAI span may carry a whole conversation), so
+    /// the queue is bounded in bytes as well as in spans. When it is full
+    /// the overload policy applies, as when it holds
+    /// [`with_queue_capacity`](Self::with_queue_capacity) spans. A single
+    /// span larger than this is queued alone.
+    pub fn with_max_queue_bytes(mut self, bytes: usize) -> Self {
+        self.max_queue_bytes = bytes.max(1);
+        self
+    }
     /// Attribute names that carry the session id, tried in order (docs/MAPPING.md).
     pub fn with_session_keys<I: IntoIterator<Item = S>, S: Into<String>>(
         mut self,
@@ -683,6 +739,7 @@ impl AuditLayerBuilder {
         };
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::sync_channel(self.queue_capacity);
+        let gate = Arc::new(gate::Gate::new(self.max_queue_bytes));
         let (ready_tx, ready_rx) = mpsc::channel();
         let cfg = worker::Config {
             sealer: crate::pipeline::SealerConfig {
@@ -699,6 +756,7 @@ impl AuditLayerBuilder {
             resource: self.resource.clone(),
             counters: counters.clone(),
             max_backlog: self.max_backlog,
+            gate: gate.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("sealtrail-worker".into())
@@ -736,6 +794,7 @@ impl AuditLayerBuilder {
             id_base: u64::from_le_bytes(seed),
             next_id: AtomicU64::new(1),
             site_id: sites::new_layer_id(),
+            gate,
         };
         let guard = FlushGuard {
             tx,
@@ -1067,20 +1126,28 @@ impl AuditLayer {
         c.live.fetch_sub(live::CLOSING, Ordering::SeqCst);
     }
 
-    fn send(&self, closed: Box<Closed>) {
+    fn send(&self, mut closed: Box<Closed>) {
         // Once the guard is being dropped, a span is not queued: the worker
         // takes no more after its final seal.
         if self.counters.closing.load(Ordering::SeqCst) {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let n = closed.approx_bytes();
+        closed.queued = n;
         let msg = Msg::Span(closed);
         let sent = match self.overload {
-            Overload::Block => self.tx.send(msg).is_ok(),
-            Overload::DropWithGapRecord => match self.tx.try_send(msg) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
-            },
+            Overload::Block => self.gate.enter(n) && self.tx.send(msg).is_ok(),
+            Overload::DropWithGapRecord => {
+                self.gate.try_enter(n)
+                    && match self.tx.try_send(msg) {
+                        Ok(()) => true,
+                        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                            self.gate.leave(n);
+                            false
+                        }
+                    }
+            }
         };
         let c = if sent {
             &self.counters.captured
@@ -1141,6 +1208,7 @@ where
             metadata: attrs.metadata(),
             session: SessionOf::Trace,
             end_ns: 0,
+            queued: 0,
         });
         insert_open(
             &mut span.extensions_mut(),

@@ -19,6 +19,17 @@ pub(crate) struct Config {
     pub(crate) resource: Attributes,
     pub(crate) counters: Arc<Counters>,
     pub(crate) max_backlog: usize,
+    /// The byte bound of the queue: room is given back as spans are taken.
+    pub(crate) gate: Arc<super::gate::Gate>,
+}
+
+/// Closes the gate however the worker ends: senders waiting for room give up.
+struct CloseGate(Arc<super::gate::Gate>);
+
+impl Drop for CloseGate {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// Spans taken from the queue in one go, spooled with one fsync.
@@ -40,6 +51,7 @@ struct Worker {
     max_backlog: usize,
     reported_dropped: u64,
     last_gap_ns: u64,
+    gate: Arc<super::gate::Gate>,
 }
 
 pub(crate) fn run(
@@ -49,6 +61,7 @@ pub(crate) fn run(
     rx: Receiver<Msg>,
     ready: mpsc::Sender<Result<()>>,
 ) {
+    let _close = CloseGate(cfg.gate.clone());
     let sealer = match Sealer::open(cfg.sealer, spool, left, cfg.counters.sealer.clone()) {
         Ok((s, _)) => s,
         Err(e) => {
@@ -61,6 +74,7 @@ pub(crate) fn run(
         resource: cfg.resource,
         counters: cfg.counters,
         max_backlog: cfg.max_backlog,
+        gate: cfg.gate,
         reported_dropped: 0,
         last_gap_ns: now_ns(),
     };
@@ -194,6 +208,7 @@ impl Worker {
 
     /// Chains and spools (without syncing) the record of `c`; counts it in `n`.
     fn append(&mut self, c: super::Closed, n: &mut usize) {
+        self.gate.leave(c.queued);
         let r = self.record(c);
         self.chain(r, n);
     }
