@@ -85,6 +85,25 @@ async fn both_verifiers_agree_on_an_archive_and_on_its_tampering() {
     assert_eq!(out["records"].as_u64(), Some(ours.records));
     assert_eq!(out["sessions"].as_u64(), Some(ours.sessions));
     assert_eq!(out["batches"].as_u64(), Some(ours.batches));
+    // One session: its chains and its records.
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/independent/verify.py");
+    let o = Command::new(python())
+        .arg(script)
+        .arg(&root)
+        .arg(&pem)
+        .args(["--session", "session-1"])
+        .output()
+        .unwrap();
+    let theirs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let one = f
+        .verify_opts(sealtrail::VerifyOptions::default().with_session("session-1"))
+        .await;
+    assert_eq!(
+        (theirs["sessions"].as_u64(), theirs["records"].as_u64()),
+        (Some(one.sessions), Some(one.records)),
+        "{theirs}"
+    );
+    assert!(one.records > 0 && one.records < ours.records);
 
     // One changed byte in one record, recompressed.
     let key = f.batch_key(3);

@@ -497,17 +497,6 @@ async fn build_in_with_key(k: sealtrail::keys::SigningKey) -> Fixture {
     }
 }
 
-async fn verify_opts(f: &Fixture, opts: sealtrail::VerifyOptions) -> sealtrail::Report {
-    let as_of = f.now.load(std::sync::atomic::Ordering::SeqCst);
-    sealtrail::verify(
-        &f.archive,
-        &[key().verifying_key()],
-        &opts.with_as_of(as_of),
-    )
-    .await
-    .unwrap()
-}
-
 async fn verify_with(f: &Fixture, keys: &[sealtrail::keys::VerifyingKey]) -> sealtrail::Report {
     let as_of = f.now.load(std::sync::atomic::Ordering::SeqCst);
     sealtrail::verify(
@@ -553,11 +542,9 @@ async fn an_object_too_large_to_be_a_batch_or_seal_is_reported_without_being_rea
     let huge = vec![0x28u8; 2 << 20];
     f.overwrite(&batch, huge.clone()).await;
     f.overwrite(&seal, huge).await;
-    let r = verify_opts(
-        &f,
-        sealtrail::VerifyOptions::default().with_max_batch_bytes(1 << 20),
-    )
-    .await;
+    let r = f
+        .verify_opts(sealtrail::VerifyOptions::default().with_max_batch_bytes(1 << 20))
+        .await;
     let at = |key: &str, n| Location {
         writer: Some("w1".into()),
         batch_no: Some(n),

@@ -123,7 +123,11 @@ impl Archive {
             source,
         })?;
         let mut archive = Self::from_store(Arc::new(fs), "", url);
-        archive.local = std::fs::canonicalize(&dir).ok();
+        // (A directory just created or opened canonicalizes; if it did not,
+        // its absolute path stands in.)
+        archive.local = std::fs::canonicalize(&dir)
+            .or_else(|_| std::path::absolute(&dir))
+            .ok();
         Ok(archive)
     }
 
@@ -146,12 +150,24 @@ impl Archive {
     pub fn identity(&self) -> String {
         match &self.local {
             Some(dir) => format!("file://{}", dir.display()),
-            None if self.s3.is_some() => self.url.trim_end_matches('/').to_owned(),
-            None => format!(
-                "{} at {:p}",
-                self.url,
-                Arc::as_ptr(&self.store).cast::<()>()
-            ),
+            None => match self
+                .s3
+                .as_ref()
+                .and_then(|_| self.url.strip_prefix("s3://"))
+            {
+                // The bucket, and the prefix as the store uses it.
+                Some(rest) => format!(
+                    "s3://{}/{}",
+                    rest.split_once('/').map_or(rest, |(bucket, _)| bucket),
+                    self.prefix
+                ),
+                None => format!(
+                    "{} at {:p}, prefix {}",
+                    self.url,
+                    Arc::as_ptr(&self.store).cast::<()>(),
+                    self.prefix
+                ),
+            },
         }
     }
 

@@ -3,8 +3,9 @@
 //! The queue holds at most `queue_capacity` spans, but spans differ in size
 //! by orders of magnitude (a GenAI span may carry a whole conversation), so
 //! the bytes they hold are bounded too: a span is queued only while the
-//! spans queued before it hold less than the limit (a single span larger
-//! than the limit is queued alone). Under [`super::Overload::Block`] the
+//! spans queued before it hold less than the limit, so the queue holds at
+//! most the limit plus one span (of any size: a span is never refused for
+//! its size alone). Under [`super::Overload::Block`] the
 //! instrumented thread waits for room; under
 //! [`super::Overload::DropWithGapRecord`] the span is dropped.
 
@@ -40,7 +41,7 @@ impl Gate {
     pub(crate) fn try_enter(&self, n: usize) -> bool {
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
-            if self.closed.load(Ordering::Relaxed) || (used > 0 && used + n > self.limit) {
+            if self.closed.load(Ordering::Relaxed) || used >= self.limit {
                 return false;
             }
             match self.used.compare_exchange_weak(
@@ -115,10 +116,10 @@ mod tests {
     fn bounds_bytes_lets_one_large_span_through_and_wakes_waiters() {
         let g = Arc::new(Gate::new(100));
         assert!(g.try_enter(60));
-        assert!(!g.try_enter(60), "over the limit");
-        assert!(g.try_enter(40));
-        g.leave(100);
-        assert!(g.try_enter(1_000), "alone, a span larger than the limit");
+        assert!(g.try_enter(60), "below the limit before it");
+        assert!(!g.try_enter(1), "at the limit");
+        g.leave(120);
+        assert!(g.try_enter(1_000), "a span larger than the limit");
         assert!(!g.try_enter(1));
         let waiter = {
             let g = g.clone();
@@ -129,6 +130,7 @@ mod tests {
         g.leave(1_000);
         assert!(waiter.join().unwrap());
         assert_eq!(g.used(), 50);
+        assert!(g.try_enter(50));
         let waiter = {
             let g = g.clone();
             std::thread::spawn(move || g.enter(100))

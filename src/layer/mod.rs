@@ -640,8 +640,9 @@ impl AuditLayerBuilder {
     /// orders of magnitude (a GenAI span may carry a whole conversation), so
     /// the queue is bounded in bytes as well as in spans. When it is full
     /// the overload policy applies, as when it holds
-    /// [`with_queue_capacity`](Self::with_queue_capacity) spans. A single
-    /// span larger than this is queued alone.
+    /// [`with_queue_capacity`](Self::with_queue_capacity) spans. A span is
+    /// queued while those before it hold less than this, so the queue may
+    /// exceed it by one span (of any size).
     pub fn with_max_queue_bytes(mut self, bytes: usize) -> Self {
         self.max_queue_bytes = bytes.max(1);
         self
@@ -824,9 +825,9 @@ impl WriterClaim {
             return Err(Error::InvalidSetting {
                 setting: "writer id",
                 reason: format!(
-                    "another audit layer of this process writes as {writer_id:?} to {}: \
-                     give each layer a writer id of its own (the default is made once per \
-                     spool directory)",
+                    "another audit layer of this process writes as {writer_id:?} to {} \
+                     (or one whose shutdown timed out is still sealing): give each layer a \
+                     writer id of its own (the default is made once per spool directory)",
                     archive.url()
                 ),
             });

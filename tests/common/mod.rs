@@ -116,10 +116,21 @@ impl Fixture {
     }
 
     pub async fn verify_as_of(&self, as_of: u64) -> Report {
+        self.verify_with_options(VerifyOptions::default().with_as_of(as_of))
+            .await
+    }
+
+    /// Verifies with `opts`, as of one second after the last seal.
+    pub async fn verify_opts(&self, opts: VerifyOptions) -> Report {
+        let now = self.now.load(Ordering::SeqCst);
+        self.verify_with_options(opts.with_as_of(now)).await
+    }
+
+    async fn verify_with_options(&self, opts: VerifyOptions) -> Report {
         verify(
             &self.archive,
             &[key().verifying_key()],
-            &VerifyOptions::default().with_as_of(as_of).with_threads(2),
+            &opts.with_threads(2),
         )
         .await
         .unwrap()

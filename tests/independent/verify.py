@@ -693,6 +693,7 @@ class Archive:
         self.writers = 0
         self.batches = 0
         self.records = 0
+        self.session_records = {}  # session -> records placed in its chains
         self.bytes = 0
         self.chains = set()          # (writer, session) found in decoded batches or stand-in summaries
         self.writer_states = []
@@ -871,6 +872,8 @@ class Archive:
             pos = end + 1
             self.line(w, view[off:end], nl >= 0, dict(at, offset=off))
         self.records += self.b_lines
+        for sid, e in self.b_summary.items():
+            self.session_records[sid] = self.session_records.get(sid, 0) + e["count"]
         self.heads.update((sid, tuple(st)) for sid, st in self.b_chain.items())
         if self.b_lines != b["records"]:
             self.found("record_count_mismatch", at, expected=b["records"], found=self.b_lines)
@@ -984,8 +987,9 @@ class Archive:
             chains = {c for c in chains if c[1] == only_session}
             if not chains:
                 findings.append({"session": only_session, "problem": "session_not_found"})
+        records = self.records if only_session is None else self.session_records.get(only_session, 0)
         out = {"writers": self.writers, "batches": self.batches, "sessions": len(chains),
-               "records": self.records, "bytes": self.bytes, "writer_states": self.writer_states}
+               "records": records, "bytes": self.bytes, "writer_states": self.writer_states}
         if only_session is not None:
             out["session"] = only_session
         out["findings"] = [clean(f) for f in sorted(findings, key=sort_key)]
