@@ -25,6 +25,46 @@ fn slow_archive(put_delay: Duration) -> Archive {
     Archive::from_store(store, "", "memory://slow")
 }
 
+/// The records the report says were dropped (in signed gap records); any
+/// other finding fails the test.
+fn stated_losses(report: &sealtrail::Report) -> u64 {
+    report
+        .findings
+        .iter()
+        .map(|f| match f.problem {
+            Problem::RecordsDropped { count, .. } => count,
+            ref p => panic!("unexpected finding {p:?}"),
+        })
+        .sum()
+}
+
+/// A layer whose queue holds 1 MiB and whose worker takes no more spans
+/// until a seal succeeds (a backlog limit of 1 byte).
+fn stalled_1_mib_queue(archive: &Archive, dir: &std::path::Path) -> sealtrail::AuditLayerBuilder {
+    layer_builder(archive, dir)
+        .with_max_queue_bytes(1 << 20)
+        .with_max_backlog(1)
+        .with_flush_interval(Duration::from_millis(1))
+        .with_shutdown_timeout(Duration::from_secs(120))
+}
+
+/// `n` chat spans of a 200 KB prompt each.
+fn emit_prompts(layer: sealtrail::AuditLayer, n: usize) {
+    let prompt = "p".repeat(200_000);
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..n {
+            info_span!(
+                "chat",
+                gen_ai.operation.name = "chat",
+                audit.session_id = "s",
+                gen_ai.prompt = prompt.as_str(),
+                i
+            )
+            .in_scope(|| {});
+        }
+    });
+}
+
 fn emit(layer: sealtrail::AuditLayer, n: usize) {
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
         for i in 0..n {
@@ -103,14 +143,7 @@ async fn drop_with_gap_record_states_its_loss_and_verify_reports_it() {
         .all(|g| g.session == sealtrail::layer::GAP_SESSION));
 
     let report = verify_now(&archive).await;
-    let reported: u64 = report
-        .findings
-        .iter()
-        .map(|f| match f.problem {
-            Problem::RecordsDropped { count, .. } => count,
-            ref p => panic!("unexpected finding {p:?}"),
-        })
-        .sum();
+    let reported = stated_losses(&report);
     assert_eq!(reported, stats.dropped, "{}", show(&report));
     assert!(!report.is_intact());
 
@@ -123,14 +156,7 @@ async fn drop_with_gap_record_states_its_loss_and_verify_reports_it() {
     )
     .await
     .unwrap();
-    let reported: u64 = one
-        .findings
-        .iter()
-        .map(|f| match f.problem {
-            Problem::RecordsDropped { count, .. } => count,
-            ref p => panic!("unexpected finding {p:?}"),
-        })
-        .sum();
+    let reported = stated_losses(&one);
     assert_eq!(reported, stats.dropped, "{}", show(&one));
 }
 
@@ -435,27 +461,11 @@ async fn shutdown_reports_the_final_seal() {
 async fn the_queue_is_bounded_in_bytes_too() {
     let dir = tempfile::tempdir().unwrap();
     let archive = slow_archive(Duration::from_millis(500));
-    let (layer, guard) = layer_builder(&archive, dir.path())
+    let (layer, guard) = stalled_1_mib_queue(&archive, dir.path())
         .with_overload(Overload::DropWithGapRecord)
-        .with_max_queue_bytes(1 << 20)
-        .with_max_backlog(1)
-        .with_flush_interval(Duration::from_millis(1))
-        .with_shutdown_timeout(Duration::from_secs(120))
         .build()
         .unwrap();
-    let prompt = "p".repeat(200_000);
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        for i in 0..50 {
-            info_span!(
-                "chat",
-                gen_ai.operation.name = "chat",
-                audit.session_id = "s",
-                gen_ai.prompt = prompt.as_str(),
-                i
-            )
-            .in_scope(|| {});
-        }
-    });
+    emit_prompts(layer, 50);
     let stats = guard.stats();
     drop(guard);
     assert_eq!(stats.captured + stats.dropped, 50, "{stats:?}");
@@ -466,14 +476,7 @@ async fn the_queue_is_bounded_in_bytes_too() {
     let kept = records.iter().filter(|r| r.kind == Kind::LlmCall).count() as u64;
     assert_eq!(kept, stats.captured);
     let report = verify_now(&archive).await;
-    let reported: u64 = report
-        .findings
-        .iter()
-        .map(|f| match f.problem {
-            Problem::RecordsDropped { count, .. } => count,
-            ref p => panic!("unexpected finding {p:?}"),
-        })
-        .sum();
+    let reported = stated_losses(&report);
     assert_eq!(reported, stats.dropped, "{}", show(&report));
 }
 
@@ -483,26 +486,8 @@ async fn the_queue_is_bounded_in_bytes_too() {
 async fn block_waits_for_room_in_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let archive = slow_archive(Duration::from_millis(50));
-    let (layer, guard) = layer_builder(&archive, dir.path())
-        .with_max_queue_bytes(1 << 20)
-        .with_max_backlog(1)
-        .with_flush_interval(Duration::from_millis(1))
-        .with_shutdown_timeout(Duration::from_secs(120))
-        .build()
-        .unwrap();
-    let prompt = "p".repeat(200_000);
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        for i in 0..30 {
-            info_span!(
-                "chat",
-                gen_ai.operation.name = "chat",
-                audit.session_id = "s",
-                gen_ai.prompt = prompt.as_str(),
-                i
-            )
-            .in_scope(|| {});
-        }
-    });
+    let (layer, guard) = stalled_1_mib_queue(&archive, dir.path()).build().unwrap();
+    emit_prompts(layer, 30);
     let stats = guard.shutdown().unwrap();
     assert_eq!((stats.captured, stats.dropped), (30, 0), "{stats:?}");
     let records = all_records(&archive).await;
