@@ -398,7 +398,7 @@ impl Sealer {
                     // Every later start must refuse too: the archive's seals
                     // may cover the same sessions and seqs as this spool's
                     // records, so no check at the start could be sure.
-                    if let Err(e) = self.spool.mark_conflict(reason) {
+                    if let Err(e) = self.spool.mark_conflict(&self.cfg.writer_id, reason) {
                         tracing::error!(error = %e, "the conflict could not be recorded in the spool");
                     }
                 }

@@ -69,8 +69,8 @@ pub struct SpoolRecovery {
 /// Archives the records of the spool in `dir` that no seal of its writer
 /// holds under the writer id `cfg.writer_id` (empty: a new one is made,
 /// `<host>-<8 hex digits>`): see the module documentation. The spool's
-/// writer is `from_writer`, or else the id kept in the spool (`writer-id`;
-/// a writer that was given its id keeps none, or an older one). `force`
+/// writer is `from_writer`, or else the id its conflict record names, or
+/// else the default id kept in the spool (`writer-id`). `force`
 /// allows a spool whose writer did not record a conflict (one that refuses
 /// to start because the archive's seals do not cover its records, after a
 /// crash right after the conflict); without it such a spool is refused.
@@ -86,9 +86,13 @@ pub fn recover_spool(
             reason: format!("{} is not a sealtrail spool directory", dir.display()),
         });
     }
-    let kept = std::fs::read_to_string(dir.join("writer-id"))
-        .ok()
-        .map(|s| s.trim().to_owned());
+    // The id it wrote as: given, else as its conflict record says, else
+    // its default id.
+    let kept = crate::spool::conflict_writer(dir).or_else(|| {
+        std::fs::read_to_string(dir.join("writer-id"))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    });
     let from_writer = match (from_writer, kept) {
         (Some(given), _) => given.to_owned(),
         (None, Some(kept)) => kept,
@@ -96,8 +100,8 @@ pub fn recover_spool(
             return Err(Error::InvalidSetting {
                 setting: "--from-writer",
                 reason: format!(
-                    "{} keeps no writer id (its writer was given one, e.g. with --writer-id): \
-                     name it with --from-writer",
+                    "{} keeps no writer id (its writer was given one, e.g. with --writer-id, \
+                     and recorded no conflict): name it with --from-writer",
                     dir.display()
                 ),
             })
@@ -166,10 +170,13 @@ pub fn recover_spool(
         }
         write_recovery_spool(&partial, into.as_deref(), &records)?;
         if old.conflict().is_none() {
-            old.mark_conflict(&format!(
-                "its records were moved to {} by `sealtrail recover`",
-                rdir.display()
-            ))?;
+            old.mark_conflict(
+                &from_writer,
+                &format!(
+                    "its records were moved to {} by `sealtrail recover`",
+                    rdir.display()
+                ),
+            )?;
         }
         std::fs::rename(&partial, &rdir).map_err(|source| Error::Io {
             path: rdir.clone(),

@@ -198,6 +198,14 @@ pub fn create_dir(dir: &Path) -> Result<()> {
 /// The file that records a writer-id conflict ([`Spool::mark_conflict`]).
 const CONFLICT: &str = "writer-conflict";
 
+/// The writer id that the writer of the spool in `dir` wrote as, if it
+/// recorded a conflict ([`Spool::mark_conflict`]; a file written by an
+/// earlier version does not say). Read without opening the spool.
+pub fn conflict_writer(dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(dir.join(CONFLICT)).ok()?;
+    Spool::conflict_parts(&text).0.map(str::to_owned)
+}
+
 fn segment_name(n: u64) -> String {
     format!("segment-{n:020}.log")
 }
@@ -230,16 +238,32 @@ impl Spool {
     /// Why an earlier run stopped sealing for good (another process seals
     /// under the same writer id), if one did: see [`Spool::mark_conflict`].
     pub fn conflict(&self) -> Option<String> {
-        fs::read_to_string(self.dir.join(CONFLICT)).ok()
+        let text = fs::read_to_string(self.dir.join(CONFLICT)).ok()?;
+        Some(match Self::conflict_parts(&text) {
+            (Some(_), reason) => reason.to_owned(),
+            (None, _) => text,
+        })
+    }
+
+    /// The conflict file: `writer <id>` on its first line, then the reason.
+    fn conflict_parts(text: &str) -> (Option<&str>, &str) {
+        match text.split_once('\n') {
+            Some((first, reason)) => match first.strip_prefix("writer ") {
+                Some(id) => (Some(id), reason),
+                None => (None, text),
+            },
+            None => (None, text),
+        }
     }
 
     /// Records, durably, that this spool's writer found another process
     /// sealing under its writer id: every later start refuses (its records
     /// cannot be sealed under that id, and must not be taken for sealed).
-    pub fn mark_conflict(&mut self, reason: &str) -> Result<()> {
+    /// `writer` is the id it wrote as (`sealtrail recover` reads it back).
+    pub fn mark_conflict(&mut self, writer: &str, reason: &str) -> Result<()> {
         let path = self.dir.join(CONFLICT);
         let mut f = File::create(&path).map_err(io_err(&path))?;
-        f.write_all(reason.as_bytes())
+        f.write_all(format!("writer {writer}\n{reason}").as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(io_err(&path))?;
         File::open(&self.dir)
@@ -668,6 +692,30 @@ pub fn held(entries: &[Entry]) -> Vec<(u64, TraceRecord)> {
 
 #[cfg(test)]
 mod tests {
+    /// The conflict record names the writer id it was recorded under, for
+    /// `sealtrail recover`; a record of an earlier version (the reason
+    /// alone) still reads.
+    #[test]
+    fn a_conflict_record_names_its_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path()).unwrap();
+        assert_eq!(
+            (spool.conflict(), conflict_writer(dir.path())),
+            (None, None)
+        );
+        spool
+            .mark_conflict("shared", "seal 3 holds another seal")
+            .unwrap();
+        assert_eq!(
+            spool.conflict().as_deref(),
+            Some("seal 3 holds another seal")
+        );
+        assert_eq!(conflict_writer(dir.path()).as_deref(), Some("shared"));
+        std::fs::write(dir.path().join(CONFLICT), "an older record").unwrap();
+        assert_eq!(spool.conflict().as_deref(), Some("an older record"));
+        assert_eq!(conflict_writer(dir.path()), None);
+    }
+
     use super::*;
     use crate::record::{Kind, StoredRecord};
 

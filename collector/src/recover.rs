@@ -21,8 +21,8 @@ pub(crate) struct RecoverArgs {
     /// Signing key (PKCS#8 PEM) of the new writer.
     #[arg(long, env = "SEALTRAIL_SIGNING_KEY_FILE", required = true)]
     signing_key: PathBuf,
-    /// The stopped writer's id, for a spool that keeps none (its writer was
-    /// given one, e.g. with --writer-id).
+    /// The stopped writer's id (default: as the spool's conflict record
+    /// names it, else the spool's default writer id).
     #[arg(long)]
     from_writer: Option<String>,
     /// The new writer id (default: a new one, `<host>-<8 hex digits>`); it
