@@ -189,15 +189,16 @@ impl Sealer {
         visit: Option<&mut dyn FnMut(&TraceRecord)>,
     ) -> Result<(Sealer, Recovered)> {
         if let Some(reason) = spool.conflict() {
+            let dir = spool.dir().display();
             return Err(crate::Error::WriterConflict {
-                writer: cfg.writer_id.clone(),
+                writer: crate::spool::conflict_writer(spool.dir())
+                    .unwrap_or_else(|| cfg.writer_id.clone()),
                 reason: format!(
                     "an earlier run stopped sealing ({reason}); the records it acknowledged \
-                     stay in {} and cannot be sealed under this writer id. Start with another \
-                     spool directory (and a writer id of its own); `sealtrail recover --spool-dir {}` \
-                     archives this one's records under a new writer id",
-                    spool.dir().display(),
-                    spool.dir().display()
+                     stay in {dir} and cannot be sealed under that writer id. Start with another \
+                     spool directory (and a writer id of its own); `sealtrail recover \
+                     --spool-dir {dir} --store URL --signing-key FILE` archives this one's \
+                     records under a new writer id (if it has not done so already)",
                 ),
             });
         }

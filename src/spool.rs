@@ -249,8 +249,8 @@ impl Spool {
     fn conflict_parts(text: &str) -> (Option<&str>, &str) {
         match text.split_once('\n') {
             Some((first, reason)) => match first.strip_prefix("writer ") {
-                Some(id) => (Some(id), reason),
-                None => (None, text),
+                Some(id) if crate::writer::valid_writer_id(id) => (Some(id), reason),
+                _ => (None, text),
             },
             None => (None, text),
         }
@@ -261,11 +261,14 @@ impl Spool {
     /// cannot be sealed under that id, and must not be taken for sealed).
     /// `writer` is the id it wrote as (`sealtrail recover` reads it back).
     pub fn mark_conflict(&mut self, writer: &str, reason: &str) -> Result<()> {
+        // Written aside and renamed into place: never an empty record.
         let path = self.dir.join(CONFLICT);
-        let mut f = File::create(&path).map_err(io_err(&path))?;
+        let tmp = self.dir.join(format!("{CONFLICT}.tmp"));
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(format!("writer {writer}\n{reason}").as_bytes())
             .and_then(|()| f.sync_all())
-            .map_err(io_err(&path))?;
+            .map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err(&self.dir))
