@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use crate::archive::{layout, Archive};
 use crate::error::{Error, Result};
+use crate::keys::VerifyingKey;
 use crate::pipeline::{Counters, Sealer, SealerConfig};
 use crate::record::{StoredRecord, TraceRecord};
 use crate::seal::Seal;
@@ -70,7 +71,11 @@ pub struct SpoolRecovery {
 /// holds under the writer id `cfg.writer_id` (empty: a new one is made,
 /// `<host>-<8 hex digits>`): see the module documentation. The spool's
 /// writer is `from_writer`, or else the id its conflict record names, or
-/// else the default id kept in the spool (`writer-id`). `force`
+/// else the default id kept in the spool (`writer-id`). Which records
+/// that writer sealed is read only from seals signed by one of `trusted`
+/// (empty: the public key of `cfg.key`) and from batch objects of the
+/// length and digest their seals state; any other seal or batch object of
+/// that writer is refused (run `sealtrail verify`). `force`
 /// allows a spool whose writer did not record a conflict (one that refuses
 /// to start because the archive's seals do not cover its records, after a
 /// crash right after the conflict); without it such a spool is refused.
@@ -78,8 +83,15 @@ pub fn recover_spool(
     dir: &Path,
     from_writer: Option<&str>,
     mut cfg: SealerConfig,
+    trusted: &[VerifyingKey],
     force: bool,
 ) -> Result<SpoolRecovery> {
+    let own = [cfg.key.verifying_key()];
+    let trusted = if trusted.is_empty() {
+        &own[..]
+    } else {
+        trusted
+    };
     if !dir.join("lock").exists() {
         return Err(Error::InvalidSetting {
             setting: "--spool-dir",
@@ -137,7 +149,8 @@ pub fn recover_spool(
             });
         }
         let rt = runtime()?;
-        let (records, sealed) = rt.block_on(choose(&cfg.archive, &from_writer, entries))?;
+        let (records, sealed) =
+            rt.block_on(choose(&cfg.archive, &from_writer, trusted, entries))?;
         already_sealed = sealed;
         if records.is_empty() {
             return Ok(SpoolRecovery {
@@ -275,6 +288,7 @@ async fn has_seals(archive: &Archive, writer: &str) -> Result<bool> {
 async fn choose(
     archive: &Archive,
     writer: &str,
+    trusted: &[VerifyingKey],
     entries: Vec<Entry>,
 ) -> Result<(Vec<TraceRecord>, usize)> {
     let mut lines = Vec::new();
@@ -302,7 +316,7 @@ async fn choose(
             Entry::Sealing { .. } => {}
         }
     }
-    let sealed = sealed_hashes(archive, writer, &lines).await?;
+    let sealed = sealed_hashes(archive, writer, trusted, &lines).await?;
     let mut known = Sessions::default();
     let mut out = Vec::new();
     let mut already = 0;
@@ -409,10 +423,14 @@ impl Sessions {
 /// hold a line of `lines` (by session and seq, from the seals' session
 /// summaries). Checks first that every spooled session continues the
 /// writer's chain in `archive`: its first spooled record is seq 0 from the
-/// writer's genesis, or a seal holds the record before it.
+/// writer's genesis, or a seal holds the record before it. Every seal read
+/// must be signed by one of `trusted`, and every batch object read must
+/// have the length and digest its seal states: a forged seal or an altered
+/// batch could otherwise pass records off as sealed, and they would be lost.
 async fn sealed_hashes(
     archive: &Archive,
     writer: &str,
+    trusted: &[VerifyingKey],
     lines: &[StoredRecord],
 ) -> Result<HashSet<[u8; 32]>> {
     let mut first: HashMap<&str, &StoredRecord> = HashMap::new();
@@ -431,7 +449,7 @@ async fn sealed_hashes(
         ),
     };
     let mut needed: HashSet<u64> = HashSet::new();
-    let mut batches: HashMap<u64, String> = HashMap::new();
+    let mut batches: HashMap<u64, crate::seal::BatchRef> = HashMap::new();
     let mut continued: HashSet<&str> = HashSet::new();
     let objects = archive.list(&layout::seals_dir(writer)).await?;
     if objects.is_empty() {
@@ -454,6 +472,25 @@ async fn sealed_hashes(
                 writer: writer.to_owned(),
                 reason: format!("{}: {e}", obj.key),
             })?;
+        if let Err(e) = crate::seal::verify_seal(&seal, trusted) {
+            return Err(Error::Recovery {
+                writer: writer.to_owned(),
+                reason: format!(
+                    "seal {}: {e}. Recover reads only seals it can verify: give the key the \
+                     stopped writer signed with (--public-key), and run `sealtrail verify` on the store",
+                    obj.key
+                ),
+            });
+        }
+        if seal.body.writer != writer || seal.body.batch_no != batch_no {
+            return Err(Error::Recovery {
+                writer: writer.to_owned(),
+                reason: format!(
+                    "seal {} is signed as writer {:?}'s batch {}: run `sealtrail verify` on the store",
+                    obj.key, seal.body.writer, seal.body.batch_no
+                ),
+            });
+        }
         let Some(batch) = seal.body.batch else {
             continue;
         };
@@ -471,7 +508,7 @@ async fn sealed_hashes(
                 needed.insert(batch_no);
             }
         }
-        batches.insert(batch_no, batch.key);
+        batches.insert(batch_no, batch);
     }
     let mut sessions: Vec<_> = first.values().collect();
     sessions.sort_by_key(|l| &l.record.session);
@@ -499,8 +536,23 @@ async fn sealed_hashes(
     let mut needed: Vec<u64> = needed.into_iter().collect();
     needed.sort_unstable();
     for n in needed {
-        let key = &batches[&n];
+        let batch = &batches[&n];
+        let key = &batch.key;
         let bytes = archive.get(key).await?;
+        if bytes.len() as u64 != batch.len || crate::digest::Digest::sha256(&bytes) != batch.sha256
+        {
+            return Err(Error::Recovery {
+                writer: writer.to_owned(),
+                reason: format!(
+                    "batch object {key} is not the one its seal signs ({} bytes, sha256 {}, \
+                     where the seal states {} bytes, sha256 {}): run `sealtrail verify` on the store",
+                    bytes.len(),
+                    crate::digest::Digest::sha256(&bytes),
+                    batch.len,
+                    batch.sha256
+                ),
+            });
+        }
         let (content, _) =
             crate::verify::batch::decode(&bytes, 1 << 30).map_err(|e| Error::Recovery {
                 writer: writer.to_owned(),
@@ -655,23 +707,30 @@ mod tests {
 
         // Refused, and nothing written: the old writer's own id; a spool
         // without a recorded conflict (unless forced).
-        let e = recover_spool(dir_a.path(), None, config(&archive, "w"), false).unwrap_err();
+        let e = recover_spool(dir_a.path(), None, config(&archive, "w"), &[], false).unwrap_err();
         assert!(e.to_string().contains("the stopped writer's own id"), "{e}");
-        let e = recover_spool(dir_b.path(), None, config(&archive, "w3"), false).unwrap_err();
+        let e = recover_spool(dir_b.path(), None, config(&archive, "w3"), &[], false).unwrap_err();
         assert!(e.to_string().contains("the spool is in use"), "{e}");
         drop(b);
-        let e = recover_spool(dir_b.path(), None, config(&archive, "w3"), false).unwrap_err();
+        let e = recover_spool(dir_b.path(), None, config(&archive, "w3"), &[], false).unwrap_err();
         assert!(e.to_string().contains("records no writer conflict"), "{e}");
         assert!(!dir_a.path().join(RECOVERY_DIR).exists());
         assert!(!dir_b.path().join(RECOVERY_DIR).exists());
         // A wrong writer id or store is refused, not taken for "nothing sealed".
-        let e = recover_spool(dir_a.path(), Some("v"), config(&archive, "w2"), false).unwrap_err();
+        let e =
+            recover_spool(dir_a.path(), Some("v"), config(&archive, "w2"), &[], false).unwrap_err();
         assert!(
             e.to_string().contains("it has no seals in memory://"),
             "{e}"
         );
-        let e =
-            recover_spool(dir_a.path(), None, config(&Archive::memory(), "w2"), false).unwrap_err();
+        let e = recover_spool(
+            dir_a.path(),
+            None,
+            config(&Archive::memory(), "w2"),
+            &[],
+            false,
+        )
+        .unwrap_err();
         assert!(
             e.to_string().contains("it has no seals in memory://"),
             "{e}"
@@ -687,7 +746,8 @@ mod tests {
             v.append(span("x", "x0", "t9", "s1", None)).unwrap();
             v.close().await.unwrap();
         });
-        let e = recover_spool(dir_a.path(), Some("v"), config(&other, "w2"), false).unwrap_err();
+        let e =
+            recover_spool(dir_a.path(), Some("v"), config(&other, "w2"), &[], false).unwrap_err();
         assert!(
             e.to_string()
                 .contains("session \"conv-a\" does not start from writer \"v\"'s genesis"),
@@ -698,7 +758,7 @@ mod tests {
         std::fs::create_dir(dir_a.path().join("recovery.partial")).unwrap();
         std::fs::write(dir_a.path().join("recovery.partial/writer-id"), "x\n").unwrap();
 
-        let r = recover_spool(dir_a.path(), None, config(&archive, "w2"), false).unwrap();
+        let r = recover_spool(dir_a.path(), None, config(&archive, "w2"), &[], false).unwrap();
         assert_eq!(
             (r.from_writer.as_str(), r.into_writer.as_str()),
             ("w", "w2")
@@ -741,15 +801,82 @@ mod tests {
 
         // Again: nothing to do, no seal added; the old spool still refuses.
         let seals_w2 = seals(&archive, "w2");
-        let again = recover_spool(dir_a.path(), None, config(&archive, ""), false).unwrap();
+        let again = recover_spool(dir_a.path(), None, config(&archive, ""), &[], false).unwrap();
         assert_eq!((again.moved, again.resumed), (0, true));
         assert_eq!(seals(&archive, "w2"), seals_w2);
-        let e = recover_spool(dir_a.path(), None, config(&archive, "w4"), false).unwrap_err();
+        let e = recover_spool(dir_a.path(), None, config(&archive, "w4"), &[], false).unwrap_err();
         assert!(e.to_string().contains("chose writer id \"w2\""), "{e}");
         assert!(matches!(
             open(&archive, dir_a.path()),
             Err(Error::WriterConflict { .. })
         ));
+    }
+
+    /// Recover reads only seals signed by a key it trusts and batch objects
+    /// as their seals sign them: a record is never taken for sealed on the
+    /// word of a forged seal or an altered batch. Refused, nothing written.
+    #[test]
+    fn untrusted_seals_and_altered_batches_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", root.path().display());
+        let archive = Archive::open(&url).unwrap();
+        let (dir_a, _dir_b, b) = stopped(&archive);
+        drop(b);
+        let stranger = SigningKey::from_bytes(&[9; 32]).verifying_key();
+        let e = recover_spool(
+            dir_a.path(),
+            None,
+            config(&archive, "w2"),
+            &[stranger],
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("signed by unknown key id"), "{e}");
+        assert!(e.to_string().contains("--public-key"), "{e}");
+        assert!(!dir_a.path().join(RECOVERY_DIR).exists());
+
+        // Batch 0 (which holds the spooled "a0") altered on disk.
+        let dir = root.path().join("v1/writers/w/batches");
+        let batch = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("00000000000000000000-")
+            })
+            .unwrap();
+        let mut bytes = std::fs::read(&batch).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let mut perm = std::fs::metadata(&batch).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perm.set_readonly(false);
+        std::fs::set_permissions(&batch, perm).unwrap();
+        std::fs::write(&batch, &bytes).unwrap();
+        let e = recover_spool(dir_a.path(), None, config(&archive, "w2"), &[], false).unwrap_err();
+        assert!(
+            e.to_string().contains("is not the one its seal signs"),
+            "{e}"
+        );
+        assert!(!dir_a.path().join(RECOVERY_DIR).exists());
+        assert_eq!(seals(&archive, "w2"), 0);
+
+        // Put back, it passes (with the key given explicitly).
+        bytes[last] ^= 1;
+        std::fs::write(&batch, &bytes).unwrap();
+        let key = SigningKey::from_bytes(&[3; 32]).verifying_key();
+        let r = recover_spool(
+            dir_a.path(),
+            None,
+            config(&archive, "w2"),
+            &[stranger, key],
+            false,
+        )
+        .unwrap();
+        assert_eq!((r.moved, r.already_sealed), (4, 1));
     }
 
     /// The new writer's closing seal fails (three tries): the run fails, its
@@ -764,11 +891,11 @@ mod tests {
         // The data seal passes; the three tries of the closing seal fail.
         store.pass.store(1, SeqCst);
         store.fail.store(3, SeqCst);
-        assert!(recover_spool(dir_a.path(), None, config(&archive, "w2"), false).is_err());
+        assert!(recover_spool(dir_a.path(), None, config(&archive, "w2"), &[], false).is_err());
         assert_eq!(seals(&archive, "w2"), 1);
-        let r = recover_spool(dir_a.path(), None, config(&archive, ""), false).unwrap();
+        let r = recover_spool(dir_a.path(), None, config(&archive, ""), &[], false).unwrap();
         assert_eq!((r.moved, r.resumed, r.closed_at), (0, true, Some(1)));
-        let again = recover_spool(dir_a.path(), None, config(&archive, ""), false).unwrap();
+        let again = recover_spool(dir_a.path(), None, config(&archive, ""), &[], false).unwrap();
         assert_eq!((again.moved, again.closed_at), (0, None));
         assert_eq!(seals(&archive, "w2"), 2);
     }
@@ -831,7 +958,7 @@ mod tests {
         b.sync(1).unwrap();
         b.flush(NONE).unwrap();
         drop(b);
-        let e = recover_spool(dir.path(), None, config(&y, "w2"), true).unwrap_err();
+        let e = recover_spool(dir.path(), None, config(&y, "w2"), &[], true).unwrap_err();
         assert!(
             e.to_string().contains(
                 "starts at seq 1 after a record that the batch sealed as seq 0 does not hold"
@@ -839,7 +966,7 @@ mod tests {
             "{e}"
         );
         assert!(!dir.path().join(RECOVERY_DIR).exists());
-        let r = recover_spool(dir.path(), None, config(&x, "w2"), true).unwrap();
+        let r = recover_spool(dir.path(), None, config(&x, "w2"), &[], true).unwrap();
         assert_eq!((r.moved, r.already_sealed), (1, 0));
     }
 }

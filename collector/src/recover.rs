@@ -21,6 +21,12 @@ pub(crate) struct RecoverArgs {
     /// Signing key (PKCS#8 PEM) of the new writer.
     #[arg(long, env = "SEALTRAIL_SIGNING_KEY_FILE", required = true)]
     signing_key: PathBuf,
+    /// Public key(s) the stopped writer's seals are signed with (repeat, or
+    /// separate with commas; default: the public key of --signing-key).
+    /// Which records are sealed already is read only from seals that verify
+    /// with one of them.
+    #[arg(long = "public-key", value_delimiter = ',')]
+    public_keys: Vec<PathBuf>,
     /// The stopped writer's id (default: as the spool's conflict record
     /// names it, else the spool's default writer id).
     #[arg(long)]
@@ -52,6 +58,11 @@ pub(crate) fn run(a: &RecoverArgs) -> sealtrail::Result<ExitCode> {
         }
     }
     let key = keys::read_signing_key(&a.signing_key)?;
+    let trusted = a
+        .public_keys
+        .iter()
+        .map(|p| keys::read_verifying_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let archive = crate::open_archive(&a.store, a.retention, &a.lock_mode)?;
     let cfg = SealerConfig {
         archive,
@@ -64,8 +75,13 @@ pub(crate) fn run(a: &RecoverArgs) -> sealtrail::Result<ExitCode> {
         allow_unlocked: a.allow_unlocked,
         zstd_level: sealtrail::writer::DEFAULT_ZSTD_LEVEL,
     };
-    let r =
-        sealtrail::recover::recover_spool(&a.spool_dir, a.from_writer.as_deref(), cfg, a.force)?;
+    let r = sealtrail::recover::recover_spool(
+        &a.spool_dir,
+        a.from_writer.as_deref(),
+        cfg,
+        &trusted,
+        a.force,
+    )?;
     let dir = a.spool_dir.display();
     if r.into_writer.is_empty() {
         outln!(
