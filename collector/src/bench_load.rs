@@ -420,6 +420,64 @@ async fn send_http(addr: &str, reqs: Vec<Bytes>, concurrency: usize) -> Result<(
     Ok(())
 }
 
+/// The work the archive format requires for the records of a run, timed on
+/// one thread over its batch objects: the SHA-256 hashing (each record's
+/// hash, the Merkle tree, each object's digest) and compressing each batch
+/// again at the run's zstd level.
+struct FormatWork {
+    records: usize,
+    /// Uncompressed batch bytes.
+    bytes: u64,
+    sha: Duration,
+    zstd: Duration,
+}
+
+fn format_work(root: &Path, level: i32) -> Result<FormatWork, String> {
+    let mut w = FormatWork {
+        records: 0,
+        bytes: 0,
+        sha: Duration::ZERO,
+        zstd: Duration::ZERO,
+    };
+    let writers = root.join("v1/writers");
+    let Ok(dirs) = std::fs::read_dir(&writers) else {
+        return Ok(w);
+    };
+    for d in dirs.filter_map(Result::ok) {
+        let Ok(batches) = std::fs::read_dir(d.path().join("batches")) else {
+            continue;
+        };
+        for b in batches.filter_map(Result::ok) {
+            let path = b.path();
+            let err = |e: std::io::Error| format!("{}: {e}", path.display());
+            let content =
+                zstd::decode_all(std::fs::File::open(&path).map_err(err)?).map_err(err)?;
+            let t = Instant::now();
+            let packed = zstd::bulk::compress(&content, level).map_err(err)?;
+            w.zstd += t.elapsed();
+            // The records' canonical bytes, found before the clock starts.
+            let records: Vec<&[u8]> = content
+                .split(|c| *c == b'\n')
+                .filter(|l| l.len() > sealtrail::chain::RECORD_OFFSET)
+                .map(|l| &l[sealtrail::chain::RECORD_OFFSET..l.len() - 1])
+                .collect();
+            let t = Instant::now();
+            let hashes: Vec<sealtrail::Digest> = records
+                .iter()
+                .map(|r| sealtrail::digest::record_hash(r))
+                .collect();
+            std::hint::black_box((
+                sealtrail::merkle::root(&hashes),
+                sealtrail::Digest::sha256(&packed),
+            ));
+            w.sha += t.elapsed();
+            w.records += hashes.len();
+            w.bytes += content.len() as u64;
+        }
+    }
+    Ok(w)
+}
+
 /// Bytes in the files under `dir`.
 fn tree_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -541,6 +599,24 @@ fn measure(a: &BenchLoadArgs, dir: &Path, store: &str) -> Result<(), String> {
             a.zstd_level,
             bytes / sent as u64
         );
+        let cpu = phases.iter().map(|p| p.cpu).sum::<Duration>();
+        let w = format_work(Path::new(&url), a.zstd_level)?;
+        if w.records > 0 {
+            let per = |d: Duration| d.as_secs_f64() / w.records as f64 * 1e6;
+            let (sha, zstd) = (per(w.sha), per(w.zstd));
+            let ours = cpu.as_secs_f64() / sent as f64 * 1e6;
+            println!(
+                "format work per span, one thread, on this run's {} records ({} bytes each on average): \
+                 SHA-256 {sha:.2} µs (record hashes, Merkle tree, object digests) + zstd level {} {zstd:.2} µs \
+                 = {:.2} µs, {:.0}% of the collector's CPU per span; alone, {:.0} spans/s per core",
+                w.records,
+                w.bytes / w.records as u64,
+                a.zstd_level,
+                sha + zstd,
+                (sha + zstd) / ours * 100.0,
+                1e6 / (sha + zstd)
+            );
+        }
     }
     if a.verify {
         let archive = sealtrail::Archive::open(&url).map_err(|e| e.to_string())?;
