@@ -124,7 +124,7 @@ use crate::record::{needs_utf16_sort, Attributes, Event, TraceRecord, Value};
 /// 8 bytes at once). Bits above the lowest may be false positives (borrows
 /// propagate upwards), so only the lowest is used.
 #[inline]
-fn escape_mask(w: u64) -> u64 {
+pub(crate) fn escape_mask(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;

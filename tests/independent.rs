@@ -172,6 +172,111 @@ async fn both_name_the_sessions_a_seal_without_a_batch_lists() {
     );
 }
 
+/// Records the key holder signed in shapes sealtrail never writes: both
+/// verifiers read a record as the JSON it is, by its own top-level members
+/// (not one of a nested object), and agree on every finding.
+#[tokio::test]
+async fn both_read_signed_records_by_their_own_top_level_members() {
+    let z = "0".repeat(64);
+    let nested = format!(
+        r#"{{"attributes":{{"!":{{"b":0,"prev":"{z}","received_ns":"0","seq":0,"session":"evil","source":"x"}},"#
+    );
+    type Edit = Box<dyn Fn(&str) -> String>;
+    let cases: [(&str, Edit, &[&str]); 4] = [
+        (
+            "white space",
+            Box::new(|r: &str| {
+                format!("{{ {}\t", &r[1..]).replacen(",\"v\":1}", " ,\r\"v\" : 1 }", 1)
+            }),
+            &[],
+        ),
+        (
+            "a nested object with chain members",
+            Box::new(move |r: &str| r.replacen("{\"attributes\":{", &nested, 1)),
+            &[],
+        ),
+        (
+            "an escaped member name",
+            Box::new(|r: &str| r.replacen(",\"session\":\"", ",\"sessio\\u006e\":\"", 1)),
+            &[],
+        ),
+        (
+            "a nested value that is not JSON",
+            Box::new(|r: &str| r.replacen("{\"attributes\":{", "{\"attributes\":{\"!\":tru,", 1)),
+            &["record_malformed", "session_summary_mismatch"],
+        ),
+    ];
+    for (name, edit, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("archive");
+        let f = build_in(
+            Archive::open(root.to_str().unwrap()).unwrap(),
+            "w1",
+            1,
+            1,
+            2,
+        )
+        .await;
+        let pem = public_pem(dir.path(), &key());
+        // The session's last record, rewritten and signed again.
+        let old_key = f.batch_key(0);
+        let mut lines = f.lines(&old_key).await;
+        let old = parse_line(&lines[1]).hash;
+        let off = sealtrail::chain::RECORD_OFFSET;
+        let record = edit(std::str::from_utf8(&lines[1][off..lines[1].len() - 1]).unwrap());
+        let hash = sealtrail::digest::record_hash(record.as_bytes());
+        lines[1] = format!("{{\"hash\":\"{}\",\"record\":{record}}}", hash.to_hex()).into_bytes();
+        let mut raw = Vec::new();
+        for l in &lines {
+            raw.extend_from_slice(l);
+            raw.push(b'\n');
+        }
+        let bytes = zstd::encode_all(&raw[..], 1).unwrap();
+        let sha = sealtrail::Digest::sha256(&bytes);
+        let new_key = sealtrail::archive::layout::batch_key("w1", 0, &sha);
+        f.delete(&old_key).await;
+        f.overwrite(&new_key, bytes.clone()).await;
+        let hashes: Vec<_> = lines.iter().map(|l| parse_line_hash(l)).collect();
+        let mut prev_seal = None;
+        let seals = f.receipts.len() as u64;
+        for n in 0..seals {
+            let mut s: sealtrail::seal::Seal =
+                serde_json::from_slice(&f.get(&f.seal_key(n)).await).unwrap();
+            if n == 0 {
+                let b = s.body.batch.as_mut().unwrap();
+                (b.key, b.len, b.sha256) = (new_key.clone(), bytes.len() as u64, sha);
+                b.merkle_root = sealtrail::merkle::root(&hashes).unwrap();
+                for summary in &mut s.body.sessions {
+                    if summary.head == old {
+                        summary.head = hash;
+                    }
+                }
+            }
+            if let Some(p) = prev_seal {
+                s.body.prev_seal = p;
+            }
+            let s = sealtrail::seal::seal(s.body, &key()).unwrap();
+            prev_seal = Some(s.hash);
+            f.overwrite(&f.seal_key(n), serde_json::to_vec(&s).unwrap())
+                .await;
+        }
+        let (_, out) = run(&root, &pem, None);
+        let theirs = findings_of(&out);
+        let report = f.verify().await;
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(theirs, findings_of(&json), "{name}");
+        let mut got = problems(&json);
+        got.sort();
+        got.dedup();
+        assert_eq!(got, want, "{name}: {}", show(&report));
+    }
+}
+
+/// The hash a batch line states (read without parsing the record).
+fn parse_line_hash(line: &[u8]) -> sealtrail::Digest {
+    sealtrail::Digest::from_hex(&line[9..73]).unwrap()
+}
+
 #[tokio::test]
 async fn both_reject_an_archive_signed_with_another_key() {
     let dir = tempfile::tempdir().unwrap();

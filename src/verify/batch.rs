@@ -144,65 +144,27 @@ impl BatchJob {
             out.records += 1;
             chains.hashes.push(stored);
             let computed = record_hash(rec);
-            // A record whose bytes are not what was sealed may not be a JSON
-            // object at all, though its chain fields can be found: it gets
-            // the structural reader (rare, so the fast search stays the rule).
-            let read = if computed == stored {
-                super::scan::chain_fields(rec)
-            } else {
-                super::scan::chain_fields_walked(rec)
-            };
-            let fields = match read {
-                Ok(f) => f,
-                Err(reason) => {
-                    // Not placed in any chain. What can still be read names
-                    // the place, and an altered record is still reported as
-                    // altered.
-                    let v = serde_json::from_slice::<serde_json::Value>(rec).ok();
-                    let session = v.as_ref().and_then(|v| v.get("session")?.as_str());
-                    let seq = v.as_ref().and_then(|v| v.get("seq")?.as_u64());
-                    push(at(session, seq), Problem::RecordMalformed { reason });
-                    if session == Some(GAP_SESSION) {
-                        push(at(session, seq), gap_finding(rec));
-                    }
-                    if computed != stored {
-                        let problem = Problem::RecordHashMismatch {
-                            expected: stored,
-                            found: computed,
-                        };
-                        push(at(session, seq), problem);
-                    }
-                    continue;
-                }
-            };
-            let session = fields.session.as_ref();
+            // Every record is walked (FORMAT.md §7), also one whose bytes
+            // are what was sealed: only its own top-level members count.
+            let read = super::scan::read_record(rec);
+            let session = read.session.as_deref();
             // Built only for a finding: most records have none.
-            let here = || at(Some(session), Some(fields.seq));
-            // The format version, last member of a canonical record.
-            if !rec.ends_with(b",\"v\":1}") {
-                let v = serde_json::from_slice::<serde_json::Value>(rec)
-                    .ok()
-                    .and_then(|r| r.get("v").cloned());
-                if v != Some(serde_json::Value::from(crate::record::FORMAT_VERSION)) {
-                    let found = v.map_or("none".to_owned(), |v| v.to_string());
-                    push(
-                        here(),
-                        Problem::RecordMalformed {
-                            reason: format!(
-                                "format version {found}: this verifier reads version {}",
-                                crate::record::FORMAT_VERSION
-                            ),
-                        },
-                    );
-                }
+            let here = || at(session, read.seq);
+            if !read.problems.is_empty() {
+                let reason = read.problems.join("; ");
+                push(here(), Problem::RecordMalformed { reason });
             }
-            if self.strict {
+            let placed = match (read.prev, read.seq, session) {
+                (Some(prev), Some(seq), Some(s)) => Some((prev, seq, s)),
+                _ => None,
+            };
+            if self.strict && placed.is_some() {
                 if let Err(e) = serde_json::from_slice::<TraceRecord>(rec) {
                     let reason = e.to_string();
                     push(here(), Problem::RecordMalformed { reason });
                 }
             }
-            if session == GAP_SESSION {
+            if session == Some(GAP_SESSION) {
                 push(here(), gap_finding(rec));
             }
             if computed != stored {
@@ -212,9 +174,12 @@ impl BatchJob {
                 };
                 push(here(), problem);
             }
-            if let Some(problem) =
-                chains.place(&self.writer, session, fields.seq, fields.prev, stored)
-            {
+            // A record whose prev, seq or session cannot be read is not
+            // placed in any chain.
+            let Some((prev, seq, session)) = placed else {
+                continue;
+            };
+            if let Some(problem) = chains.place(&self.writer, session, seq, prev, stored) {
                 push(here(), problem);
             }
         }
