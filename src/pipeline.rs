@@ -216,11 +216,19 @@ impl Sealer {
             })?;
         if let Some(default) = rt.block_on(cfg.archive.check_object_lock(cfg.allow_unlocked))? {
             if let Some(r) = cfg.archive.retention() {
-                if default.period < r.period {
+                // Each object's own lock replaces the bucket's default: a
+                // configured retention weaker than the default locks the
+                // archive for less than the bucket's policy.
+                let weaker_mode = r.mode == crate::archive::LockMode::Governance
+                    && default.mode == crate::archive::LockMode::Compliance;
+                if r.period < default.period || weaker_mode {
                     tracing::warn!(
                         bucket_default_secs = default.period.as_secs(),
+                        bucket_default_mode = ?default.mode,
                         configured_secs = r.period.as_secs(),
-                        "the bucket's default Object Lock retention is shorter than the configured retention"
+                        configured_mode = ?r.mode,
+                        "the configured Object Lock retention is shorter or weaker than the bucket's default; \
+                         each object's own lock replaces the default, so objects are locked for less than the bucket's policy"
                     );
                 }
             }

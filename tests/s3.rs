@@ -181,6 +181,24 @@ async fn a_bucket_without_object_lock_is_refused_unless_allowed() {
         err.to_string().contains("--object-lock-enabled-for-bucket"),
         "{err}"
     );
+    // With a retention, refused even when unlocked objects are allowed:
+    // S3 would refuse every locked write, and nothing would ever be sealed.
+    let err = builder
+        .clone()
+        .with_spool_dir(dir.path().join("c"))
+        .with_allow_unlocked(true)
+        .with_retention(sealtrail::archive::Retention {
+            mode: sealtrail::archive::LockMode::Governance,
+            period: std::time::Duration::from_secs(3600),
+        })
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "does not have Object Lock enabled, so no object can be written with a retention"
+        ),
+        "{err}"
+    );
     let (_layer, guard) = builder
         .with_spool_dir(dir.path().join("b"))
         .with_allow_unlocked(true)

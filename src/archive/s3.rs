@@ -116,16 +116,45 @@ fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
 /// server that accepts a connection and never answers must fail the call
 /// (the seal is retried), not hang it for good. The read timeout catches a
 /// stalled server; the total one is long enough for a large batch.
-fn http_client() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
-            .timeout(Duration::from_secs(600))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new())
-    })
+fn http_client() -> std::result::Result<&'static reqwest::Client, &'static str> {
+    static CLIENT: std::sync::OnceLock<std::result::Result<reqwest::Client, String>> =
+        std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(Duration::from_secs(60))
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                // Never a client without timeouts instead.
+                .map_err(|e| format!("cannot set up the HTTP client for S3: {e}"))
+        })
+        .as_ref()
+        .map_err(String::as_str)
+}
+
+/// How long a connection to the S3 server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one S3 request may take in all.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// Added to a lock's retain-until date, computed before the request is
+/// presigned and sent: more than a request can take (credentials, connect,
+/// upload), so that the lock always outlasts the server's write time plus
+/// the retention period, as `verify --check-retention` checks it.
+const UNTIL_MARGIN: Duration = Duration::from_secs(20 * 60);
+
+/// Seconds in a year of a bucket's default retention, as humantime counts
+/// the `y` of `--retention 7y` (365.25 days), so that the two compare equal.
+const YEAR_SECS: u64 = 31_557_600;
+
+/// Whether a 400 answer to a versioned GET says that the version does not
+/// exist (a version id that cannot exist is `InvalidArgument` on S3), rather
+/// than that the request failed (an expired token, a bad signature, …).
+fn no_such_version(body: &str) -> bool {
+    matches!(
+        xml_text(body, "Code"),
+        Some("InvalidArgument" | "NoSuchVersion" | "NoSuchKey")
+    )
 }
 
 /// The text of the first `<tag>…</tag>` in a small S3 XML answer.
@@ -224,7 +253,9 @@ impl Archive {
             .signed_url_opts(method.clone(), path, Duration::from_secs(300), &opts)
             .await
             .map_err(|e| s3_err(what, e))?;
-        let mut req = http_client().request(method, url.as_str());
+        let mut req = http_client()
+            .map_err(|e| s3_err(what, e))?
+            .request(method, url.as_str());
         for (name, value) in headers {
             req = req.header(*name, value.as_str());
         }
@@ -242,9 +273,9 @@ impl Archive {
         bytes: Bytes,
     ) -> Result<Option<String>> {
         use base64::Engine as _;
-        // Dates are whole seconds; two more make sure that the lock outlasts
-        // the server's own write time plus the period.
-        let until = rfc3339_seconds(SystemTime::now() + r.period + Duration::from_secs(2));
+        // Dates are whole seconds; the margin makes sure that the lock
+        // outlasts the server's own write time plus the period.
+        let until = rfc3339_seconds(SystemTime::now() + r.period + UNTIL_MARGIN);
         let checksum = base64::engine::general_purpose::STANDARD.encode(Digest::sha256(&bytes).0);
         // S3 refuses a lock PUT without a checksum it can check: the SHA-256
         // and the header naming its algorithm, as the AWS SDKs send them.
@@ -271,7 +302,8 @@ impl Archive {
                 .get("x-amz-version-id")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)),
-            412 => Err(Error::AlreadyExists {
+            // 412, or 304 from servers that answer `If-None-Match` so.
+            304 | 412 => Err(Error::AlreadyExists {
                 key: key.to_owned(),
             }),
             code => {
@@ -311,7 +343,7 @@ impl Archive {
             )
             .await?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap_or_default();
+        let body = resp.text().await.map_err(|e| s3_err(&what, e))?;
         if status != 200 || xml_text(&body, "ObjectLockEnabled") != Some("Enabled") {
             if status == 404 && body.contains("NoSuchBucket") {
                 return Err(s3_err(
@@ -324,6 +356,18 @@ impl Archive {
                     &what,
                     format!("GetObjectLockConfiguration answered {status}: {body}"),
                 ));
+            }
+            if self.retention.is_some() {
+                // S3 refuses every write with a lock to such a bucket: no
+                // seal would ever be written.
+                return Err(Error::InvalidSetting {
+                    setting: "retention",
+                    reason: format!(
+                        "bucket {bucket:?} does not have Object Lock enabled, so no object can be \
+                         written with a retention; enable Object Lock on the bucket, or run without \
+                         a retention (and with --allow-unlocked)"
+                    ),
+                });
             }
             return if allow_unlocked {
                 Ok(None)
@@ -338,7 +382,9 @@ impl Archive {
         };
         let days: Option<u64> = xml_text(&body, "Days").and_then(|d| d.parse().ok());
         let years: Option<u64> = xml_text(&body, "Years").and_then(|d| d.parse().ok());
-        let period = days.map(|d| d * 86_400).or(years.map(|y| y * 365 * 86_400));
+        let period = days
+            .map(|d| d.saturating_mul(86_400))
+            .or(years.map(|y| y.saturating_mul(YEAR_SECS)));
         let default = mode.zip(period).map(|(mode, secs)| Retention {
             mode,
             period: Duration::from_secs(secs),
@@ -453,8 +499,18 @@ impl Archive {
             .await?;
         match resp.status().as_u16() {
             200 => resp.bytes().await.map(Some).map_err(|e| s3_err(&what, e)),
-            // 400: a version id that cannot exist (S3: InvalidArgument).
-            404 | 400 => Ok(None),
+            404 => Ok(None),
+            400 => {
+                // A version id that cannot exist (S3: InvalidArgument about
+                // the version id). Any other 400 (an expired token, a bad
+                // signature) is an error, never "no such version".
+                let body = resp.text().await.map_err(|e| s3_err(&what, e))?;
+                if no_such_version(&body) {
+                    Ok(None)
+                } else {
+                    Err(s3_err(&what, format!("GET answered 400: {body}")))
+                }
+            }
             code => {
                 let body = resp.text().await.unwrap_or_default();
                 Err(s3_err(&what, format!("GET answered {code}: {body}")))
@@ -498,6 +554,19 @@ impl Archive {
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn only_a_missing_version_reads_as_none() {
+        let answer = |code: &str| {
+            format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>")
+        };
+        assert!(no_such_version(&answer("InvalidArgument")));
+        assert!(no_such_version(&answer("NoSuchVersion")));
+        for code in ["ExpiredToken", "AuthorizationHeaderMalformed", "BadDigest"] {
+            assert!(!no_such_version(&answer(code)), "{code}");
+        }
+        assert!(!no_such_version("not xml"));
+    }
 
     #[test]
     fn retain_until_dates_are_rfc3339_utc_seconds() {
