@@ -272,6 +272,83 @@ async fn both_read_signed_records_by_their_own_top_level_members() {
     }
 }
 
+/// Chains judged across lines and batches in the cases where a verifier
+/// could read FORMAT.md §5 and §7 two ways: both verifiers agree, and on the
+/// finding the format names.
+#[tokio::test]
+async fn both_judge_moved_and_replayed_records_alike() {
+    // (case, batch to edit, edit of its lines, a problem both must report)
+    type Edit = Box<dyn Fn(&mut Vec<Vec<u8>>)>;
+    let forged = |from: &[u8], edit: &dyn Fn(&mut sealtrail::TraceRecord)| {
+        let mut r = parse_line(from).record;
+        edit(&mut r);
+        forge_line(&r)
+    };
+    let cases: [(&str, u64, Edit, &str); 3] = [
+        (
+            // A session new to the writer whose first record continues
+            // another session's chain: moved, not merely a gap.
+            "a new session continuing another's chain",
+            1,
+            Box::new(move |lines| {
+                let a_head = parse_line(&lines[0]).record.prev; // A's head after batch 0
+                let last = lines.last().unwrap().clone();
+                lines.push(forged(&last, &|r| {
+                    r.session = "session-new".into();
+                    r.seq = 3;
+                    r.prev = a_head;
+                }));
+            }),
+            "record_out_of_session",
+        ),
+        (
+            // B's first record in batch 1 follows A's record of the same
+            // batch: across batches, A's head before this batch is another.
+            "a record following another session's record of the same batch",
+            1,
+            Box::new(move |lines| {
+                let a_here = parse_line(&lines[0]).hash;
+                let b = lines[1].clone();
+                lines[1] = forged(&b, &|r| r.prev = a_here);
+            }),
+            "chain_link_broken",
+        ),
+        (
+            // A record replayed at the end of its batch: the summary states
+            // the last record in the batch, by position.
+            "a replayed record at the end of a batch",
+            0,
+            Box::new(|lines| {
+                let again = lines[0].clone();
+                lines.push(again);
+            }),
+            "session_summary_mismatch",
+        ),
+    ];
+    for (name, batch, edit, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("archive");
+        let f = build_in(
+            Archive::open(root.to_str().unwrap()).unwrap(),
+            "w1",
+            2,
+            2,
+            2,
+        )
+        .await;
+        let pem = public_pem(dir.path(), &key());
+        let key = f.batch_key(batch);
+        let mut lines = f.lines(&key).await;
+        edit(&mut lines);
+        f.write_lines(&key, &lines).await;
+        let (_, out) = run(&root, &pem, None);
+        let theirs = findings_of(&out);
+        let json = serde_json::to_value(f.verify().await).unwrap();
+        assert_eq!(theirs, findings_of(&json), "{name}");
+        assert!(problems(&json).iter().any(|p| p == want), "{name}: {json}");
+    }
+}
+
 /// The hash a batch line states (read without parsing the record).
 fn parse_line_hash(line: &[u8]) -> sealtrail::Digest {
     sealtrail::Digest::from_hex(&line[9..73]).unwrap()

@@ -25,9 +25,15 @@ pub(crate) struct FoundSession {
     pub(crate) id: String,
     pub(crate) first_seq: u64,
     pub(crate) first_prev: Digest,
+    /// Where the chain stands: the furthest seq reached and its hash (a
+    /// record that goes backwards does not move it).
     pub(crate) last_seq: u64,
     pub(crate) head: Digest,
     pub(crate) count: u64,
+    /// The seq and stored hash of the session's last record in the batch,
+    /// by position: what its seal summary states (FORMAT.md §5).
+    pub(crate) end_seq: u64,
+    pub(crate) end_head: Digest,
 }
 
 /// What checking a batch found.
@@ -266,6 +272,7 @@ impl Chains {
         };
         let s = &mut self.sessions[i];
         s.count += 1;
+        (s.end_seq, s.end_head) = (seq, stored);
         // A record that goes backwards (reordered or replayed) does not move
         // the chain, so the records after it are judged against the furthest
         // point reached.
@@ -293,6 +300,8 @@ impl Chains {
             last_seq: seq,
             head: stored,
             count: 1,
+            end_seq: seq,
+            end_head: stored,
         });
         self.index.insert(session.to_owned(), i);
         if let Some(problem) = moved_from(&self.owners, &self.sessions, i, &prev) {
@@ -323,21 +332,92 @@ impl Chains {
 
 /// The finding for a writer's own `gap` record: always one, whatever else
 /// is wrong with the record (count and times 0 where they cannot be read).
+/// What a `sealtrail.gaps` record states (FORMAT.md §7, `records_dropped`):
+/// each value as the independent reader reads it, 0 where it cannot be.
 fn gap_finding(rec: &[u8]) -> Problem {
-    let v: serde_json::Value = serde_json::from_slice(rec).unwrap_or_default();
-    fn text(x: Option<&serde_json::Value>) -> &str {
-        x.and_then(|t| t.as_str()).unwrap_or_default()
-    }
-    let time = |k: &str| text(v.get(k)).parse::<u64>().unwrap_or(0);
-    let count = text(
-        v.get("attributes")
-            .and_then(|a| a.get(GAP_DROPPED)?.get("int")),
-    );
+    let members =
+        super::scan::members(rec, &["attributes", "start_ns", "end_ns"]).unwrap_or_default();
+    let single = |k: usize| match members.get(k).map(Vec::as_slice) {
+        Some([v]) => Some(*v),
+        _ => None,
+    };
+    // Decimal digits without a leading zero, below `limit`.
+    let digits = |s: &str, limit: u128| -> Option<u128> {
+        let ok = !s.is_empty()
+            && s.len() <= 20
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && (s == "0" || !s.starts_with('0'));
+        s.parse::<u128>().ok().filter(|n| ok && *n < limit)
+    };
+    let time = |k: usize| {
+        single(k)
+            .and_then(|raw| serde_json::from_slice::<String>(raw).ok())
+            .and_then(|t| digits(&t, 1 << 64))
+            .map_or(0, |n| n as u64)
+    };
+    let count = single(0)
+        .filter(|raw| no_repeated_names(raw))
+        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(raw).ok())
+        .and_then(|a| match a.get(GAP_DROPPED)?.as_object()? {
+            m if m.len() == 1 => digits(m.get("int")?.as_str()?, 1 << 63),
+            _ => None,
+        })
+        .map_or(0, |n| n as u64);
     Problem::RecordsDropped {
-        count: count.parse::<i64>().map_or(0, |n| n.max(0) as u64),
-        from_ns: time("start_ns"),
-        until_ns: time("end_ns"),
+        count,
+        from_ns: time(1),
+        until_ns: time(2),
     }
+}
+
+/// Whether `raw` is JSON without a member name repeated in any object.
+fn no_repeated_names(raw: &[u8]) -> bool {
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Checked;
+    impl<'de> Deserialize<'de> for Checked {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Checked)
+        }
+    }
+    impl<'de> Visitor<'de> for Checked {
+        type Value = Checked;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Checked, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(k) = m.next_key::<String>()? {
+                if !seen.insert(k) {
+                    return Err(serde::de::Error::custom("a repeated member name"));
+                }
+                m.next_value::<Checked>()?;
+            }
+            Ok(Checked)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Checked, A::Error> {
+            while s.next_element::<Checked>()?.is_some() {}
+            Ok(Checked)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_unit<E>(self) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+    }
+    serde_json::from_slice::<Checked>(raw).is_ok()
 }
 
 /// If `prev` is the hash of a record of another session, the record was moved.
@@ -389,14 +469,14 @@ fn compare_summaries(
         for (field, expected, found) in [
             ("count", s.count, f.count),
             ("first_seq", s.first_seq, f.first_seq),
-            ("last_seq", s.last_seq, f.last_seq),
+            ("last_seq", s.last_seq, f.end_seq),
         ] {
             if expected != found {
                 mismatch(field, expected.to_string(), found.to_string());
             }
         }
-        if s.head != f.head {
-            mismatch("head", s.head.to_hex(), f.head.to_hex());
+        if s.head != f.end_head {
+            mismatch("head", s.head.to_hex(), f.end_head.to_hex());
         }
     }
     for f in found {
@@ -471,6 +551,46 @@ pub(crate) fn decode(bytes: &[u8], max: u64) -> Result<(Vec<u8>, usize), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gap record's count and times, read as FORMAT.md §7 says (and as
+    /// the independent verifier reads them): 0 for anything else.
+    #[test]
+    fn gap_records_are_read_exactly() {
+        let gap = |count: &str, start: &str| {
+            let rec = format!(
+                r#"{{"attributes":{{"audit.dropped":{count}}},"end_ns":"20","start_ns":{start},"v":1}}"#
+            );
+            match gap_finding(rec.as_bytes()) {
+                Problem::RecordsDropped {
+                    count,
+                    from_ns,
+                    until_ns,
+                } => (count, from_ns, until_ns),
+                p => panic!("{p:?}"),
+            }
+        };
+        assert_eq!(gap(r#"{"int":"5"}"#, r#""10""#), (5, 10, 20));
+        for count in [
+            r#"{"int":"+5"}"#,
+            r#"{"int":"05"}"#,
+            r#"{"int":"-5"}"#,
+            r#"{"int":5}"#,
+            r#"{"int":"5","x":1}"#,
+            r#"{"int":"9223372036854775808"}"#,
+            r#"{"str":"5"}"#,
+        ] {
+            assert_eq!(gap(count, r#""10""#).0, 0, "{count}");
+        }
+        for start in [r#""+10""#, r#""010""#, "10", r#""18446744073709551616""#] {
+            assert_eq!(gap(r#"{"int":"5"}"#, start).1, 0, "{start}");
+        }
+        // A member name repeated anywhere in the attributes: unreadable.
+        let rec = br#"{"attributes":{"audit.dropped":{"int":"5"},"x":{"a":1,"a":2}},"v":1}"#;
+        assert!(matches!(
+            gap_finding(rec),
+            Problem::RecordsDropped { count: 0, .. }
+        ));
+    }
 
     #[test]
     fn every_gap_record_is_reported_whatever_else_is_wrong_with_it() {

@@ -935,6 +935,9 @@ impl Stitcher {
             }
             return;
         };
+        // Moved records are judged against the heads at the end of the
+        // batches before (FORMAT.md §7): this batch's land after it.
+        let mut ends = Vec::with_capacity(found.len());
         for s in found {
             *self.records.entry(s.id.clone()).or_default() += s.count;
             let FoundSession {
@@ -967,25 +970,35 @@ impl Stitcher {
                         problem,
                     });
                 }
-            } else if *first_seq != 0 {
-                findings.push(Finding {
-                    at: at(id, *first_seq),
-                    problem: Problem::SeqDiscontinuity {
+            } else if let Some(problem) =
+                self.moved_from(&job.writer, id, first_prev).or_else(|| {
+                    (*first_seq != 0).then_some(Problem::SeqDiscontinuity {
                         expected: 0,
                         found: *first_seq,
-                    },
+                    })
+                })
+            {
+                // A session new to this writer: its first record starts from
+                // seq 0, unless it continues another session's chain.
+                findings.push(Finding {
+                    at: at(id, *first_seq),
+                    problem,
                 });
             }
-            self.heads.insert(k, (last_seq.saturating_add(1), *head));
+            ends.push((k, (last_seq.saturating_add(1), *head)));
         }
+        self.heads.extend(ends);
     }
 
-    /// The session of `writer` other than `me` whose head is `prev`, if any.
+    /// The session of `writer` other than `me` whose head is `prev`, if any
+    /// (the first by id, where several are).
     fn moved_from(&self, writer: &str, me: &str, prev: &Digest) -> Option<Problem> {
         self.heads
             .iter()
-            .find(|((w, other), (_, h))| w == writer && other != me && h == prev)
-            .map(|((_, other), _)| Problem::RecordOutOfSession {
+            .filter(|((w, other), (_, h))| w == writer && other != me && h == prev)
+            .map(|((_, other), _)| other)
+            .min()
+            .map(|other| Problem::RecordOutOfSession {
                 belongs_to: other.clone(),
             })
     }

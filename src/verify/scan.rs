@@ -370,13 +370,16 @@ pub(crate) fn read_record(record: &[u8]) -> RecordRead<'_> {
         session: None,
         problems: vec![reason],
     };
-    let members = match members(record) {
+    let members = match members(record, &["prev", "seq", "session", "v"]) {
         Ok(m) => m,
         Err(reason) => return none(reason),
     };
+    let [prev, seq, session, v] = members.as_slice() else {
+        return none("unreachable".into());
+    };
     let mut problems = Vec::new();
     // In the order of FORMAT.md §7 (and of the independent verifier).
-    let prev = one("prev", &members.prev, &mut problems).and_then(|p| {
+    let prev = one("prev", prev, &mut problems).and_then(|p| {
         let d = p
             .strip_prefix(b"\"")
             .and_then(|p| p.strip_suffix(b"\""))
@@ -387,7 +390,7 @@ pub(crate) fn read_record(record: &[u8]) -> RecordRead<'_> {
         }
         d
     });
-    let seq = one("seq", &members.seq, &mut problems).and_then(|v| {
+    let seq = one("seq", seq, &mut problems).and_then(|v| {
         let ok = !v.is_empty() && v.iter().all(u8::is_ascii_digit) && (v == b"0" || v[0] != b'0');
         let n = std::str::from_utf8(v)
             .ok()
@@ -398,14 +401,14 @@ pub(crate) fn read_record(record: &[u8]) -> RecordRead<'_> {
         }
         n
     });
-    let session = one("session", &members.session, &mut problems).and_then(|raw| {
+    let session = one("session", session, &mut problems).and_then(|raw| {
         let s = string_value(raw);
         if s.is_none() {
             problems.push("session is not a string".into());
         }
         s
     });
-    let v = one("v", &members.v, &mut problems);
+    let v = one("v", v, &mut problems);
     if let Some(v) = v.filter(|v| *v != b"1") {
         problems.push(format!(
             "format version {}: this verifier reads version {}",
@@ -423,7 +426,11 @@ pub(crate) fn read_record(record: &[u8]) -> RecordRead<'_> {
 
 /// The one value found for member `name`; `None` (and a problem) when it
 /// is missing or repeated.
-fn one<'a>(name: &str, found: &[&'a [u8]], problems: &mut Vec<String>) -> Option<&'a [u8]> {
+pub(crate) fn one<'a>(
+    name: &str,
+    found: &[&'a [u8]],
+    problems: &mut Vec<String>,
+) -> Option<&'a [u8]> {
     match found {
         [v] => return Some(v),
         [] => problems.push(format!("{name} is missing")),
@@ -443,19 +450,12 @@ fn string_value(raw: &[u8]) -> Option<Cow<'_, str>> {
     }
 }
 
-/// The raw values of the top-level members verify reads, by name.
-#[derive(Default)]
-struct Members<'a> {
-    prev: Vec<&'a [u8]>,
-    seq: Vec<&'a [u8]>,
-    session: Vec<&'a [u8]>,
-    v: Vec<&'a [u8]>,
-}
-
-/// Walks the record, one JSON object, collecting the members verify reads.
-fn members(record: &[u8]) -> R<Members<'_>> {
+/// Walks the record, one JSON object, collecting the raw values of its
+/// top-level members named `names` (in that order; more than one where a
+/// name is repeated).
+pub(crate) fn members<'a>(record: &'a [u8], names: &[&str]) -> R<Vec<Vec<&'a [u8]>>> {
     let mut c = Cursor { b: record, i: 0 };
-    let mut m = Members::default();
+    let mut m: Vec<Vec<&'a [u8]>> = vec![Vec::new(); names.len()];
     c.ws();
     if c.peek()? != b'{' {
         return Err("the record is not a JSON object".into());
@@ -488,12 +488,8 @@ fn members(record: &[u8]) -> R<Members<'_>> {
             } else {
                 Cow::Borrowed(raw)
             };
-            match name.as_ref() {
-                b"prev" => m.prev.push(value),
-                b"seq" => m.seq.push(value),
-                b"session" => m.session.push(value),
-                b"v" => m.v.push(value),
-                _ => {}
+            if let Some(k) = names.iter().position(|n| n.as_bytes() == name.as_ref()) {
+                m[k].push(value);
             }
             c.ws();
             match c.peek()? {

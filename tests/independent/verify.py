@@ -192,11 +192,14 @@ def _jcs(v):
     if v is False:
         return "false"
     if type(v) is int:
-        # §5: a seal number above 2^53 is canonical only if it is exactly a
-        # double, written in full; any other value has no canonical form here.
-        if -2**53 <= v <= 2**53 or (abs(v) < 2**1024 and int(float(v)) == v):
+        # §5: a seal number above 2^53 is canonical only as ECMAScript writes
+        # the double nearest to it (its value is the integer those digits spell).
+        if -2**53 <= v <= 2**53:
             return str(v)
-        raise Malformed("%d is not exactly a double" % v)
+        try:
+            return es_number(float(v))
+        except OverflowError:
+            raise Malformed("%d is beyond any double" % v)
     if type(v) is float:
         return es_number(v)
     if type(v) is str:
@@ -469,7 +472,7 @@ def read_record(rb):
 
 def gap_report(m):
     """What a `sealtrail.gaps` record says (§2.1, §7 records_dropped)."""
-    out = {"count": 0}
+    out = {"count": 0, "from_ns": 0, "until_ns": 0}  # 0 where a value cannot be read
 
     def value(name):
         vals = (m or {}).get(name)
@@ -758,8 +761,9 @@ class Archive:
         last_no, last_key = seals[-1]
         newest = s  # the seal with the highest number, if readable
         state = {"writer": w, "seals": len(seals), "last_batch_no": last_no,
-                 "last_seal_ns": newest.created if newest is not None else None,
-                 "closed": newest.closed if newest is not None else None}
+                 # §7: 0 and false when the newest seal is unreadable
+                 "last_seal_ns": newest.created if newest is not None else 0,
+                 "closed": newest.closed if newest is not None else False}
         if newest is not None and not newest.closed:
             allowed = newest.heartbeat + self.grace
             state["silent_after_ns"] = newest.created + allowed
