@@ -349,6 +349,33 @@ async fn both_judge_moved_and_replayed_records_alike() {
     }
 }
 
+/// A file whose name object_store keeps for itself (`…#<digits>`) is an
+/// object like any other: both report it as one that no seal covers.
+#[tokio::test]
+async fn both_see_every_file_of_a_local_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("archive");
+    let f = build_in(
+        Archive::open(root.to_str().unwrap()).unwrap(),
+        "w1",
+        1,
+        1,
+        2,
+    )
+    .await;
+    let pem = public_pem(dir.path(), &key());
+    std::fs::write(root.join("v1/writers/w1/batches/leftover#1"), b"x").unwrap();
+    let (code, out) = run(&root, &pem, None);
+    assert_eq!(code, 1, "{out}");
+    let json = serde_json::to_value(f.verify().await).unwrap();
+    assert_eq!(findings_of(&out), findings_of(&json));
+    assert_eq!(problems(&json), ["uncovered_object"], "{json}");
+    assert_eq!(
+        json["findings"][0]["key"],
+        "v1/writers/w1/batches/leftover#1"
+    );
+}
+
 /// The hash a batch line states (read without parsing the record).
 fn parse_line_hash(line: &[u8]) -> sealtrail::Digest {
     sealtrail::Digest::from_hex(&line[9..73]).unwrap()

@@ -143,6 +143,11 @@ impl Archive {
         }
     }
 
+    /// The directory of a local archive (canonical), `None` for other stores.
+    pub(crate) fn local_dir(&self) -> Option<&std::path::Path> {
+        self.local.as_deref()
+    }
+
     /// What tells this archive apart from others in one process: a local
     /// directory's canonical path (however it was named), an `s3://` URL,
     /// or else (memory, a store given to [`Archive::from_store`]) the store

@@ -616,7 +616,21 @@ async fn list_objects(
     findings: &mut Vec<Finding>,
 ) -> Result<(Vec<crate::archive::ObjectInfo>, HashMap<String, String>)> {
     let Some(versions) = archive.list_versions().await? else {
-        return Ok((archive.list("").await?, HashMap::new()));
+        let mut objects = archive.list("").await?;
+        if let Some(root) = archive.local_dir() {
+            // object_store's local listing leaves out names it uses itself
+            // (ending in `#` and digits): every regular file is an object
+            // (FORMAT.md §6), so those are listed too.
+            let listed: std::collections::HashSet<String> =
+                objects.iter().map(|o| o.key.clone()).collect();
+            for (key, size) in local_files(root) {
+                if !listed.contains(&key) {
+                    objects.push(crate::archive::ObjectInfo { key, size });
+                }
+            }
+            objects.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+        return Ok((objects, HashMap::new()));
     };
     let mut by_key: BTreeMap<String, Vec<crate::archive::ObjectVersion>> = BTreeMap::new();
     for v in versions {
@@ -653,6 +667,45 @@ async fn list_objects(
         pinned.insert(key, first.version_id.clone());
     }
     Ok((objects, pinned))
+}
+
+/// Every regular file under `root` (symbolic links followed, each directory
+/// walked once), as a key relative to it and a size.
+fn local_files(root: &std::path::Path) -> Vec<(String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(
+        dir: &std::path::Path,
+        prefix: &str,
+        seen: &mut std::collections::HashSet<(u64, u64)>,
+        out: &mut Vec<(String, u64)>,
+    ) {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            return;
+        };
+        if !seen.insert((meta.dev(), meta.ino())) {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let path = e.path();
+            let Ok(m) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if m.is_file() {
+                out.push((format!("{prefix}{name}"), m.len()));
+            } else if m.is_dir() {
+                walk(&path, &format!("{prefix}{name}/"), seen, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, "", &mut Default::default(), &mut out);
+    out
 }
 
 /// Checks every object's Object Lock against `policy` (S3 archives only).
