@@ -67,17 +67,7 @@ fn the_test_vectors_verify() {
 
 #[tokio::test]
 async fn both_verifiers_agree_on_an_archive_and_on_its_tampering() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("archive");
-    let f = build_in(
-        Archive::open(root.to_str().unwrap()).unwrap(),
-        "w1",
-        5,
-        4,
-        30,
-    )
-    .await;
-    let pem = public_pem(dir.path(), &key());
+    let (_dir, root, f, pem) = local_archive(5, 4, 30).await;
     let ours = f.verify().await;
     assert!(ours.is_intact());
     let (code, out) = run(&root, &pem, None);
@@ -124,17 +114,7 @@ async fn both_verifiers_agree_on_an_archive_and_on_its_tampering() {
 /// it holds no records of: both name that session, and nothing else.
 #[tokio::test]
 async fn both_name_the_sessions_a_seal_without_a_batch_lists() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("archive");
-    let f = build_in(
-        Archive::open(root.to_str().unwrap()).unwrap(),
-        "w1",
-        2,
-        2,
-        5,
-    )
-    .await;
-    let pem = public_pem(dir.path(), &key());
+    let (_dir, root, f, pem) = local_archive(2, 2, 5).await;
     let seals = f
         .objects()
         .await
@@ -207,17 +187,7 @@ async fn both_read_signed_records_by_their_own_top_level_members() {
         ),
     ];
     for (name, edit, want) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("archive");
-        let f = build_in(
-            Archive::open(root.to_str().unwrap()).unwrap(),
-            "w1",
-            1,
-            1,
-            2,
-        )
-        .await;
-        let pem = public_pem(dir.path(), &key());
+        let (_dir, root, f, pem) = local_archive(1, 1, 2).await;
         // The session's last record, rewritten and signed again.
         let old_key = f.batch_key(0);
         let mut lines = f.lines(&old_key).await;
@@ -326,17 +296,7 @@ async fn both_judge_moved_and_replayed_records_alike() {
         ),
     ];
     for (name, batch, edit, want) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("archive");
-        let f = build_in(
-            Archive::open(root.to_str().unwrap()).unwrap(),
-            "w1",
-            2,
-            2,
-            2,
-        )
-        .await;
-        let pem = public_pem(dir.path(), &key());
+        let (_dir, root, f, pem) = local_archive(2, 2, 2).await;
         let key = f.batch_key(batch);
         let mut lines = f.lines(&key).await;
         edit(&mut lines);
@@ -353,17 +313,7 @@ async fn both_judge_moved_and_replayed_records_alike() {
 /// object like any other: both report it as one that no seal covers.
 #[tokio::test]
 async fn both_see_every_file_of_a_local_archive() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("archive");
-    let f = build_in(
-        Archive::open(root.to_str().unwrap()).unwrap(),
-        "w1",
-        1,
-        1,
-        2,
-    )
-    .await;
-    let pem = public_pem(dir.path(), &key());
+    let (_dir, root, f, pem) = local_archive(1, 1, 2).await;
     std::fs::write(root.join("v1/writers/w1/batches/leftover#1"), b"x").unwrap();
     let (code, out) = run(&root, &pem, None);
     assert_eq!(code, 1, "{out}");
@@ -374,6 +324,21 @@ async fn both_see_every_file_of_a_local_archive() {
         json["findings"][0]["key"],
         "v1/writers/w1/batches/leftover#1"
     );
+}
+
+/// A local archive of writer "w1" (see [`build_in`]) in a new directory
+/// (kept while the first value lives), its root, and the public key's PEM.
+async fn local_archive(
+    sessions: usize,
+    batches: usize,
+    per_batch: usize,
+) -> (tempfile::TempDir, PathBuf, Fixture, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("archive");
+    let archive = Archive::open(root.to_str().unwrap()).unwrap();
+    let f = build_in(archive, "w1", sessions, batches, per_batch).await;
+    let pem = public_pem(dir.path(), &key());
+    (dir, root, f, pem)
 }
 
 /// The hash a batch line states (read without parsing the record).
