@@ -101,6 +101,7 @@ for v in s3.list_object_versions(Bucket=bucket, Prefix=prefix).get("Versions", [
         deleted = e.response["Error"]["Code"]
     out.append({"key": v["Key"], "mode": h.get("ObjectLockMode"),
                 "until": int(h["ObjectLockRetainUntilDate"].timestamp()) if "ObjectLockRetainUntilDate" in h else None,
+                "written": int(h["LastModified"].timestamp()),
                 "delete": deleted})
 print(json.dumps(out))
 "#;
@@ -121,10 +122,6 @@ async fn every_object_is_locked_for_its_retention_and_cannot_be_deleted() {
     let url = s3_url("locked");
     let period = std::time::Duration::from_secs(86_400);
     let archive = locked(&url, sealtrail::archive::LockMode::Compliance, period);
-    let written_from = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let f = build_in(archive.clone(), "locked-writer", 2, 2, 5).await;
     let report = verify_now(&f.archive).await;
     assert!(report.is_intact(), "{}", show(&report));
@@ -146,8 +143,11 @@ async fn every_object_is_locked_for_its_retention_and_cannot_be_deleted() {
     assert_eq!(objects.len(), f.objects().await.len(), "{objects:?}");
     for o in objects {
         assert_eq!(o["mode"], "COMPLIANCE", "{o}");
-        let until = o["until"].as_u64().unwrap();
-        assert!(until >= written_from + period.as_secs() - 1, "{o}");
+        // Locked for the period from the server's own write time (whole
+        // seconds), and not much more (the margin for the request).
+        let (until, written) = (o["until"].as_u64().unwrap(), o["written"].as_u64().unwrap());
+        assert!(until >= written + period.as_secs(), "{o}");
+        assert!(until <= written + period.as_secs() + 30 * 60, "{o}");
         assert_eq!(
             o["delete"], "AccessDenied",
             "a locked version cannot be deleted: {o}"

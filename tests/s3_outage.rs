@@ -11,8 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use object_store::aws::{AmazonS3Builder, Checksum};
-use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 use sealtrail::Archive;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
@@ -89,27 +87,24 @@ async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
         .to_owned();
     let mut proxy = Proxy::start(upstream).await;
 
-    // The S3 client retries briefly on its own; beyond that the layer keeps
-    // the records pending (and spooled) and retries at every flush.
-    let store: Arc<dyn ObjectStore> = Arc::new(
-        AmazonS3Builder::from_env()
-            .with_endpoint(format!("http://{}", proxy.addr))
-            .with_bucket_name(&bucket)
-            .with_checksum_algorithm(Checksum::SHA256)
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig::default(),
-                max_retries: 1,
-                retry_timeout: Duration::from_secs(2),
-            })
-            .build()
-            .unwrap(),
-    );
+    // The archive as production opens it (`s3://`, with a retention, so
+    // every write is the presigned Object Lock PUT, which has no retries of
+    // its own), through the proxy: the layer keeps the records pending (and
+    // spooled) and retries at every flush. (This test binary holds this one
+    // test, so the endpoint can be set for the process.)
+    std::env::set_var("AWS_ENDPOINT_URL", format!("http://{}", proxy.addr));
     let prefix = format!(
         "outage-{}-{}",
         std::process::id(),
         sealtrail::writer::now_ns()
     );
-    let archive = Archive::from_store(store, &prefix, "s3 via proxy");
+    let archive = Archive::open(&format!("s3://{bucket}/{prefix}"))
+        .unwrap()
+        .with_retention(sealtrail::archive::Retention {
+            mode: sealtrail::archive::LockMode::Governance,
+            period: Duration::from_secs(3600),
+        })
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (layer, guard) = sealtrail::AuditLayer::builder()
         .with_archive(archive.clone())

@@ -206,7 +206,7 @@ impl Archive {
     /// Locks every object this archive writes from now on under S3 Object
     /// Lock: each PUT carries `x-amz-object-lock-mode`,
     /// `x-amz-object-lock-retain-until-date` (write time plus `period`, plus
-    /// two seconds) and `x-amz-checksum-sha256` with
+    /// a 20-minute margin) and `x-amz-checksum-sha256` with
     /// `x-amz-sdk-checksum-algorithm`, signed together with
     /// `If-None-Match: *` into a presigned URL, because `object_store` has no
     /// per-request headers. Only for `s3://` archives.
