@@ -336,11 +336,8 @@ impl Chains {
 /// each value as the independent reader reads it, 0 where it cannot be.
 fn gap_finding(rec: &[u8]) -> Problem {
     let members =
-        super::scan::members(rec, &["attributes", "start_ns", "end_ns"]).unwrap_or_default();
-    let single = |k: usize| match members.get(k).map(Vec::as_slice) {
-        Some([v]) => Some(*v),
-        _ => None,
-    };
+        super::scan::members(rec, ["attributes", "start_ns", "end_ns"]).unwrap_or_default();
+    let single = |k: usize| members[k].first.filter(|_| members[k].count == 1);
     // Decimal digits without a leading zero, below `limit`.
     let digits = |s: &str, limit: u128| -> Option<u128> {
         let ok = !s.is_empty()

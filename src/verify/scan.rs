@@ -370,16 +370,13 @@ pub(crate) fn read_record(record: &[u8]) -> RecordRead<'_> {
         session: None,
         problems: vec![reason],
     };
-    let members = match members(record, &["prev", "seq", "session", "v"]) {
+    let [prev, seq, session, v] = match members(record, ["prev", "seq", "session", "v"]) {
         Ok(m) => m,
         Err(reason) => return none(reason),
     };
-    let [prev, seq, session, v] = members.as_slice() else {
-        return none("unreachable".into());
-    };
     let mut problems = Vec::new();
     // In the order of FORMAT.md §7 (and of the independent verifier).
-    let prev = one("prev", prev, &mut problems).and_then(|p| {
+    let prev = one("prev", &prev, &mut problems).and_then(|p| {
         let d = p
             .strip_prefix(b"\"")
             .and_then(|p| p.strip_suffix(b"\""))
@@ -390,7 +387,7 @@ pub(crate) fn read_record(record: &[u8]) -> RecordRead<'_> {
         }
         d
     });
-    let seq = one("seq", seq, &mut problems).and_then(|v| {
+    let seq = one("seq", &seq, &mut problems).and_then(|v| {
         let ok = !v.is_empty() && v.iter().all(u8::is_ascii_digit) && (v == b"0" || v[0] != b'0');
         let n = std::str::from_utf8(v)
             .ok()
@@ -401,14 +398,14 @@ pub(crate) fn read_record(record: &[u8]) -> RecordRead<'_> {
         }
         n
     });
-    let session = one("session", session, &mut problems).and_then(|raw| {
+    let session = one("session", &session, &mut problems).and_then(|raw| {
         let s = string_value(raw);
         if s.is_none() {
             problems.push("session is not a string".into());
         }
         s
     });
-    let v = one("v", v, &mut problems);
+    let v = one("v", &v, &mut problems);
     if let Some(v) = v.filter(|v| *v != b"1") {
         problems.push(format!(
             "format version {}: this verifier reads version {}",
@@ -428,15 +425,23 @@ pub(crate) fn read_record(record: &[u8]) -> RecordRead<'_> {
 /// is missing or repeated.
 pub(crate) fn one<'a>(
     name: &str,
-    found: &[&'a [u8]],
+    found: &Found<'a>,
     problems: &mut Vec<String>,
 ) -> Option<&'a [u8]> {
-    match found {
-        [v] => return Some(v),
-        [] => problems.push(format!("{name} is missing")),
+    match found.count {
+        1 => return found.first,
+        0 => problems.push(format!("{name} is missing")),
         _ => problems.push(format!("{name} is repeated")),
     }
     None
+}
+
+/// A top-level member looked for: its first raw value, and how many times
+/// the name occurs.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Found<'a> {
+    pub(crate) first: Option<&'a [u8]>,
+    pub(crate) count: usize,
 }
 
 /// The text of a JSON string token (quotes included), `None` if it is not
@@ -450,12 +455,11 @@ fn string_value(raw: &[u8]) -> Option<Cow<'_, str>> {
     }
 }
 
-/// Walks the record, one JSON object, collecting the raw values of its
-/// top-level members named `names` (in that order; more than one where a
-/// name is repeated).
-pub(crate) fn members<'a>(record: &'a [u8], names: &[&str]) -> R<Vec<Vec<&'a [u8]>>> {
+/// Walks the record, one JSON object, finding its top-level members named
+/// `names` (in that order).
+pub(crate) fn members<'a, const N: usize>(record: &'a [u8], names: [&str; N]) -> R<[Found<'a>; N]> {
     let mut c = Cursor { b: record, i: 0 };
-    let mut m: Vec<Vec<&'a [u8]>> = vec![Vec::new(); names.len()];
+    let mut m = [Found::default(); N];
     c.ws();
     if c.peek()? != b'{' {
         return Err("the record is not a JSON object".into());
@@ -489,7 +493,8 @@ pub(crate) fn members<'a>(record: &'a [u8], names: &[&str]) -> R<Vec<Vec<&'a [u8
                 Cow::Borrowed(raw)
             };
             if let Some(k) = names.iter().position(|n| n.as_bytes() == name.as_ref()) {
-                m[k].push(value);
+                m[k].first.get_or_insert(value);
+                m[k].count += 1;
             }
             c.ws();
             match c.peek()? {
