@@ -329,16 +329,18 @@ impl Closed {
         n
     }
 
-    pub(crate) fn into_span(self) -> (SpanData, String) {
-        let s = self.state;
+    /// The span's data and session. What it owns is moved out; the box it
+    /// is in goes back to the [`Pool`].
+    pub(crate) fn take_span(&mut self) -> (SpanData, String) {
+        let s = &mut self.state;
         let trace_id = hex_words(&s.trace_id);
-        let session = match self.session {
+        let session = match std::mem::replace(&mut self.session, SessionOf::Trace) {
             SessionOf::Own(i) => s.fields.get(i).and_then(|v| v.as_session()),
             SessionOf::Inherited(session) => Some(session),
             SessionOf::Trace => None,
         }
         .unwrap_or_else(|| trace_id.clone());
-        let rare = s.rare.map(|r| *r).unwrap_or_default();
+        let rare = s.rare.take().map(|r| *r).unwrap_or_default();
         let span = SpanData {
             name: rare.name.unwrap_or_else(|| self.metadata.name().to_owned()),
             trace_id: Some(trace_id),
@@ -395,6 +397,36 @@ fn links(links: &[([u64; 2], u64)]) -> Value {
     )
 }
 
+/// The boxes of closed spans, given back by the worker once it has taken
+/// their data, for new spans: the instrumented thread then mostly allocates
+/// nothing for a span, and frees nothing the worker allocated (an allocator
+/// frees a block handed across threads slowly). Never waited for: when
+/// another thread holds it, a span allocates, or the worker frees.
+#[derive(Default)]
+#[allow(clippy::vec_box)] // the boxes themselves are what is reused
+pub(crate) struct Pool(std::sync::Mutex<Vec<Box<Closed>>>);
+
+/// Boxes kept in the [`Pool`] at most (each about 250 bytes).
+const POOL_MAX: usize = 1024;
+
+impl Pool {
+    fn take(&self) -> Option<Box<Closed>> {
+        self.0.try_lock().ok()?.pop()
+    }
+
+    pub(crate) fn give(&self, mut c: Box<Closed>) {
+        // Fields that spilled to the heap (a long prompt) are not kept.
+        if c.state.fields.heap_bytes() > 0 {
+            c.state.fields = fields::Fields::default();
+        }
+        if let Ok(mut boxes) = self.0.try_lock() {
+            if boxes.len() < POOL_MAX {
+                boxes.push(c);
+            }
+        }
+    }
+}
+
 pub(crate) enum Msg {
     Span(Box<Closed>),
     Flush(mpsc::Sender<Result<()>>),
@@ -414,6 +446,8 @@ pub struct AuditLayer {
     site_id: u64,
     /// The byte bound of the queue.
     gate: Arc<gate::Gate>,
+    /// Boxes for new spans, given back by the worker.
+    pool: Arc<Pool>,
 }
 
 impl fmt::Debug for AuditLayer {
@@ -741,6 +775,7 @@ impl AuditLayerBuilder {
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::sync_channel(self.queue_capacity);
         let gate = Arc::new(gate::Gate::new(self.max_queue_bytes));
+        let pool = Arc::new(Pool::default());
         let (ready_tx, ready_rx) = mpsc::channel();
         let cfg = worker::Config {
             sealer: crate::pipeline::SealerConfig {
@@ -758,6 +793,7 @@ impl AuditLayerBuilder {
             counters: counters.clone(),
             max_backlog: self.max_backlog,
             gate: gate.clone(),
+            pool: pool.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("sealtrail-worker".into())
@@ -796,6 +832,7 @@ impl AuditLayerBuilder {
             next_id: AtomicU64::new(1),
             site_id: sites::new_layer_id(),
             gate,
+            pool,
         };
         let guard = FlushGuard {
             tx,
@@ -1204,13 +1241,20 @@ where
             opened_after_statement,
         };
         state.record(|c| attrs.record(c));
-        let closed = Box::new(Closed {
+        let fresh = Closed {
             state,
             metadata: attrs.metadata(),
             session: SessionOf::Trace,
             end_ns: 0,
             queued: 0,
-        });
+        };
+        let closed = match self.pool.take() {
+            Some(mut b) => {
+                *b = fresh;
+                b
+            }
+            None => Box::new(fresh),
+        };
         insert_open(
             &mut span.extensions_mut(),
             Open {

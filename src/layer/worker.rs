@@ -21,6 +21,8 @@ pub(crate) struct Config {
     pub(crate) max_backlog: usize,
     /// The byte bound of the queue: room is given back as spans are taken.
     pub(crate) gate: Arc<super::gate::Gate>,
+    /// Where the boxes of the spans taken go back to.
+    pub(crate) pool: Arc<super::Pool>,
 }
 
 /// Closes the gate however the worker ends: senders waiting for room give up.
@@ -52,6 +54,7 @@ struct Worker {
     reported_dropped: u64,
     last_gap_ns: u64,
     gate: Arc<super::gate::Gate>,
+    pool: Arc<super::Pool>,
 }
 
 pub(crate) fn run(
@@ -75,6 +78,7 @@ pub(crate) fn run(
         counters: cfg.counters,
         max_backlog: cfg.max_backlog,
         gate: cfg.gate,
+        pool: cfg.pool,
         reported_dropped: 0,
         last_gap_ns: now_ns(),
     };
@@ -100,7 +104,7 @@ impl Worker {
             match rx.recv_timeout(wait) {
                 Ok(Msg::Span(c)) => {
                     let room = self.sealer.room(GROUP);
-                    self.append(*c, &mut n);
+                    self.append(c, &mut n);
                     // Linger briefly so that the spans that follow find the
                     // worker busy rather than parked: a parked receiver costs
                     // every sender a wake-up system call.
@@ -109,7 +113,7 @@ impl Worker {
                     // and no further than the batch limit.
                     while n < room {
                         match rx.try_recv() {
-                            Ok(Msg::Span(c)) => self.append(*c, &mut n),
+                            Ok(Msg::Span(c)) => self.append(c, &mut n),
                             Ok(other) => {
                                 control = Some(other);
                                 break;
@@ -146,7 +150,7 @@ impl Worker {
                             self.counters.live.load(Ordering::SeqCst) & live::CLOSING_MASK == 0;
                         while let Ok(m) = rx.try_recv() {
                             if let Msg::Span(c) = m {
-                                self.append(*c, &mut n);
+                                self.append(c, &mut n);
                                 if n >= room {
                                     self.sync(n);
                                     n = 0;
@@ -200,16 +204,17 @@ impl Worker {
             .store(self.sealer.pending_bytes() as u64, Ordering::Relaxed);
     }
 
-    fn record(&self, c: super::Closed) -> TraceRecord {
-        let (mut span, session) = c.into_span();
+    fn record(&self, c: &mut super::Closed) -> TraceRecord {
+        let (mut span, session) = c.take_span();
         span.resource = self.resource.clone();
         map::to_record(span, session, "tracing", now_ns())
     }
 
     /// Chains and spools (without syncing) the record of `c`; counts it in `n`.
-    fn append(&mut self, c: super::Closed, n: &mut usize) {
+    fn append(&mut self, mut c: Box<super::Closed>, n: &mut usize) {
         self.gate.leave(c.queued);
-        let r = self.record(c);
+        let r = self.record(&mut c);
+        self.pool.give(c);
         self.chain(r, n);
     }
 
