@@ -254,7 +254,7 @@ async fn both_judge_moved_and_replayed_records_alike() {
         edit(&mut r);
         forge_line(&r)
     };
-    let cases: [(&str, u64, Edit, &str); 3] = [
+    let cases: [(&str, u64, Edit, &[&str]); 3] = [
         (
             // A session new to the writer whose first record continues
             // another session's chain: moved, not merely a gap.
@@ -269,7 +269,7 @@ async fn both_judge_moved_and_replayed_records_alike() {
                     r.prev = a_head;
                 }));
             }),
-            "record_out_of_session",
+            &["record_out_of_session"],
         ),
         (
             // B's first record in batch 1 follows A's record of the same
@@ -281,7 +281,7 @@ async fn both_judge_moved_and_replayed_records_alike() {
                 let b = lines[1].clone();
                 lines[1] = forged(&b, &|r| r.prev = a_here);
             }),
-            "chain_link_broken",
+            &["chain_link_broken"],
         ),
         (
             // A record replayed at the end of its batch: the summary states
@@ -292,11 +292,17 @@ async fn both_judge_moved_and_replayed_records_alike() {
                 let again = lines[0].clone();
                 lines.push(again);
             }),
-            "session_summary_mismatch",
+            &[
+                "\"session_summary_mismatch\"",
+                "\"count\"",
+                "\"last_seq\"",
+                "\"head\"",
+            ],
         ),
     ];
     for (name, batch, edit, want) in cases {
-        let (_dir, root, f, pem) = local_archive(2, 2, 2).await;
+        // Batch 0: A0 B0 A1 B1; batch 1: A2 B2 A3 B3.
+        let (_dir, root, f, pem) = local_archive(2, 2, 4).await;
         let key = f.batch_key(batch);
         let mut lines = f.lines(&key).await;
         edit(&mut lines);
@@ -305,16 +311,24 @@ async fn both_judge_moved_and_replayed_records_alike() {
         let theirs = findings_of(&out);
         let json = serde_json::to_value(f.verify().await).unwrap();
         assert_eq!(theirs, findings_of(&json), "{name}");
-        assert!(problems(&json).iter().any(|p| p == want), "{name}: {json}");
+        for w in want {
+            assert!(
+                theirs.iter().any(|f| f.contains(w)),
+                "{name}: {w} in {theirs:#?}"
+            );
+        }
     }
 }
 
 /// A file whose name object_store keeps for itself (`…#<digits>`) is an
-/// object like any other: both report it as one that no seal covers.
+/// object like any other: both report it as one that no seal covers. A loop
+/// of symbolic links is walked once.
 #[tokio::test]
 async fn both_see_every_file_of_a_local_archive() {
     let (_dir, root, f, pem) = local_archive(1, 1, 2).await;
     std::fs::write(root.join("v1/writers/w1/batches/leftover#1"), b"x").unwrap();
+    // A loop of symbolic links is walked once (object_store's listing fails on it).
+    std::os::unix::fs::symlink(root.join("v1/writers"), root.join("v1/writers/w1/loop")).unwrap();
     let (code, out) = run(&root, &pem, None);
     assert_eq!(code, 1, "{out}");
     let json = serde_json::to_value(f.verify().await).unwrap();
@@ -482,11 +496,21 @@ fn findings_of(report: &serde_json::Value) -> Vec<String> {
         .unwrap()
         .iter()
         .map(|f| {
-            ["problem", "writer", "batch_no", "key", "session", "seq"]
-                .iter()
-                .map(|m| f.get(*m).map_or("-".to_owned(), |v| v.to_string()))
-                .collect::<Vec<_>>()
-                .join(" ")
+            [
+                "problem",
+                "writer",
+                "batch_no",
+                "key",
+                "session",
+                "seq",
+                "field",
+                "count",
+                "belongs_to",
+            ]
+            .iter()
+            .map(|m| f.get(*m).map_or("-".to_owned(), |v| v.to_string()))
+            .collect::<Vec<_>>()
+            .join(" ")
         })
         .collect();
     out.sort();

@@ -151,10 +151,13 @@ const YEAR_SECS: u64 = 31_557_600;
 /// exist (a version id that cannot exist is `InvalidArgument` on S3), rather
 /// than that the request failed (an expired token, a bad signature, …).
 fn no_such_version(body: &str) -> bool {
-    matches!(
-        xml_text(body, "Code"),
-        Some("InvalidArgument" | "NoSuchVersion" | "NoSuchKey")
-    )
+    match xml_text(body, "Code") {
+        // S3 says InvalidArgument for other request errors too (encryption
+        // headers, signing): only one about the version id counts.
+        Some("InvalidArgument") => xml_text(body, "ArgumentName") == Some("versionId"),
+        Some("NoSuchVersion" | "NoSuchKey") => true,
+        _ => false,
+    }
 }
 
 /// The text of the first `<tag>…</tag>` in a small S3 XML answer.
@@ -560,7 +563,15 @@ mod tests {
         let answer = |code: &str| {
             format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>")
         };
-        assert!(no_such_version(&answer("InvalidArgument")));
+        let invalid = |argument: &str| {
+            format!(
+                "<Error><Code>InvalidArgument</Code><Message>m</Message>\
+                 <ArgumentName>{argument}</ArgumentName></Error>"
+            )
+        };
+        assert!(no_such_version(&invalid("versionId")));
+        assert!(!no_such_version(&invalid("x-amz-server-side-encryption")));
+        assert!(!no_such_version(&answer("InvalidArgument")));
         assert!(no_such_version(&answer("NoSuchVersion")));
         for code in ["ExpiredToken", "AuthorizationHeaderMalformed", "BadDigest"] {
             assert!(!no_such_version(&answer(code)), "{code}");

@@ -217,9 +217,9 @@ impl BatchJob {
 struct Chains {
     /// Every line's stored hash, in order (the Merkle leaves).
     hashes: Vec<Digest>,
-    /// Per record placed: its stored hash and session index, to tell where a
-    /// moved record came from.
-    owners: Vec<(Digest, usize)>,
+    /// The session (index) of the first record placed with each stored
+    /// hash, to tell where a moved record came from.
+    owners: HashMap<Digest, usize>,
     sessions: Vec<FoundSession>,
     index: HashMap<String, usize>,
 }
@@ -228,7 +228,7 @@ impl Chains {
     fn with_capacity(records: usize) -> Chains {
         Chains {
             hashes: Vec::with_capacity(records),
-            owners: Vec::with_capacity(records),
+            owners: HashMap::with_capacity(records),
             sessions: Vec::new(),
             index: HashMap::new(),
         }
@@ -248,7 +248,7 @@ impl Chains {
             Some(&i) => (i, self.follow(i, seq, prev, stored)),
             None => self.start(writer, session, seq, prev, stored),
         };
-        self.owners.push((stored, i));
+        self.owners.entry(stored).or_insert(i);
         problem
     }
 
@@ -337,7 +337,7 @@ impl Chains {
 fn gap_finding(rec: &[u8]) -> Problem {
     let members =
         super::scan::members(rec, ["attributes", "start_ns", "end_ns"]).unwrap_or_default();
-    let single = |k: usize| members[k].first.filter(|_| members[k].count == 1);
+    let single = |k: usize| members[k].once();
     // Decimal digits without a leading zero, below `limit`.
     let digits = |s: &str, limit: u128| -> Option<u128> {
         let ok = !s.is_empty()
@@ -352,13 +352,15 @@ fn gap_finding(rec: &[u8]) -> Problem {
             .and_then(|t| digits(&t, 1 << 64))
             .map_or(0, |n| n as u64)
     };
+    // attributes → audit.dropped (each once) → an object whose only member
+    // is `int`, a string of digits.
     let count = single(0)
-        .filter(|raw| no_repeated_names(raw))
-        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(raw).ok())
-        .and_then(|a| match a.get(GAP_DROPPED)?.as_object()? {
-            m if m.len() == 1 => digits(m.get("int")?.as_str()?, 1 << 63),
-            _ => None,
-        })
+        .and_then(|attrs| super::scan::members(attrs, [GAP_DROPPED]).ok())
+        .and_then(|[d]| d.once())
+        .and_then(|d| super::scan::members_counted(d, ["int"]).ok())
+        .and_then(|([int], total)| int.once().filter(|_| total == 1))
+        .and_then(super::scan::string_value)
+        .and_then(|n| digits(&n, 1 << 63))
         .map_or(0, |n| n as u64);
     Problem::RecordsDropped {
         count,
@@ -367,67 +369,18 @@ fn gap_finding(rec: &[u8]) -> Problem {
     }
 }
 
-/// Whether `raw` is JSON without a member name repeated in any object.
-fn no_repeated_names(raw: &[u8]) -> bool {
-    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-    struct Checked;
-    impl<'de> Deserialize<'de> for Checked {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(Checked)
-        }
-    }
-    impl<'de> Visitor<'de> for Checked {
-        type Value = Checked;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("JSON")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Checked, A::Error> {
-            let mut seen = std::collections::HashSet::new();
-            while let Some(k) = m.next_key::<String>()? {
-                if !seen.insert(k) {
-                    return Err(serde::de::Error::custom("a repeated member name"));
-                }
-                m.next_value::<Checked>()?;
-            }
-            Ok(Checked)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Checked, A::Error> {
-            while s.next_element::<Checked>()?.is_some() {}
-            Ok(Checked)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
-            Ok(Checked)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
-            Ok(Checked)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
-            Ok(Checked)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
-            Ok(Checked)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
-            Ok(Checked)
-        }
-        fn visit_unit<E>(self) -> Result<Checked, E> {
-            Ok(Checked)
-        }
-    }
-    serde_json::from_slice::<Checked>(raw).is_ok()
-}
-
-/// If `prev` is the hash of a record of another session, the record was moved.
+/// If `prev` is the hash of an earlier record of another session (the
+/// first record with that hash), the record was moved.
 fn moved_from(
-    owners: &[(Digest, usize)],
+    owners: &HashMap<Digest, usize>,
     sessions: &[FoundSession],
     me: usize,
     prev: &Digest,
 ) -> Option<Problem> {
     owners
-        .iter()
-        .find(|(h, owner)| *owner != me && h == prev)
-        .map(|(_, owner)| Problem::RecordOutOfSession {
+        .get(prev)
+        .filter(|owner| **owner != me)
+        .map(|owner| Problem::RecordOutOfSession {
             belongs_to: sessions[*owner].id.clone(),
         })
 }
@@ -581,12 +534,24 @@ mod tests {
         for start in [r#""+10""#, r#""010""#, "10", r#""18446744073709551616""#] {
             assert_eq!(gap(r#"{"int":"5"}"#, start).1, 0, "{start}");
         }
-        // A member name repeated anywhere in the attributes: unreadable.
-        let rec = br#"{"attributes":{"audit.dropped":{"int":"5"},"x":{"a":1,"a":2}},"v":1}"#;
+        // Only the members on the way are read: anything else in the
+        // attributes is not (a lone surrogate, a repeated name elsewhere).
+        let rec =
+            br#"{"attributes":{"audit.dropped":{"int":"5"},"x":"\ud800","y":{"a":1,"a":2}},"v":1}"#;
         assert!(matches!(
             gap_finding(rec),
-            Problem::RecordsDropped { count: 0, .. }
+            Problem::RecordsDropped { count: 5, .. }
         ));
+        // A repeated audit.dropped, or int: unreadable.
+        for rec in [
+            &br#"{"attributes":{"audit.dropped":{"int":"5"},"audit.dropped":{"int":"5"}},"v":1}"#[..],
+            br#"{"attributes":{"audit.dropped":{"int":"5","int":"5"}},"v":1}"#,
+        ] {
+            assert!(matches!(
+                gap_finding(rec),
+                Problem::RecordsDropped { count: 0, .. }
+            ));
+        }
     }
 
     #[test]

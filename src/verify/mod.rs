@@ -616,21 +616,25 @@ async fn list_objects(
     findings: &mut Vec<Finding>,
 ) -> Result<(Vec<crate::archive::ObjectInfo>, HashMap<String, String>)> {
     let Some(versions) = archive.list_versions().await? else {
-        let mut objects = archive.list("").await?;
-        if let Some(root) = archive.local_dir() {
-            // object_store's local listing leaves out names it uses itself
-            // (ending in `#` and digits): every regular file is an object
-            // (FORMAT.md §6), so those are listed too.
-            let listed: std::collections::HashSet<String> =
-                objects.iter().map(|o| o.key.clone()).collect();
-            for (key, size) in local_files(root) {
-                if !listed.contains(&key) {
-                    objects.push(crate::archive::ObjectInfo { key, size });
-                }
-            }
+        if let Some(root) = archive.local_dir().map(std::path::Path::to_path_buf) {
+            // Every regular file is an object (FORMAT.md §6), listed from the
+            // directory itself: object_store's listing leaves out names it
+            // uses itself (ending in `#` and digits), and fails on a loop of
+            // symbolic links or a name with a control character.
+            let files = tokio::task::spawn_blocking(move || local_files(&root))
+                .await
+                .map_err(|e| crate::Error::Io {
+                    path: "listing the archive".into(),
+                    source: std::io::Error::other(e),
+                })?;
+            let mut objects: Vec<_> = files
+                .into_iter()
+                .map(|(key, size)| crate::archive::ObjectInfo { key, size })
+                .collect();
             objects.sort_by(|a, b| a.key.cmp(&b.key));
+            return Ok((objects, HashMap::new()));
         }
-        return Ok((objects, HashMap::new()));
+        return Ok((archive.list("").await?, HashMap::new()));
     };
     let mut by_key: BTreeMap<String, Vec<crate::archive::ObjectVersion>> = BTreeMap::new();
     for v in versions {
@@ -670,7 +674,8 @@ async fn list_objects(
 }
 
 /// Every regular file under `root` (symbolic links followed, each directory
-/// walked once), as a key relative to it and a size.
+/// walked once, names in byte order, as the independent verifier walks
+/// them), as a key relative to it and a size.
 fn local_files(root: &std::path::Path) -> Vec<(String, u64)> {
     use std::os::unix::fs::MetadataExt;
     fn walk(
@@ -688,11 +693,13 @@ fn local_files(root: &std::path::Path) -> Vec<(String, u64)> {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
-        for e in entries.flatten() {
-            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            let path = e.path();
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
             let Ok(m) = std::fs::metadata(&path) else {
                 continue;
             };
@@ -948,6 +955,9 @@ fn check_seal_chain(
 struct Stitcher {
     /// (writer, session) → (next seq, head hash).
     heads: HashMap<(String, String), (u64, Digest)>,
+    /// Head hash → the (writer, session)s whose chain ends there, to find
+    /// where a moved record came from without going through every session.
+    by_head: HashMap<Digest, Vec<(String, String)>>,
     /// Records found per session (for `--session`).
     records: HashMap<String, u64>,
 }
@@ -981,7 +991,7 @@ impl Stitcher {
             // Undecodable or missing batch (or none): advance from the signed summaries so
             // that later batches are still checked against the right heads.
             for s in &job.seal.sessions {
-                self.heads.insert(
+                self.set_head(
                     (job.writer.clone(), s.id.clone()),
                     (s.last_seq.saturating_add(1), s.head),
                 );
@@ -1040,16 +1050,35 @@ impl Stitcher {
             }
             ends.push((k, (last_seq.saturating_add(1), *head)));
         }
-        self.heads.extend(ends);
+        for (k, head) in ends {
+            self.set_head(k, head);
+        }
+    }
+
+    fn set_head(&mut self, k: (String, String), head: (u64, Digest)) {
+        let new = head.1;
+        if let Some((_, old)) = self.heads.insert(k.clone(), head) {
+            if old == new {
+                return;
+            }
+            if let Some(v) = self.by_head.get_mut(&old) {
+                v.retain(|x| *x != k);
+                if v.is_empty() {
+                    self.by_head.remove(&old);
+                }
+            }
+        }
+        self.by_head.entry(new).or_default().push(k);
     }
 
     /// The session of `writer` other than `me` whose head is `prev`, if any
     /// (the first by id, where several are).
     fn moved_from(&self, writer: &str, me: &str, prev: &Digest) -> Option<Problem> {
-        self.heads
+        self.by_head
+            .get(prev)?
             .iter()
-            .filter(|((w, other), (_, h))| w == writer && other != me && h == prev)
-            .map(|((_, other), _)| other)
+            .filter(|(w, other)| w == writer && other != me)
+            .map(|(_, other)| other)
             .min()
             .map(|other| Problem::RecordOutOfSession {
                 belongs_to: other.clone(),

@@ -407,9 +407,10 @@ pub(crate) fn read_record(record: &[u8]) -> RecordRead<'_> {
     });
     let v = one("v", &v, &mut problems);
     if let Some(v) = v.filter(|v| *v != b"1") {
+        let shown = String::from_utf8_lossy(&v[..v.len().min(40)]);
         problems.push(format!(
-            "format version {}: this verifier reads version {}",
-            String::from_utf8_lossy(v),
+            "format version {shown}{}: this verifier reads version {}",
+            if v.len() > 40 { "…" } else { "" },
             crate::record::FORMAT_VERSION
         ));
     }
@@ -444,9 +445,16 @@ pub(crate) struct Found<'a> {
     pub(crate) count: usize,
 }
 
+impl<'a> Found<'a> {
+    /// The value, if the name occurs exactly once.
+    pub(crate) fn once(self) -> Option<&'a [u8]> {
+        self.first.filter(|_| self.count == 1)
+    }
+}
+
 /// The text of a JSON string token (quotes included), `None` if it is not
 /// one or not UTF-8 text (a lone surrogate escape included).
-fn string_value(raw: &[u8]) -> Option<Cow<'_, str>> {
+pub(crate) fn string_value(raw: &[u8]) -> Option<Cow<'_, str>> {
     let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
     if inner.contains(&b'\\') {
         serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
@@ -458,8 +466,17 @@ fn string_value(raw: &[u8]) -> Option<Cow<'_, str>> {
 /// Walks the record, one JSON object, finding its top-level members named
 /// `names` (in that order).
 pub(crate) fn members<'a, const N: usize>(record: &'a [u8], names: [&str; N]) -> R<[Found<'a>; N]> {
+    members_counted(record, names).map(|(m, _)| m)
+}
+
+/// [`members`], and how many members the object has in all.
+pub(crate) fn members_counted<'a, const N: usize>(
+    record: &'a [u8],
+    names: [&str; N],
+) -> R<([Found<'a>; N], usize)> {
     let mut c = Cursor { b: record, i: 0 };
     let mut m = [Found::default(); N];
+    let mut total = 0;
     c.ws();
     if c.peek()? != b'{' {
         return Err("the record is not a JSON object".into());
@@ -492,6 +509,7 @@ pub(crate) fn members<'a, const N: usize>(record: &'a [u8], names: [&str; N]) ->
             } else {
                 Cow::Borrowed(raw)
             };
+            total += 1;
             if let Some(k) = names.iter().position(|n| n.as_bytes() == name.as_ref()) {
                 m[k].first.get_or_insert(value);
                 m[k].count += 1;
@@ -511,7 +529,7 @@ pub(crate) fn members<'a, const N: usize>(record: &'a [u8], names: [&str; N]) ->
     if c.i != record.len() {
         return Err(format!("bytes after the record object at byte {}", c.i));
     }
-    Ok(m)
+    Ok((m, total))
 }
 
 #[cfg(test)]

@@ -482,11 +482,22 @@ def gap_report(m):
             return parse_json(vals[0])
         except Malformed:
             return None
-    attrs = value("attributes")
-    tv = attrs.get("audit.dropped") if type(attrs) is dict else None
-    if type(tv) is dict and len(tv) == 1 and type(tv.get("int")) is str and re.fullmatch(r"0|[1-9][0-9]{0,18}", tv["int"]):
-        n = int(tv["int"])
-        out["count"] = n if n < 2**63 else 0
+    def single(members, name):
+        vals = (members or {}).get(name)
+        return vals[0] if vals and len(vals) == 1 else None
+
+    # attributes -> audit.dropped (each once, by name) -> an object whose only
+    # member is `int`, a string of digits; nothing else of the attributes is read.
+    try:
+        attrs = single(m, "attributes")
+        dropped = single(record_members(attrs), "audit.dropped") if attrs is not None else None
+        inner = record_members(dropped) if dropped is not None else {}
+        raw = single(inner, "int") if sum(len(v) for v in inner.values()) == 1 else None
+        text = _json_string(raw) if raw is not None and raw[:1] == b'"' else None
+        if text is not None and re.fullmatch(r"0|[1-9][0-9]{0,18}", text) and int(text) < 2**63:
+            out["count"] = int(text)
+    except Malformed:
+        pass
     for member, field in (("start_ns", "from_ns"), ("end_ns", "until_ns")):
         try:
             out[field] = time_value(value(member), member)
