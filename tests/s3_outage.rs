@@ -2,7 +2,9 @@
 //! S3 server refuses connections for 30 s while an agent keeps tracing. (The
 //! server itself is not stopped: moto keeps its data in memory.) With
 //! `Overload::Block` nothing is dropped, seals fail and are retried, and the
-//! backlog drains once the proxy lets traffic through again.
+//! backlog drains once the proxy lets traffic through again. Then answers are
+//! lost: the server stores each write and the proxy drops its answer; each
+//! retry finds its own bytes there and goes on, with no conflict.
 
 mod common;
 
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use sealtrail::Archive;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tracing::info_span;
@@ -31,6 +34,8 @@ struct Proxy {
     addr: std::net::SocketAddr,
     upstream: String,
     running: Option<Running>,
+    /// Requests reach the server, answers are dropped.
+    lose_answers: bool,
 }
 
 impl Proxy {
@@ -39,6 +44,7 @@ impl Proxy {
             addr: "127.0.0.1:0".parse().unwrap(),
             upstream,
             running: None,
+            lose_answers: false,
         };
         p.up().await;
         p
@@ -52,17 +58,41 @@ impl Proxy {
         self.addr = listener.local_addr().unwrap();
         let conns = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
         let (c, upstream) = (conns.clone(), self.upstream.clone());
+        let lose = self.lose_answers;
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let upstream = upstream.clone();
                 c.lock().await.spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    if !lose {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        return;
                     }
+                    // The request goes through; once the server starts its
+                    // answer (the write is done), the client's connection
+                    // closes without it.
+                    let (mut from_client, to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let up = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                    });
+                    let _ = from_server.read(&mut [0u8; 1]).await;
+                    up.abort();
+                    drop(to_client);
                 });
             }
         });
         self.running = Some((accept, conns));
+    }
+
+    /// From now on, answers are dropped (`true`) or passed on; open
+    /// connections are closed, so that the clients connect again.
+    async fn lose_answers(&mut self, lose: bool) {
+        self.down().await;
+        self.lose_answers = lose;
+        self.up().await;
     }
 
     async fn down(&mut self) {
@@ -171,6 +201,31 @@ async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let drained_in = recovering.elapsed();
+
+    // Answers lost for a while: each write is stored, its answer dropped.
+    // The retry finds the object there with the bytes it meant to write and
+    // takes it as written (a seal another writer wrote would stop the layer
+    // for good, and nothing more would be sealed).
+    let errors_before = guard.stats().store_errors;
+    proxy.lose_answers(true).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.lose_answers(false).await;
+    let lost = guard.stats().store_errors - errors_before;
+    assert!(
+        lost > 0,
+        "writes whose answer was lost failed: {:?}",
+        guard.stats()
+    );
+    let backlog = guard.stats().captured;
+    let recovering = Instant::now();
+    while guard.stats().sealed < backlog {
+        assert!(
+            recovering.elapsed() < Duration::from_secs(60),
+            "sealing did not go on after answers were lost: {:?}",
+            guard.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     agent.join().unwrap();
     let after = guard.stats();
@@ -197,7 +252,8 @@ async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
     let report = verify_now(&archive).await;
     assert!(report.is_intact(), "{}", show(&report));
     eprintln!(
-        "{n} spans over a {}s outage: {} failed seal attempts, backlog sealed {:.1}s after recovery, all archived",
+        "{n} spans over a {}s outage: {} failed seal attempts, backlog sealed {:.1}s after recovery; \
+         {lost} writes with a lost answer; all archived",
         OUTAGE.as_secs(),
         during.store_errors,
         drained_in.as_secs_f64()
