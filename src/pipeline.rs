@@ -182,7 +182,7 @@ impl Sealer {
     }
 
     fn open_inner(
-        cfg: SealerConfig,
+        mut cfg: SealerConfig,
         spool: Spool,
         left: Vec<Entry>,
         counters: Arc<Counters>,
@@ -214,7 +214,10 @@ impl Sealer {
                 path: "sealtrail runtime".into(),
                 source,
             })?;
-        if let Some(default) = rt.block_on(cfg.archive.check_object_lock(cfg.allow_unlocked))? {
+        let (archive, default) =
+            rt.block_on(cfg.archive.clone().checked_for_lock(cfg.allow_unlocked))?;
+        cfg.archive = archive;
+        if let Some(default) = default {
             if let Some(r) = cfg.archive.retention() {
                 // Each object's own lock replaces the bucket's default: a
                 // configured retention weaker than the default locks the

@@ -83,14 +83,21 @@ fn the_layer_archives_to_s3_and_the_archive_verifies() {
     );
 }
 
-/// Asks the S3 server itself (boto3, in the test venv) about every object under `prefix`.
+/// Asks the S3 server itself (boto3, in the test venv) about every object
+/// under `prefix` in the test bucket, and tries to delete each version.
 fn server_view(prefix: &str) -> serde_json::Value {
+    let bucket = std::env::var("SEALTRAIL_TEST_S3_BUCKET").expect("set by scripts/test");
+    server_view_in(&bucket, prefix)
+}
+
+/// [`server_view`] in `bucket`.
+fn server_view_in(bucket: &str, prefix: &str) -> serde_json::Value {
     let python = std::env::var("SEALTRAIL_PYTHON").expect("SEALTRAIL_PYTHON, set by scripts/test");
     let script = r#"
 import json, os, sys
 import boto3, botocore
 s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
-bucket, prefix = os.environ["SEALTRAIL_TEST_S3_BUCKET"], sys.argv[1]
+bucket, prefix = sys.argv[2], sys.argv[1]
 out = []
 for v in s3.list_object_versions(Bucket=bucket, Prefix=prefix).get("Versions", []):
     h = s3.head_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
@@ -106,7 +113,7 @@ for v in s3.list_object_versions(Bucket=bucket, Prefix=prefix).get("Versions", [
 print(json.dumps(out))
 "#;
     let out = std::process::Command::new(python)
-        .args(["-c", script, prefix])
+        .args(["-c", script, prefix, bucket])
         .output()
         .unwrap();
     assert!(
@@ -199,12 +206,21 @@ async fn a_bucket_without_object_lock_is_refused_unless_allowed() {
         ),
         "{err}"
     );
-    let (_layer, guard) = builder
+    let (layer, guard) = builder
         .with_spool_dir(dir.path().join("b"))
         .with_allow_unlocked(true)
         .build()
         .unwrap();
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..3 {
+            info_span!("chat", gen_ai.operation.name = "chat", i).in_scope(|| {});
+        }
+    });
     drop(guard);
+    // Allowed, it archives (unlocked), and the archive verifies.
+    let report = verify_now(&Archive::open(&url).unwrap()).await;
+    assert!(report.is_intact(), "{}", show(&report));
+    assert_eq!(report.records, 3);
     // A locked bucket without a default retention locks nothing by itself:
     // refused, unless a retention is configured or unlocked objects allowed.
     let locked = Archive::open(&s3_url("check")).unwrap();
@@ -231,6 +247,48 @@ async fn a_bucket_without_object_lock_is_refused_unless_allowed() {
             period: std::time::Duration::from_secs(86_400),
         })
     );
+}
+
+/// With no retention configured, a bucket's default retention locks every
+/// object by itself: the layer starts, archives, and the server reports each
+/// object locked for the default period from its own write time.
+#[tokio::test]
+async fn a_bucket_default_retention_alone_locks_every_object() {
+    let _ = std::env::var("SEALTRAIL_TEST_S3_BUCKET").expect("set by scripts/test");
+    let bucket = "sealtrail-default-retention";
+    let prefix = format!(
+        "default-{}-{}",
+        std::process::id(),
+        sealtrail::writer::now_ns()
+    );
+    let url = format!("s3://{bucket}/{prefix}");
+    let dir = tempfile::tempdir().unwrap();
+    let (layer, guard) = sealtrail::AuditLayer::builder()
+        .with_store(url.as_str())
+        .with_signing_key(key())
+        .with_spool_dir(dir.path().join("spool"))
+        .with_writer_id("default-writer")
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..5 {
+            info_span!("chat", gen_ai.operation.name = "chat", i).in_scope(|| {});
+        }
+    });
+    drop(guard);
+    let report = verify_now(&Archive::open(&url).unwrap()).await;
+    assert!(report.is_intact(), "{}", show(&report));
+    assert_eq!(report.records, 5);
+    let objects = server_view_in(bucket, &prefix);
+    let objects = objects.as_array().unwrap();
+    assert!(!objects.is_empty());
+    for o in objects {
+        // The bucket's default: GOVERNANCE, 1 day.
+        assert_eq!(o["mode"], "GOVERNANCE", "{o}");
+        let (until, written) = (o["until"].as_u64().unwrap(), o["written"].as_u64().unwrap());
+        assert!(until + 1 >= written + 86_400, "{o}");
+        assert_eq!(o["delete"], "AccessDenied", "{o}");
+    }
 }
 
 /// Does what someone with write access to the bucket (but not the key) could:

@@ -151,7 +151,7 @@ pub(crate) async fn run(a: &DemoArgs) -> sealtrail::Result<ExitCode> {
     }
     let key = keys::read_signing_key(&a.signing_key)?;
     let archive = crate::open_archive(&a.store, a.retention, &a.lock_mode)?;
-    archive.check_object_lock(a.allow_unlocked).await?;
+    let (archive, _) = archive.checked_for_lock(a.allow_unlocked).await?;
     let mut writer = Writer::open(archive, key, &a.writer_id, WriterOptions::default()).await?;
     let t0 = now_ns();
     let run = writer.next_batch_no();

@@ -400,6 +400,27 @@ impl Archive {
         Ok(default)
     }
 
+    /// [`Archive::check_object_lock`], and then, for a bucket whose default
+    /// retention is all there is (none configured), this archive with that
+    /// default as its own retention: S3 refuses a write to such a bucket
+    /// unless it carries `Content-MD5` or `x-amz-sdk-checksum-algorithm`,
+    /// which only the locked write path sends, and each object then states
+    /// the very lock the bucket would give it. Returns the bucket's default.
+    pub async fn checked_for_lock(self, allow_unlocked: bool) -> Result<(Self, Option<Retention>)> {
+        let default = self.check_object_lock(allow_unlocked).await?;
+        match default {
+            Some(d) if self.retention.is_none() => {
+                tracing::info!(
+                    mode = ?d.mode,
+                    secs = d.period.as_secs(),
+                    "no retention configured: each object is written with the bucket's default retention"
+                );
+                Ok((self.with_retention(d)?, default))
+            }
+            _ => Ok((self, default)),
+        }
+    }
+
     /// Every version and delete marker under the archive root, for an `s3://`
     /// archive (`None` for other stores), newest first per key as S3 lists them.
     pub async fn list_versions(&self) -> Result<Option<Vec<ObjectVersion>>> {
