@@ -19,24 +19,33 @@ pub fn node_hash(left: &Digest, right: &Digest) -> Digest {
 /// The Merkle tree hash of `record_hashes` in order; `None` for an empty list.
 ///
 /// Computed level by level, carrying an odd last node up unchanged, which
-/// yields the same root as RFC 6962's recursive definition.
+/// yields the same root as RFC 6962's recursive definition. The hashes of a
+/// level are independent, so they are computed several at a time.
 pub fn root(record_hashes: &[Digest]) -> Option<Digest> {
     if record_hashes.is_empty() {
         return None;
     }
-    let mut level: Vec<Digest> = record_hashes.iter().map(leaf_hash).collect();
+    let leaves: Vec<&[u8]> = record_hashes.iter().map(|d| &d.0[..]).collect();
+    let mut level = vec![[0u8; 32]; leaves.len()];
+    tape_sha256::hash_many_prefixed(LEAF_TAG, &leaves, &mut level);
     while level.len() > 1 {
-        let mut next = Vec::with_capacity(level.len().div_ceil(2));
-        for pair in level.chunks(2) {
-            next.push(match pair {
-                [l, r] => node_hash(l, r),
-                [odd] => *odd,
-                _ => unreachable!("chunks(2) yields one or two items"),
-            });
+        let pairs = level.len() / 2;
+        let left: Vec<&[u8]> = level
+            .iter()
+            .step_by(2)
+            .take(pairs)
+            .map(|d| &d[..])
+            .collect();
+        let right: Vec<&[u8]> = level.iter().skip(1).step_by(2).map(|d| &d[..]).collect();
+        let mut next = vec![[0u8; 32]; level.len().div_ceil(2)];
+        assert!(left.len() == pairs && right.len() == pairs);
+        tape_sha256::hash_pairs(NODE_TAG, &left, &right, &mut next[..pairs]);
+        if level.len() % 2 == 1 {
+            next[pairs] = level[level.len() - 1];
         }
         level = next;
     }
-    level.pop()
+    level.pop().map(Digest)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::finding::{Finding, Location, Problem};
 use crate::chain::{LINE_MIDDLE, LINE_PREFIX, RECORD_OFFSET};
-use crate::digest::{genesis, record_hash, Digest};
+use crate::digest::{genesis, record_hashes, Digest};
 use crate::merkle;
 use crate::record::{TraceRecord, GAP_DROPPED, GAP_SESSION};
 use crate::seal::SealBody;
@@ -113,82 +113,125 @@ impl BatchJob {
     fn check_lines(&self, content: &[u8], out: &mut BatchResult) {
         let sealed = self.seal.batch.as_ref().expect("checked by caller");
         let mut chains = Chains::with_capacity(sealed.records.min(1 << 20) as usize);
+        // Lines are taken a chunk at a time: the chunk's records are hashed
+        // side by side, then each line is checked in order.
+        const CHUNK: usize = 64;
+        let mut lines: Vec<Line<'_>> = Vec::with_capacity(CHUNK);
+        let mut records: Vec<&[u8]> = Vec::with_capacity(CHUNK);
+        let mut digests = [[0u8; 32]; CHUNK];
         let mut offset = 0usize;
         while offset < content.len() {
-            let (line, next) = match memchr_newline(&content[offset..]) {
-                Some(i) => (&content[offset..offset + i], offset + i + 1),
-                None => (&content[offset..], content.len()),
-            };
-            let line_start = offset;
-            offset = next;
-            let at = |session: Option<&str>, seq: Option<u64>| Location {
-                session: session.map(str::to_owned),
-                seq,
-                offset: Some(line_start as u64),
-                ..self.at()
-            };
-            let mut push = |at: Location, problem: Problem| {
-                out.findings.push(Finding { at, problem });
-            };
-            if next == content.len() && content.last() != Some(&b'\n') {
-                push(
-                    at(None, None),
-                    Problem::LineMalformed {
-                        reason: "the last line does not end with a newline".into(),
-                    },
-                );
-            }
-            let Some((stored, rec)) = split_line(line) else {
-                push(
-                    at(None, None),
-                    Problem::LineMalformed {
-                        reason: "not {\"hash\":\"<64 lowercase hex>\",\"record\":{…}}".into(),
-                    },
-                );
-                continue;
-            };
-            out.records += 1;
-            chains.hashes.push(stored);
-            let computed = record_hash(rec);
-            // Every record is walked (FORMAT.md §7), also one whose bytes
-            // are what was sealed: only its own top-level members count.
-            let read = super::scan::read_record(rec);
-            let session = read.session.as_deref();
-            // Built only for a finding: most records have none.
-            let here = || at(session, read.seq);
-            if !read.problems.is_empty() {
-                let reason = read.problems.join("; ");
-                push(here(), Problem::RecordMalformed { reason });
-            }
-            let placed = match (read.prev, read.seq, session) {
-                (Some(prev), Some(seq), Some(s)) => Some((prev, seq, s)),
-                _ => None,
-            };
-            if self.strict && placed.is_some() {
-                if let Err(e) = serde_json::from_slice::<TraceRecord>(rec) {
-                    let reason = e.to_string();
-                    push(here(), Problem::RecordMalformed { reason });
-                }
-            }
-            if session == Some(GAP_SESSION) {
-                push(here(), gap_finding(rec));
-            }
-            if computed != stored {
-                let problem = Problem::RecordHashMismatch {
-                    expected: stored,
-                    found: computed,
+            lines.clear();
+            records.clear();
+            while offset < content.len() && lines.len() < CHUNK {
+                let (line, next) = match memchr_newline(&content[offset..]) {
+                    Some(i) => (&content[offset..offset + i], offset + i + 1),
+                    None => (&content[offset..], content.len()),
                 };
-                push(here(), problem);
+                let split = split_line(line);
+                records.extend(split.map(|(_, rec)| rec));
+                lines.push(Line {
+                    start: offset,
+                    bytes: line,
+                    split,
+                });
+                offset = next;
             }
-            // A record whose prev, seq or session cannot be read is not
-            // placed in any chain.
-            let Some((prev, seq, session)) = placed else {
-                continue;
-            };
-            if let Some(problem) = chains.place(&self.writer, session, seq, prev, stored) {
-                push(here(), problem);
+            let digests = &mut digests[..records.len()];
+            record_hashes(&records, digests);
+            let mut digests = digests.iter();
+            for line in &lines {
+                self.check_line(content, line, digests.next(), &mut chains, out);
             }
         }
+        self.check_totals(chains, out);
+    }
+
+    /// Checks one line of the batch; `computed` is the hash of its record,
+    /// `None` when the line is not a record line.
+    fn check_line(
+        &self,
+        content: &[u8],
+        line: &Line<'_>,
+        computed: Option<&[u8; 32]>,
+        chains: &mut Chains,
+        out: &mut BatchResult,
+    ) {
+        let (line_start, split) = (line.start, line.split);
+        let line = line.bytes;
+        let at = |session: Option<&str>, seq: Option<u64>| Location {
+            session: session.map(str::to_owned),
+            seq,
+            offset: Some(line_start as u64),
+            ..self.at()
+        };
+        let mut push = |at: Location, problem: Problem| {
+            out.findings.push(Finding { at, problem });
+        };
+        // No newline after the last line.
+        if line_start + line.len() == content.len() {
+            push(
+                at(None, None),
+                Problem::LineMalformed {
+                    reason: "the last line does not end with a newline".into(),
+                },
+            );
+        }
+        let (Some((stored, rec)), Some(computed)) = (split, computed) else {
+            push(
+                at(None, None),
+                Problem::LineMalformed {
+                    reason: "not {\"hash\":\"<64 lowercase hex>\",\"record\":{…}}".into(),
+                },
+            );
+            return;
+        };
+        out.records += 1;
+        chains.hashes.push(stored);
+        let computed = Digest(*computed);
+        // Every record is walked (FORMAT.md §7), also one whose bytes
+        // are what was sealed: only its own top-level members count.
+        let read = super::scan::read_record(rec);
+        let session = read.session.as_deref();
+        // Built only for a finding: most records have none.
+        let here = || at(session, read.seq);
+        if !read.problems.is_empty() {
+            let reason = read.problems.join("; ");
+            push(here(), Problem::RecordMalformed { reason });
+        }
+        let placed = match (read.prev, read.seq, session) {
+            (Some(prev), Some(seq), Some(s)) => Some((prev, seq, s)),
+            _ => None,
+        };
+        if self.strict && placed.is_some() {
+            if let Err(e) = serde_json::from_slice::<TraceRecord>(rec) {
+                let reason = e.to_string();
+                push(here(), Problem::RecordMalformed { reason });
+            }
+        }
+        if session == Some(GAP_SESSION) {
+            push(here(), gap_finding(rec));
+        }
+        if computed != stored {
+            let problem = Problem::RecordHashMismatch {
+                expected: stored,
+                found: computed,
+            };
+            push(here(), problem);
+        }
+        // A record whose prev, seq or session cannot be read is not
+        // placed in any chain.
+        let Some((prev, seq, session)) = placed else {
+            return;
+        };
+        if let Some(problem) = chains.place(&self.writer, session, seq, prev, stored) {
+            push(here(), problem);
+        }
+    }
+
+    /// The checks of the batch as a whole, once every line is read.
+    fn check_totals(&self, chains: Chains, out: &mut BatchResult) {
+        let sealed = self.seal.batch.as_ref().expect("checked by caller");
         if out.records != sealed.records {
             out.findings.push(Finding {
                 at: self.at(),
@@ -441,6 +484,14 @@ fn compare_summaries(
 
 fn memchr_newline(s: &[u8]) -> Option<usize> {
     memchr::memchr(b'\n', s)
+}
+
+/// A line of a batch: where it starts, its bytes (without the newline), and
+/// its stored hash and record if it has the line's form.
+struct Line<'a> {
+    start: usize,
+    bytes: &'a [u8],
+    split: Option<(Digest, &'a [u8])>,
 }
 
 /// Splits `{"hash":"<hex>","record":<record>}` into the stored hash and the record bytes.
