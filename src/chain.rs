@@ -6,9 +6,10 @@
 //! canonical record bytes in place (docs/FORMAT.md §4).
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use crate::canonical;
-use crate::digest::{genesis, record_hash, Digest};
+use crate::digest::{genesis, record_hash, record_hashes, Digest};
 use crate::error::{Error, Result};
 use crate::record::{TraceRecord, FORMAT_VERSION};
 
@@ -73,6 +74,67 @@ impl Chain {
     ///
     /// On error nothing is appended and the chain does not move.
     pub fn append(&mut self, record: &mut TraceRecord, line: &mut Vec<u8>) -> Result<Digest> {
+        self.stamp(record)?;
+        let hash = encode_line(record, line)?;
+        self.advance(record, hash);
+        Ok(hash)
+    }
+
+    /// Appends `records` in order, exactly as [`Chain::append`] on each in
+    /// turn would (the same lines, hashes and errors), and returns for each
+    /// its hash and the range of its line in `lines`. The hashes of a run of
+    /// records of distinct sessions are computed side by side
+    /// ([`record_hashes`]): a record's `prev` is the hash of its session's
+    /// record before, so only records of different sessions can be.
+    pub fn append_many(
+        &mut self,
+        records: &mut [TraceRecord],
+        lines: &mut Vec<u8>,
+    ) -> Vec<Result<(Digest, Range<usize>)>> {
+        const RUN: usize = 64;
+        let mut results = Vec::with_capacity(records.len());
+        // (record index, line start, record bytes) of the run's lines.
+        let mut run: Vec<(usize, usize, Range<usize>)> = Vec::with_capacity(RUN);
+        // Hashes of the run's session ids: a collision only ends a run early.
+        let mut seen = std::collections::HashSet::with_capacity(RUN);
+        let mut digests = [[0u8; 32]; RUN];
+        let mut from = 0;
+        while from < records.len() {
+            seen.clear();
+            let mut end = from;
+            while end < records.len()
+                && end - from < RUN
+                && seen.insert(session_key(&records[end].session))
+            {
+                end += 1;
+            }
+            for record in &mut records[from..end] {
+                let i = results.len();
+                let line = self.stamp(record).and_then(|()| begin_line(record, lines));
+                results.push(line.map(|(start, rec)| {
+                    run.push((i, start, rec));
+                    (Digest::default(), start..lines.len())
+                }));
+            }
+            let bodies: Vec<&[u8]> = run.iter().map(|(_, _, rec)| &lines[rec.clone()]).collect();
+            let digests = &mut digests[..bodies.len()];
+            record_hashes(&bodies, digests);
+            for ((i, start, _), d) in run.drain(..).zip(digests.iter()) {
+                let hash = Digest(*d);
+                finish_line(lines, start, &hash);
+                self.advance(&records[i], hash);
+                if let Ok((h, _)) = &mut results[i] {
+                    *h = hash;
+                }
+            }
+            from = end;
+        }
+        results
+    }
+
+    /// Assigns `record.seq` and `record.prev` from its session's head;
+    /// the chain does not move.
+    fn stamp(&self, record: &mut TraceRecord) -> Result<()> {
         validate(record)?;
         let head = match self.heads.get(record.session.as_str()) {
             Some(h) => *h,
@@ -88,9 +150,13 @@ impl Chain {
         }
         record.seq = head.next_seq;
         record.prev = head.hash;
-        let hash = encode_line(record, line)?;
+        Ok(())
+    }
+
+    /// Moves the session of a stamped `record` past it.
+    fn advance(&mut self, record: &TraceRecord, hash: Digest) {
         let next = Head {
-            next_seq: head.next_seq + 1,
+            next_seq: record.seq + 1,
             hash,
         };
         match self.heads.get_mut(record.session.as_str()) {
@@ -99,8 +165,13 @@ impl Chain {
                 self.heads.insert(record.session.as_str().into(), next);
             }
         }
-        Ok(hash)
     }
+}
+
+/// A 64-bit hash of a session id, for [`Chain::append_many`]'s runs.
+fn session_key(session: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(session)
 }
 
 fn validate(record: &TraceRecord) -> Result<()> {
@@ -122,6 +193,16 @@ fn validate(record: &TraceRecord) -> Result<()> {
 /// Appends `{"hash":"…","record":…}\n` for `record` to `out` and returns the hash.
 /// On error, `out` is left as it was.
 pub fn encode_line(record: &TraceRecord, out: &mut Vec<u8>) -> Result<Digest> {
+    let (start, rec) = begin_line(record, out)?;
+    let hash = record_hash(&out[rec]);
+    finish_line(out, start, &hash);
+    Ok(hash)
+}
+
+/// Appends the batch line of `record` with its hash left as zeros; returns
+/// where the line starts and where its record is. On error nothing is
+/// appended.
+fn begin_line(record: &TraceRecord, out: &mut Vec<u8>) -> Result<(usize, Range<usize>)> {
     let start = out.len();
     out.extend_from_slice(LINE_PREFIX);
     out.extend_from_slice(&[b'0'; 64]);
@@ -133,12 +214,16 @@ pub fn encode_line(record: &TraceRecord, out: &mut Vec<u8>) -> Result<Digest> {
             reason: format!("cannot encode: {e}"),
         });
     }
-    let hash = record_hash(&out[rec_start..]);
+    let rec_end = out.len();
+    out.extend_from_slice(b"}\n");
+    Ok((start, rec_start..rec_end))
+}
+
+/// Writes `hash` into the line [`begin_line`] began at `start`.
+fn finish_line(out: &mut [u8], start: usize, hash: &Digest) {
     let mut hex = [0u8; 64];
     hash.write_hex(&mut hex);
     out[start + LINE_PREFIX.len()..start + LINE_PREFIX.len() + 64].copy_from_slice(&hex);
-    out.extend_from_slice(b"}\n");
-    Ok(hash)
 }
 
 #[cfg(test)]
@@ -172,6 +257,62 @@ mod tests {
             assert_eq!(stored.hash, h.1);
             assert_eq!(canonical::to_vec(&stored).unwrap(), line);
             assert_eq!(record_hash(&line[RECORD_OFFSET..line.len() - 1]), h.1);
+        }
+    }
+
+    /// `append_many` is `append` on each record in turn: the same bytes,
+    /// hashes, errors and heads, across runs that repeat a session, runs
+    /// longer than 64 records, and records the chain refuses (an empty
+    /// session id, a value that cannot be encoded, a session at its last seq).
+    #[test]
+    fn append_many_is_append_in_turn() {
+        let mut records = Vec::new();
+        for i in 0..300u64 {
+            let session = match i % 7 {
+                0 | 3 => format!("s{}", i % 5),
+                6 if i % 4 == 0 => String::new(),
+                _ => format!("s{}", i % 97),
+            };
+            let mut r = TraceRecord::new(session, Kind::Span, format!("r{i}"));
+            if i % 41 == 0 {
+                r.attributes
+                    .insert("x", crate::record::Value::Float(f64::NAN));
+            }
+            if i % 13 == 0 {
+                r.attributes.insert("text", "x\"y".repeat(i as usize));
+            }
+            records.push(r);
+        }
+        records.push(TraceRecord::new("full", Kind::Span, "refused"));
+        let full = Head {
+            next_seq: MAX_SEQ + 1,
+            hash: Digest::sha256(b"h"),
+        };
+        let (mut one, mut many) = (Chain::new("w"), Chain::new("w"));
+        one.set_head("full", full);
+        many.set_head("full", full);
+        let (mut one_out, mut many_out) = (b"x".to_vec(), b"x".to_vec());
+        let mut expected = Vec::new();
+        for r in &records {
+            let mut r = r.clone();
+            let start = one_out.len();
+            expected.push(
+                one.append(&mut r, &mut one_out)
+                    .map(|h| (h, start..one_out.len()))
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        let got: Vec<_> = many
+            .append_many(&mut records.clone(), &mut many_out)
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(many_out, one_out);
+        assert!(expected.iter().filter(|r| r.is_err()).count() >= 10);
+        assert_eq!(many.sessions(), one.sessions());
+        for r in &records {
+            assert_eq!(many.head(&r.session), one.head(&r.session));
         }
     }
 

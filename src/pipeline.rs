@@ -342,16 +342,41 @@ impl Sealer {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
+        self.spool_line(self.writer.last_line_range(), released);
+        Ok(())
+    }
+
+    /// Spools the chained line at `line` of the writer's pending lines.
+    fn spool_line(&mut self, line: std::ops::Range<usize>, released: Option<u64>) {
         self.pending_since.get_or_insert_with(Instant::now);
         // After a failed write the spool may end in a torn entry: nothing is
         // written after it (so that the next start can cut it off), and
         // records are still chained and sealed, only not durable before.
         if self.spool_failed.is_none() && !self.spool_broken {
-            if let Err(e) = self.spool.append_line(self.writer.last_line(), released) {
+            let line = &self.writer.pending_lines()[line];
+            if let Err(e) = self.spool.append_line(line, released) {
                 self.spool_failed = Some(e);
             }
         }
-        Ok(())
+    }
+
+    /// [`Sealer::append`] on each of `records` in turn (each with the hold
+    /// it releases), with their hashes computed side by side where they
+    /// belong to different sessions. Returns why each refused record was
+    /// refused.
+    pub fn append_many(&mut self, records: Vec<(TraceRecord, Option<u64>)>) -> Vec<crate::Error> {
+        let (records, released): (Vec<_>, Vec<_>) = records.into_iter().unzip();
+        let mut refused = Vec::new();
+        for (r, released) in self.writer.append_many(records).into_iter().zip(released) {
+            match r {
+                Ok(line) => self.spool_line(line, released),
+                Err(e) => {
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    refused.push(e);
+                }
+            }
+        }
+        refused
     }
 
     /// Makes the group durable: one `fdatasync` for all of it. Counts `n` records spooled.

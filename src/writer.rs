@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -187,6 +188,33 @@ struct Pending {
     /// fresh buffer of a batch's size costs a page fault (and the zeroing
     /// of a page) every 4 KiB of records.
     spare: Option<(Vec<u8>, Vec<Digest>)>,
+}
+
+impl Pending {
+    /// Counts a record just chained (its line is in `lines`) in its
+    /// session's summary.
+    fn note(&mut self, record: TraceRecord, hash: Digest) {
+        self.hashes.push(hash);
+        match self.sessions.get_mut(&record.session) {
+            Some(s) => {
+                s.count += 1;
+                s.last_seq = record.seq;
+                s.head = hash;
+            }
+            None => {
+                self.sessions.insert(
+                    record.session.clone(),
+                    SessionSummary {
+                        count: 1,
+                        first_seq: record.seq,
+                        head: hash,
+                        id: record.session,
+                        last_seq: record.seq,
+                    },
+                );
+            }
+        }
+    }
 }
 
 /// The largest line buffer kept for the next batch (a batch that grew
@@ -561,33 +589,51 @@ impl Writer {
         let start = self.pending.lines.len();
         let hash = self.chain.append(&mut record, &mut self.pending.lines)?;
         self.last_line = start;
-        self.pending.hashes.push(hash);
-        match self.pending.sessions.get_mut(&record.session) {
-            Some(s) => {
-                s.count += 1;
-                s.last_seq = record.seq;
-                s.head = hash;
-            }
-            None => {
-                self.pending.sessions.insert(
-                    record.session.clone(),
-                    SessionSummary {
-                        count: 1,
-                        first_seq: record.seq,
-                        head: hash,
-                        id: record.session,
-                        last_seq: record.seq,
-                    },
-                );
-            }
-        }
+        self.pending.note(record, hash);
         Ok(hash)
+    }
+
+    /// Appends `records` in order, as [`Writer::append`] on each in turn
+    /// would, faster when they belong to several sessions (their hashes are
+    /// computed side by side). Returns for each the range of its line in
+    /// [`Writer::pending_lines`], or why it was refused.
+    pub fn append_many(&mut self, mut records: Vec<TraceRecord>) -> Vec<Result<Range<usize>>> {
+        if self.closed {
+            let closed = || Error::WriterClosed {
+                writer: self.id.clone(),
+            };
+            return records.iter().map(|_| Err(closed())).collect();
+        }
+        let results = self
+            .chain
+            .append_many(&mut records, &mut self.pending.lines);
+        records
+            .into_iter()
+            .zip(results)
+            .map(|(record, r)| {
+                r.map(|(hash, line)| {
+                    self.last_line = line.start;
+                    self.pending.note(record, hash);
+                    line
+                })
+            })
+            .collect()
+    }
+
+    /// The lines of the records appended since the last batch was fixed.
+    pub fn pending_lines(&self) -> &[u8] {
+        &self.pending.lines
     }
 
     /// The line (`{"hash":…,"record":…}\n`) of the record appended last, as
     /// the batch object will hold it. Valid right after [`Writer::append`].
     pub fn last_line(&self) -> &[u8] {
         self.pending.lines.get(self.last_line..).unwrap_or_default()
+    }
+
+    /// Where [`Writer::last_line`] is in [`Writer::pending_lines`].
+    pub fn last_line_range(&self) -> Range<usize> {
+        self.last_line.min(self.pending.lines.len())..self.pending.lines.len()
     }
 
     /// Puts back a line this writer chained before a crash (from its spool):

@@ -771,24 +771,26 @@ impl State {
     ) {
         let n = ops.len();
         let mut held_failed = None;
+        // Records are chained a run at a time (their hashes computed side
+        // by side), in order: a hold's entry is spooled before the records
+        // after it.
+        let mut run = Vec::with_capacity(ops.len());
         for op in ops {
-            let (r, released) = match op {
+            match op {
                 Op::Hold(id) => {
+                    self.chain_run(&mut run);
                     // Released within this group: its line follows.
                     if let Some(h) = self.held.get(&id) {
                         if let Err(e) = self.sealer.spool().append_held_encoded(id, &h.encoded) {
                             held_failed.get_or_insert(e);
                         }
                     }
-                    continue;
                 }
-                Op::Record(r) => (r, None),
-                Op::Release(id, r) => (r, Some(id)),
-            };
-            if let Err(e) = self.sealer.append(r, released) {
-                tracing::error!(error = %e, "a record was refused by the chain");
+                Op::Record(r) => run.push((r, None)),
+                Op::Release(id, r) => run.push((r, Some(id))),
             }
         }
+        self.chain_run(&mut run);
         let written = match held_failed {
             Some(e) => Err(e),
             None => self.sealer.sync(n),
@@ -806,6 +808,16 @@ impl State {
             // Nothing of this group was acknowledged; what was chained may
             // not be durable. Stop: the next start recovers from the spool.
             self.stop_for_spool();
+        }
+    }
+
+    /// Chains and spools the records of `run`, emptying it.
+    fn chain_run(&mut self, run: &mut Vec<(TraceRecord, Option<u64>)>) {
+        if run.is_empty() {
+            return;
+        }
+        for e in self.sealer.append_many(std::mem::take(run)) {
+            tracing::error!(error = %e, "a record was refused by the chain");
         }
     }
 
