@@ -116,9 +116,12 @@ impl Chain {
                     (Digest::default(), start..lines.len())
                 }));
             }
-            let bodies: Vec<&[u8]> = run.iter().map(|(_, _, rec)| &lines[rec.clone()]).collect();
-            let digests = &mut digests[..bodies.len()];
-            record_hashes(&bodies, digests);
+            let mut bodies: [&[u8]; RUN] = [&[]; RUN];
+            for (body, (_, _, rec)) in bodies.iter_mut().zip(&run) {
+                *body = &lines[rec.clone()];
+            }
+            let digests = &mut digests[..run.len()];
+            record_hashes(&bodies[..run.len()], digests);
             for ((i, start, _), d) in run.drain(..).zip(digests.iter()) {
                 let hash = Digest(*d);
                 finish_line(lines, start, &hash);
