@@ -4,7 +4,10 @@
 //! `Overload::Block` nothing is dropped, seals fail and are retried, and the
 //! backlog drains once the proxy lets traffic through again. Then answers are
 //! lost: the server stores each write and the proxy drops its answer; each
-//! retry finds its own bytes there and goes on, with no conflict.
+//! retry finds its own bytes there and goes on, with no conflict. Last, the
+//! server stalls: it takes connections and requests and never answers; the
+//! stalled request fails at the client's read timeout (60 s) and the seal
+//! is retried.
 
 mod common;
 
@@ -34,8 +37,19 @@ struct Proxy {
     addr: std::net::SocketAddr,
     upstream: String,
     running: Option<Running>,
+    mode: Mode,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Both ways.
+    Forward,
     /// Requests reach the server, answers are dropped.
-    lose_answers: bool,
+    LoseAnswers,
+    /// Connections are taken and requests read, and nothing is answered:
+    /// a stalled server. Such a connection stays open (also after the
+    /// mode changes) until the client gives up on it.
+    Stall,
 }
 
 impl Proxy {
@@ -44,7 +58,7 @@ impl Proxy {
             addr: "127.0.0.1:0".parse().unwrap(),
             upstream,
             running: None,
-            lose_answers: false,
+            mode: Mode::Forward,
         };
         p.up().await;
         p
@@ -58,15 +72,22 @@ impl Proxy {
         self.addr = listener.local_addr().unwrap();
         let conns = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
         let (c, upstream) = (conns.clone(), self.upstream.clone());
-        let lose = self.lose_answers;
+        let mode = self.mode;
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
+                if mode == Mode::Stall {
+                    // Not in `conns`: not closed when the mode changes.
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client, &mut tokio::io::sink()).await;
+                    });
+                    continue;
+                }
                 let upstream = upstream.clone();
                 c.lock().await.spawn(async move {
                     let Ok(mut server) = TcpStream::connect(&upstream).await else {
                         return;
                     };
-                    if !lose {
+                    if mode == Mode::Forward {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                         return;
                     }
@@ -87,11 +108,11 @@ impl Proxy {
         self.running = Some((accept, conns));
     }
 
-    /// From now on, answers are dropped (`true`) or passed on; open
-    /// connections are closed, so that the clients connect again.
-    async fn lose_answers(&mut self, lose: bool) {
+    /// From now on, connections are handled as `mode` says; open ones are
+    /// closed (stalled ones excepted), so that the clients connect again.
+    async fn set_mode(&mut self, mode: Mode) {
         self.down().await;
-        self.lose_answers = lose;
+        self.mode = mode;
         self.up().await;
     }
 
@@ -207,9 +228,9 @@ async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
     // takes it as written (a seal another writer wrote would stop the layer
     // for good, and nothing more would be sealed).
     let errors_before = guard.stats().store_errors;
-    proxy.lose_answers(true).await;
+    proxy.set_mode(Mode::LoseAnswers).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    proxy.lose_answers(false).await;
+    proxy.set_mode(Mode::Forward).await;
     let lost = guard.stats().store_errors - errors_before;
     assert!(
         lost > 0,
@@ -226,6 +247,36 @@ async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // The server stalls for 3 s: the requests sent then hang until the
+    // client's read timeout; the seal they belong to is retried after it,
+    // and everything captured meanwhile (spooled) is sealed.
+    let errors_before = guard.stats().store_errors;
+    proxy.set_mode(Mode::Stall).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stalled = guard.stats();
+    proxy.set_mode(Mode::Forward).await;
+    let backlog = guard.stats().captured;
+    let recovering = Instant::now();
+    while guard.stats().sealed < backlog {
+        assert!(
+            recovering.elapsed() < Duration::from_secs(120),
+            "sealing did not go on after the server stalled: {:?}",
+            guard.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let timed_out = guard.stats().store_errors - errors_before;
+    assert!(
+        timed_out > 0,
+        "a request to the stalled server failed: {:?}",
+        guard.stats()
+    );
+    assert!(
+        stalled.sealed < backlog,
+        "records were captured while the server stalled: {stalled:?}"
+    );
+    let stall_over_in = recovering.elapsed();
     stop.store(true, Ordering::Relaxed);
     agent.join().unwrap();
     let after = guard.stats();
@@ -253,9 +304,10 @@ async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
     assert!(report.is_intact(), "{}", show(&report));
     eprintln!(
         "{n} spans over a {}s outage: {} failed seal attempts, backlog sealed {:.1}s after recovery; \
-         {lost} writes with a lost answer; all archived",
+         {lost} writes with a lost answer; a 3 s stall: {timed_out} timed out, sealing went on {:.1}s after; all archived",
         OUTAGE.as_secs(),
         during.store_errors,
-        drained_in.as_secs_f64()
+        drained_in.as_secs_f64(),
+        stall_over_in.as_secs_f64()
     );
 }
