@@ -95,7 +95,8 @@ impl Chain {
         let mut results = Vec::with_capacity(records.len());
         // (record index, line start, record bytes) of the run's lines.
         let mut run: Vec<(usize, usize, Range<usize>)> = Vec::with_capacity(RUN);
-        // Hashes of the run's session ids: a collision only ends a run early.
+        // Hashes of the run's session ids: a collision only ends a run
+        // early (those records are then hashed one at a time).
         let mut seen = std::collections::HashSet::with_capacity(RUN);
         let mut digests = [[0u8; 32]; RUN];
         let mut from = 0;

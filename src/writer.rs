@@ -626,7 +626,8 @@ impl Writer {
     }
 
     /// The line (`{"hash":…,"record":…}\n`) of the record appended last, as
-    /// the batch object will hold it. Valid right after [`Writer::append`].
+    /// the batch object will hold it. Valid right after [`Writer::append`]
+    /// (after [`Writer::append_many`]: the line of its last record chained).
     pub fn last_line(&self) -> &[u8] {
         self.pending.lines.get(self.last_line..).unwrap_or_default()
     }

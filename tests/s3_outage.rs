@@ -254,7 +254,6 @@ async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
     let errors_before = guard.stats().store_errors;
     proxy.set_mode(Mode::Stall).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let stalled = guard.stats();
     proxy.set_mode(Mode::Forward).await;
     let backlog = guard.stats().captured;
     let recovering = Instant::now();
@@ -269,12 +268,8 @@ async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
     let timed_out = guard.stats().store_errors - errors_before;
     assert!(
         timed_out > 0,
-        "a request to the stalled server failed: {:?}",
+        "no request to the stalled server failed: {:?}",
         guard.stats()
-    );
-    assert!(
-        stalled.sealed < backlog,
-        "records were captured while the server stalled: {stalled:?}"
     );
     let stall_over_in = recovering.elapsed();
     stop.store(true, Ordering::Relaxed);

@@ -645,6 +645,45 @@ async fn corrupt_or_truncated_seals_and_batches_never_panic() {
     );
 }
 
+/// Lines that are not record lines, among records (within the 64 lines
+/// verify hashes together): each is reported where it is, and every record
+/// around it is still checked against its own hash and placed in its chain.
+#[tokio::test]
+async fn a_foreign_line_among_records_is_reported_alone() {
+    let f = fixture().await;
+    let batch_key = f.batch_key(1);
+    let content = zstd::decode_all(&f.get(&batch_key).await[..]).unwrap();
+    let lines: Vec<&[u8]> = content.split_inclusive(|c| *c == b'\n').collect();
+    assert!(lines.len() >= 3, "the fixture's batch 1 has records");
+    let mut changed = b"not a record line\n".to_vec();
+    changed.extend_from_slice(lines[0]);
+    changed.extend_from_slice(b"{\"hash\":1}\n");
+    for l in &lines[1..] {
+        changed.extend_from_slice(l);
+    }
+    f.overwrite(&batch_key, zstd::encode_all(&changed[..], 1).unwrap())
+        .await;
+    let r = f.verify().await;
+    let malformed = with_problem(&r, |p| matches!(p, Problem::LineMalformed { .. }));
+    let offsets: Vec<_> = malformed.iter().map(|m| m.at.offset).collect();
+    let second = (18 + lines[0].len()) as u64;
+    assert_eq!(offsets, [Some(0), Some(second)], "{}", show(&r));
+    // The object's length and digest differ from the seal's, and nothing else.
+    let others: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| {
+            !matches!(
+                f.problem,
+                Problem::LineMalformed { .. }
+                    | Problem::BatchLengthMismatch { .. }
+                    | Problem::BatchDigestMismatch { .. }
+            )
+        })
+        .collect();
+    assert!(others.is_empty(), "{}", show(&r));
+}
+
 trait HasProblemAt {
     fn has_problem_at(&self, batch_no: u64) -> bool;
 }

@@ -461,8 +461,8 @@ fn format_work(root: &Path, level: i32) -> Result<FormatWork, String> {
                 .filter(|l| l.len() > sealtrail::chain::RECORD_OFFSET)
                 .map(|l| &l[sealtrail::chain::RECORD_OFFSET..l.len() - 1])
                 .collect();
-            // Hashed side by side, as the collector hashes the records of
-            // distinct sessions.
+            // Hashed side by side (the floor: the collector hashes runs of
+            // up to 64 records of distinct sessions so).
             let t = Instant::now();
             let mut digests = vec![[0u8; 32]; records.len()];
             sealtrail::digest::record_hashes(&records, &mut digests);

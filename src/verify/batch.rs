@@ -141,23 +141,30 @@ impl BatchJob {
             record_hashes(&records, digests);
             let mut digests = digests.iter();
             for line in &lines {
-                self.check_line(content, line, digests.next(), &mut chains, out);
+                // A line of the line's form: its stored hash, its record,
+                // and the record's hash (one computed per such line).
+                let record = line.split.map(|(stored, rec)| {
+                    let computed = digests.next().expect("a hash for each record");
+                    (stored, rec, Digest(*computed))
+                });
+                self.check_line(content, line, record, &mut chains, out);
             }
         }
         self.check_totals(chains, out);
     }
 
-    /// Checks one line of the batch; `computed` is the hash of its record,
-    /// `None` when the line is not a record line.
+    /// Checks one line of the batch; `record` is its stored hash, its
+    /// record and the record's computed hash, `None` when the line does not
+    /// have the line's form.
     fn check_line(
         &self,
         content: &[u8],
         line: &Line<'_>,
-        computed: Option<&[u8; 32]>,
+        record: Option<(Digest, &[u8], Digest)>,
         chains: &mut Chains,
         out: &mut BatchResult,
     ) {
-        let (line_start, split) = (line.start, line.split);
+        let line_start = line.start;
         let line = line.bytes;
         let at = |session: Option<&str>, seq: Option<u64>| Location {
             session: session.map(str::to_owned),
@@ -177,7 +184,7 @@ impl BatchJob {
                 },
             );
         }
-        let (Some((stored, rec)), Some(computed)) = (split, computed) else {
+        let Some((stored, rec, computed)) = record else {
             push(
                 at(None, None),
                 Problem::LineMalformed {
@@ -188,7 +195,6 @@ impl BatchJob {
         };
         out.records += 1;
         chains.hashes.push(stored);
-        let computed = Digest(*computed);
         // Every record is walked (FORMAT.md §7), also one whose bytes
         // are what was sealed: only its own top-level members count.
         let read = super::scan::read_record(rec);
