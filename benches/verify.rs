@@ -75,6 +75,20 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // Reading every record's top-level members as verify does (every
+    // record walked as JSON), alone.
+    let lines: Vec<&[u8]> = contents
+        .iter()
+        .flat_map(|c| c.split(|b| *b == b'\n').filter(|l| l.len() > 84))
+        .map(|l| &l[84..l.len() - 1])
+        .collect();
+    g.bench_function("part_read_records_1_thread", |b| {
+        b.iter(|| {
+            for l in &lines {
+                assert!(sealtrail::verify::read_record_for_bench(l));
+            }
+        })
+    });
     // The unavoidable parts of verification on one core, for reference.
     let compressed: Vec<Vec<u8>> = contents
         .iter()

@@ -23,6 +23,14 @@ use serde::Serialize;
 
 pub use finding::{Finding, Location, Problem};
 
+/// Reads a record as verify does (FORMAT.md §7) and says whether it can be
+/// placed in a chain. For benchmarks of that part of verify alone.
+#[doc(hidden)]
+pub fn read_record_for_bench(record: &[u8]) -> bool {
+    let r = scan::read_record(record);
+    r.problems.is_empty() && r.prev.is_some() && r.seq.is_some() && r.session.is_some()
+}
+
 use crate::archive::{layout, Archive};
 use crate::digest::{seal_genesis, Digest};
 use crate::error::{Error, Result};

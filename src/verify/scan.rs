@@ -240,6 +240,16 @@ impl Stack {
 #[inline]
 fn special(b: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
+    // Sixteen bytes at a time where there are (most names and short values
+    // end within the first sixteen), then eight.
+    #[cfg(target_arch = "x86_64")]
+    while let Some(w) = b.get(i..i + 16) {
+        let m = blocks::special16(w);
+        if m != 0 {
+            return Some(i + m.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
     while let Some(w) = b.get(i..i + 8) {
         let m = crate::canonical::escape_mask(u64::from_le_bytes(w.try_into().unwrap_or_default()));
         if m != 0 {
@@ -310,6 +320,32 @@ mod blocks {
     pub(super) fn string_end(_: &[u8], k: usize, resume: &mut usize) -> Option<usize> {
         *resume = k;
         None
+    }
+
+    /// The quotes, backslashes and bytes below 0x20 among the first 16
+    /// bytes of `w`, as a bit mask (bit n: byte n).
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    pub(super) fn special16(w: &[u8]) -> u32 {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8,
+            _mm_or_si128, _mm_set1_epi8,
+        };
+        assert!(w.len() >= 16);
+        // SAFETY: SSE2 is part of the x86-64 baseline; the load reads bytes
+        // 0..16 of `w` (asserted above), unaligned.
+        unsafe {
+            let v = _mm_loadu_si128(w.as_ptr().cast::<__m128i>());
+            let low = _mm_set1_epi8(0x1f);
+            let hits = _mm_or_si128(
+                _mm_or_si128(
+                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)),
+                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)),
+                ),
+                _mm_cmpeq_epi8(_mm_max_epu8(v, low), low),
+            );
+            _mm_movemask_epi8(hits) as u32
+        }
     }
 
     /// Bit masks of the quotes, backslashes and bytes below 0x20 of a
@@ -711,13 +747,17 @@ mod tests {
 
     #[test]
     fn special_finds_the_first_quote_backslash_or_control() {
-        for len in 0..40 {
+        for len in 0..70 {
             for at in 0..len {
                 for c in [b'"', b'\\', 0x00, 0x1f] {
-                    let mut b = vec![b'a'; len];
-                    b[at] = c;
-                    assert_eq!(special(&b, 0), Some(at));
-                    assert_eq!(special(&b, at + 1), None);
+                    for fill in [b'a', 0x20, 0x7f, 0x80, 0xff] {
+                        let mut b = vec![fill; len];
+                        b[at] = c;
+                        for from in [0, at / 2, at] {
+                            assert_eq!(special(&b, from), Some(at), "{len} {at} {fill}");
+                        }
+                        assert_eq!(special(&b, at + 1), None);
+                    }
                 }
             }
             assert_eq!(special(&vec![0x7f; len], 0), None);
