@@ -116,6 +116,13 @@ impl Proxy {
         self.up().await;
     }
 
+    /// `mode` for 3 s, then both ways again.
+    async fn for_a_while(&mut self, mode: Mode) {
+        self.set_mode(mode).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        self.set_mode(Mode::Forward).await;
+    }
+
     async fn down(&mut self) {
         if let Some((accept, conns)) = self.running.take() {
             accept.abort();
@@ -123,6 +130,18 @@ impl Proxy {
             conns.lock().await.abort_all();
         }
     }
+}
+
+/// Waits until everything captured so far is sealed, and says how long
+/// that took; fails after `within`, saying `what`.
+async fn all_sealed(guard: &sealtrail::FlushGuard, within: Duration, what: &str) -> Duration {
+    let backlog = guard.stats().captured;
+    let started = Instant::now();
+    while guard.stats().sealed < backlog {
+        assert!(started.elapsed() < within, "{what}: {:?}", guard.stats());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    started.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,67 +230,36 @@ async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
 
     // Traffic flows again: the backlog drains while the agent keeps tracing
     // (retries back off to at most 10 s during the outage).
-    let backlog = guard.stats().captured;
-    let recovering = Instant::now();
-    while guard.stats().sealed < backlog {
-        assert!(
-            recovering.elapsed() < Duration::from_secs(60),
-            "the backlog did not drain: {:?}",
-            guard.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let drained_in = recovering.elapsed();
+    let drained_in = all_sealed(&guard, Duration::from_secs(60), "the backlog did not drain").await;
 
     // Answers lost for a while: each write is stored, its answer dropped.
     // The retry finds the object there with the bytes it meant to write and
     // takes it as written (a seal another writer wrote would stop the layer
     // for good, and nothing more would be sealed).
     let errors_before = guard.stats().store_errors;
-    proxy.set_mode(Mode::LoseAnswers).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    proxy.set_mode(Mode::Forward).await;
+    proxy.for_a_while(Mode::LoseAnswers).await;
     let lost = guard.stats().store_errors - errors_before;
     assert!(
         lost > 0,
         "writes whose answer was lost failed: {:?}",
         guard.stats()
     );
-    let backlog = guard.stats().captured;
-    let recovering = Instant::now();
-    while guard.stats().sealed < backlog {
-        assert!(
-            recovering.elapsed() < Duration::from_secs(60),
-            "sealing did not go on after answers were lost: {:?}",
-            guard.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let what = "sealing did not go on after answers were lost";
+    all_sealed(&guard, Duration::from_secs(60), what).await;
 
     // The server stalls for 3 s: the requests sent then hang until the
     // client's read timeout; the seal they belong to is retried after it,
     // and everything captured meanwhile (spooled) is sealed.
     let errors_before = guard.stats().store_errors;
-    proxy.set_mode(Mode::Stall).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    proxy.set_mode(Mode::Forward).await;
-    let backlog = guard.stats().captured;
-    let recovering = Instant::now();
-    while guard.stats().sealed < backlog {
-        assert!(
-            recovering.elapsed() < Duration::from_secs(120),
-            "sealing did not go on after the server stalled: {:?}",
-            guard.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    proxy.for_a_while(Mode::Stall).await;
+    let what = "sealing did not go on after the server stalled";
+    let stall_over_in = all_sealed(&guard, Duration::from_secs(120), what).await;
     let timed_out = guard.stats().store_errors - errors_before;
     assert!(
         timed_out > 0,
         "no request to the stalled server failed: {:?}",
         guard.stats()
     );
-    let stall_over_in = recovering.elapsed();
     stop.store(true, Ordering::Relaxed);
     agent.join().unwrap();
     let after = guard.stats();
