@@ -91,7 +91,7 @@ impl Chain {
         records: &mut [TraceRecord],
         lines: &mut Vec<u8>,
     ) -> Vec<Result<(Digest, Range<usize>)>> {
-        const RUN: usize = 64;
+        const RUN: usize = HASH_RUN;
         let mut results = Vec::with_capacity(records.len());
         // (record index, line start, record bytes) of the run's lines.
         let mut run: Vec<(usize, usize, Range<usize>)> = Vec::with_capacity(RUN);
@@ -171,6 +171,11 @@ impl Chain {
         }
     }
 }
+
+/// The most records [`Chain::append_many`] hashes side by side: enough to
+/// keep the SHA unit's lanes full, few enough that their bytes stay in the
+/// CPU's cache. Callers that gather records for it need gather no more.
+pub const HASH_RUN: usize = 64;
 
 /// A 64-bit hash of a session id, for [`Chain::append_many`]'s runs.
 fn session_key(session: &str) -> u64 {

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sealtrail::chain::HASH_RUN;
 use sealtrail::map::{self, SpanData};
 use sealtrail::pipeline::{self, Sealer, SealerConfig};
 use sealtrail::spool::Spool;
@@ -773,8 +774,9 @@ impl State {
         let mut held_failed = None;
         // Records are chained a run at a time (their hashes computed side
         // by side), in order: a hold's entry is spooled before the records
-        // after it.
-        let mut run = Vec::with_capacity(ops.len());
+        // after it. A run is short, so that its records are still in the
+        // CPU's cache when chained and freed.
+        let mut run = Vec::with_capacity(HASH_RUN);
         for op in ops {
             match op {
                 Op::Hold(id) => {
@@ -788,6 +790,9 @@ impl State {
                 }
                 Op::Record(r) => run.push((r, None)),
                 Op::Release(id, r) => run.push((r, Some(id))),
+            }
+            if run.len() == HASH_RUN {
+                self.chain_run(&mut run);
             }
         }
         self.chain_run(&mut run);
@@ -816,7 +821,8 @@ impl State {
         if run.is_empty() {
             return;
         }
-        for e in self.sealer.append_many(std::mem::take(run)) {
+        let records = std::mem::replace(run, Vec::with_capacity(HASH_RUN));
+        for e in self.sealer.append_many(records) {
             tracing::error!(error = %e, "a record was refused by the chain");
         }
     }
