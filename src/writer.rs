@@ -629,7 +629,7 @@ impl Writer {
     /// the batch object will hold it. Valid right after [`Writer::append`]
     /// (after [`Writer::append_many`]: the line of its last record chained).
     pub fn last_line(&self) -> &[u8] {
-        self.pending.lines.get(self.last_line..).unwrap_or_default()
+        &self.pending.lines[self.last_line_range()]
     }
 
     /// Where [`Writer::last_line`] is in [`Writer::pending_lines`].
