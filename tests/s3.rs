@@ -211,16 +211,9 @@ async fn a_bucket_without_object_lock_is_refused_unless_allowed() {
         .with_allow_unlocked(true)
         .build()
         .unwrap();
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        for i in 0..3 {
-            info_span!("chat", gen_ai.operation.name = "chat", i).in_scope(|| {});
-        }
-    });
-    drop(guard);
+    trace_chats(layer, guard, 3);
     // Allowed, it archives (unlocked), and the archive verifies.
-    let report = verify_now(&Archive::open(&url).unwrap()).await;
-    assert!(report.is_intact(), "{}", show(&report));
-    assert_eq!(report.records, 3);
+    assert_intact(&url, 3).await;
     // A locked bucket without a default retention locks nothing by itself:
     // refused, unless a retention is configured or unlocked objects allowed.
     let locked = Archive::open(&s3_url("check")).unwrap();
@@ -270,15 +263,8 @@ async fn a_bucket_default_retention_alone_locks_every_object() {
         .with_writer_id("default-writer")
         .build()
         .unwrap();
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        for i in 0..5 {
-            info_span!("chat", gen_ai.operation.name = "chat", i).in_scope(|| {});
-        }
-    });
-    drop(guard);
-    let report = verify_now(&Archive::open(&url).unwrap()).await;
-    assert!(report.is_intact(), "{}", show(&report));
-    assert_eq!(report.records, 5);
+    trace_chats(layer, guard, 5);
+    assert_intact(&url, 5).await;
     let objects = server_view_in(bucket, &prefix);
     let objects = objects.as_array().unwrap();
     assert!(!objects.is_empty());

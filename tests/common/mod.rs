@@ -252,6 +252,25 @@ pub fn layer_builder(archive: &Archive, dir: &std::path::Path) -> sealtrail::Aud
         .with_flush_interval(Duration::from_millis(50))
 }
 
+/// Traces `n` `chat` spans (field `i`: 0, 1, …) through `layer`, then
+/// drops `guard`, which seals them all.
+pub fn trace_chats(layer: sealtrail::AuditLayer, guard: sealtrail::FlushGuard, n: u64) {
+    use tracing_subscriber::prelude::*;
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..n {
+            tracing::info_span!("chat", gen_ai.operation.name = "chat", i).in_scope(|| {});
+        }
+    });
+    drop(guard);
+}
+
+/// Verifies the archive at `url` now: it must be intact and hold `records`.
+pub async fn assert_intact(url: &str, records: u64) {
+    let report = verify_now(&Archive::open(url).unwrap()).await;
+    assert!(report.is_intact(), "{}", show(&report));
+    assert_eq!(report.records, records);
+}
+
 /// Verifies now, with the test key.
 pub async fn verify_now(archive: &Archive) -> Report {
     verify(archive, &[key().verifying_key()], &VerifyOptions::default())
