@@ -154,6 +154,11 @@ pub fn record_hash(canonical_record: &[u8]) -> Digest {
 pub fn record_hashes(records: &[&[u8]], out: &mut [[u8; 32]]) {
     // Asserted here: not every backend of tape-sha256 checks it.
     assert_eq!(records.len(), out.len(), "one digest per record");
+    if let ([record], [digest]) = (records, &mut *out) {
+        // One alone: sha2 is 8 % faster at that (a run of one session).
+        *digest = record_hash(record).0;
+        return;
+    }
     tape_sha256::hash_many_prefixed(RECORD_TAG, records, out);
 }
 
